@@ -1,0 +1,86 @@
+"""The ``rtml`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+
+import click
+
+from shared.settings import get_settings
+
+
+@click.group()
+def main() -> None:
+    """rtml: real-time machine learning on Kafka."""
+
+
+@contextlib.contextmanager
+def _broker_if_embedded() -> Iterator[str]:
+    """Start the embedded broker unless RTML_KAFKA_BOOTSTRAP names an external one."""
+    from shared.embedded_broker import EmbeddedBroker
+
+    settings = get_settings()
+    if not settings.embedded:
+        yield settings.bootstrap
+        return
+    with EmbeddedBroker(port=settings.kafka_port) as broker:
+        yield broker.bootstrap
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+@main.command()
+def broker() -> None:
+    """Run the embedded broker (memory only) on 127.0.0.1:$RTML_KAFKA_PORT until stopped."""
+    from shared.embedded_broker import EmbeddedBroker
+    from shared.kafka import ensure_topics
+
+    settings = get_settings()
+
+    async def serve(bootstrap: str) -> None:
+        stop = _stop_event()
+        created = await ensure_topics(settings.model_copy(update={"kafka_bootstrap": bootstrap}))
+        click.echo(f"embedded broker listening on {bootstrap} ({len(created)} topics created)")
+        click.echo("it keeps everything in memory: stopping it loses every topic and offset")
+        await stop.wait()
+
+    with EmbeddedBroker(port=settings.kafka_port) as running:
+        asyncio.run(serve(running.bootstrap))
+
+
+@main.command()
+@click.option("--ready-timeout", default=90.0, show_default=True, help="seconds to wait for /readyz")
+def up(ready_timeout: float) -> None:
+    """Start the broker (unless external) and every service; Ctrl-C stops all."""
+    from rtml.stack import SERVICES
+    from rtml.supervisor import run_stack
+    from shared.kafka import ensure_topics
+
+    settings = get_settings()
+
+    async def run(bootstrap: str) -> int:
+        await ensure_topics(settings.model_copy(update={"kafka_bootstrap": bootstrap}))
+        return await run_stack(SERVICES, bootstrap, _stop_event(), ready_timeout)
+
+    with _broker_if_embedded() as bootstrap:
+        code = asyncio.run(run(bootstrap))
+    sys.exit(code)
+
+
+@main.command()
+def topics() -> None:
+    """Create every rtml topic that does not exist yet (idempotent)."""
+    from shared.kafka import ensure_topics
+
+    created = asyncio.run(ensure_topics(get_settings()))
+    click.echo(f"created: {', '.join(created) or 'nothing, all topics exist'}")

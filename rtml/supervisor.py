@@ -1,0 +1,125 @@
+"""``rtml up``: the broker (unless external) and every service as supervised
+subprocesses, restarted on crash with backoff, stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from rtml.stack import ServiceSpec
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+MAX_BACKOFF_S = 30.0
+# a child that ran this long without crashing earns a fresh backoff
+STABLE_AFTER_S = 60.0
+STOP_GRACE_S = 15.0
+
+
+@dataclass
+class Supervised:
+    spec: ServiceSpec
+    port: int
+    env: dict[str, str]
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    backoff_s: float = 0.5
+    started_at: float = field(default=0.0)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.started_at = time.monotonic()
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", self.spec.module, env=self.env
+        )
+
+    async def supervise(self, stopping: asyncio.Event) -> None:
+        """Restart the child whenever it exits, until the stack is stopping."""
+        while not stopping.is_set():
+            await self.start()
+            assert self.process is not None
+            code = await self.process.wait()
+            if stopping.is_set():
+                return
+            if time.monotonic() - self.started_at > STABLE_AFTER_S:
+                self.backoff_s = 0.5
+            log.warning("service_exited", service=self.spec.name, code=code, restart_in_s=self.backoff_s)
+            self.restarts += 1
+            await asyncio.sleep(self.backoff_s)
+            self.backoff_s = min(self.backoff_s * 2, MAX_BACKOFF_S)
+
+    async def terminate(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), STOP_GRACE_S)
+        except TimeoutError:
+            log.warning("service_killed", service=self.spec.name, after_s=STOP_GRACE_S)
+            self.process.kill()
+            await self.process.wait()
+
+
+def plan(specs: tuple[ServiceSpec, ...], env: dict[str, str]) -> list[Supervised]:
+    children = []
+    for spec in specs:
+        port = int(env.get(spec.port_env, spec.default_port))
+        children.append(Supervised(spec, port, {**env, spec.port_env: str(port)}))
+    return children
+
+
+async def wait_ready(children: list[Supervised], timeout_s: float) -> dict[str, bool]:
+    deadline = time.monotonic() + timeout_s
+    ready = {c.spec.name: False for c in children}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+        while not all(ready.values()) and time.monotonic() < deadline:
+            for child in children:
+                if not ready[child.spec.name]:
+                    ready[child.spec.name] = await _is_ready(http, child.url)
+            await asyncio.sleep(0.2)
+    return ready
+
+
+async def _is_ready(http: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with http.get(f"{url}/readyz") as response:
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+def render_table(children: list[Supervised], ready: dict[str, bool], bootstrap: str) -> str:
+    rows = [("service", "status", "url", "what"), ("kafka", "ready", bootstrap, "broker")]
+    for child in children:
+        status = "ready" if ready[child.spec.name] else "NOT READY"
+        rows.append((child.spec.name, status, child.url, child.spec.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
+
+
+async def run_stack(
+    specs: tuple[ServiceSpec, ...], bootstrap: str, stop: asyncio.Event, ready_timeout_s: float
+) -> int:
+    children = plan(specs, dict(os.environ))
+    supervisors = [asyncio.create_task(c.supervise(stop)) for c in children]
+    ready = await wait_ready(children, ready_timeout_s)
+    print(render_table(children, ready, bootstrap), flush=True)
+    code = 0 if all(ready.values()) else 1
+    if code == 0:
+        print("rtml is up. Ctrl-C stops everything.", flush=True)
+        await stop.wait()
+    else:
+        stop.set()
+    await asyncio.gather(*(c.terminate() for c in children))
+    await asyncio.gather(*supervisors, return_exceptions=True)
+    return code

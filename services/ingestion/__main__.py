@@ -1,0 +1,41 @@
+"""Entry point: ``python -m services.ingestion`` (what ``rtml up`` runs)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.ingestion.app import Ingestion
+from services.ingestion.predictions import PredictionWaiter
+from shared import topics
+from shared.kafka import ensure_topics, start_consumer, start_producer
+from shared.logging import configure_logging, get_logger
+from shared.service import HealthEndpoints, run_until_signalled, serve
+from shared.settings import get_settings
+
+SERVICE = "ingestion"
+
+
+async def main(stop: asyncio.Event) -> None:
+    settings = get_settings()
+    configure_logging(SERVICE, settings.log_level)
+    log = get_logger(SERVICE)
+    await ensure_topics(settings)
+    producer = await start_producer(settings)
+    waiter = PredictionWaiter(await start_consumer(settings, group_id=None, auto_offset_reset="latest"))
+    await waiter.start()
+    ingestion = Ingestion(settings, producer, waiter)
+    health = HealthEndpoints()
+    health.add_ready_check("broker", lambda: ingestion.broker_ok or "the last send failed")
+    runner = await serve(ingestion.app(health), settings.ingest_host, settings.ingest_port)
+    log.info("ready", bootstrap=settings.bootstrap, port=settings.ingest_port)
+    await stop.wait()
+    log.info("stopping")
+    # stop taking requests first, then flush what was accepted, then let go of Kafka
+    await runner.cleanup()
+    await producer.stop()
+    await waiter.stop()
+    log.info("stopped")
+
+
+if __name__ == "__main__":
+    run_until_signalled(main)

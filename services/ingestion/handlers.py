@@ -1,0 +1,76 @@
+"""Ingestion's pure logic: parse a body, validate what is in it. No I/O."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+from shared.contracts import DOMAIN_EVENTS, Message, PredictRequest, from_wire, unpack
+from shared.errors import ContractError
+
+MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad item of a request: which one, which field, why."""
+
+    index: int
+    field: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class BadRequest(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"[{p.index}] {p.field}: {p.reason}" for p in problems))
+
+
+def parse_body(body: bytes, content_type: str) -> list[Any]:
+    """One item or a batch (a list, or ``{"events": [...]}``) as a list of items."""
+    try:
+        if content_type in MSGPACK_TYPES:
+            document = unpack(body)
+        elif content_type in ("application/json", ""):
+            document = json.loads(body)
+        else:
+            raise BadRequest([Problem(-1, "content-type", f"unsupported {content_type!r}")])
+    except (ContractError, ValueError) as exc:
+        raise BadRequest([Problem(-1, "body", f"not decodable: {exc}")]) from exc
+    if isinstance(document, dict) and isinstance(document.get("events"), list):
+        return document["events"]
+    return document if isinstance(document, list) else [document]
+
+
+def validate_events(items: list[Any], max_batch: int) -> list[Message]:
+    """Every item as a domain event, or BadRequest naming each bad one."""
+    if not items:
+        raise BadRequest([Problem(-1, "body", "no events")])
+    if len(items) > max_batch:
+        raise BadRequest([Problem(-1, "body", f"{len(items)} events exceed the batch limit {max_batch}")])
+    events: list[Message] = []
+    problems: list[Problem] = []
+    for index, item in enumerate(items):
+        try:
+            events.append(from_wire(item, DOMAIN_EVENTS))
+        except ContractError as exc:
+            problems.append(Problem(index, exc.field, exc.reason))
+    if problems:
+        raise BadRequest(problems)
+    return events
+
+
+def predict_request(item: Any, now: float | None = None) -> PredictRequest:
+    """A predict body (task, entities, inputs; ts defaults to now) as a request."""
+    if not isinstance(item, dict):
+        raise BadRequest([Problem(0, "body", "expected a JSON object")])
+    wire = {"schema": PredictRequest.SCHEMA, "ts": time.time() if now is None else now, **item}
+    try:
+        return cast(PredictRequest, from_wire(wire, PredictRequest))
+    except ContractError as exc:
+        raise BadRequest([Problem(0, exc.field, exc.reason)]) from exc

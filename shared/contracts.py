@@ -1,0 +1,377 @@
+"""Message contracts: one versioned schema per message kind, encoded as msgpack.
+
+On the wire every message is a msgpack map carrying ``schema`` (the kind's
+name), ``version`` ("MAJOR.MINOR"), a unique ``id`` and an event-time ``ts``
+(seconds since the epoch, as the producer of the fact saw it) next to the
+kind's own fields.
+
+Compatibility rule: a minor bump only adds optional fields, so a reader accepts
+any minor of its major and ignores fields it does not know; a different major is
+rejected, because the meaning of existing fields may have changed.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any, ClassVar, Literal
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.errors import ContractError
+
+# Bounds for untrusted input: a message far larger than any rtml produces is
+# an attack or a bug, never data.
+MAX_MESSAGE_BYTES = 1 << 20
+_UNPACK_LIMITS = dict(
+    max_str_len=1 << 16,
+    max_bin_len=MAX_MESSAGE_BYTES,
+    max_array_len=1 << 16,
+    max_map_len=1 << 12,
+    max_ext_len=0,
+)
+
+Task = Literal["eta", "recs"]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Message(BaseModel):
+    """Fields every message has; subclasses set SCHEMA, VERSION and KEY_FIELD."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=1024)
+
+    SCHEMA: ClassVar[str]
+    VERSION: ClassVar[tuple[int, int]] = (1, 0)
+    # the field whose value keys the message on its topic (entity or request id)
+    KEY_FIELD: ClassVar[str] = "id"
+
+    id: str = Field(default_factory=new_id, min_length=1, max_length=128)
+    ts: float = Field(description="event time, seconds since the epoch")
+
+    @field_validator("ts")
+    @classmethod
+    def _finite_ts(cls, value: float) -> float:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("must be a finite, non-negative number of seconds")
+        return value
+
+    @property
+    def key(self) -> bytes:
+        return str(getattr(self, self.KEY_FIELD)).encode()
+
+    def to_wire(self) -> dict[str, Any]:
+        body = self.model_dump(mode="python")
+        body["schema"] = self.SCHEMA
+        body["version"] = f"{self.VERSION[0]}.{self.VERSION[1]}"
+        return body
+
+
+# --- domain events (rtml.events) -------------------------------------------
+
+
+class OrderPlaced(Message):
+    SCHEMA = "order_placed"
+    KEY_FIELD = "restaurant_id"
+    order_id: str = Field(min_length=1)
+    restaurant_id: str = Field(min_length=1)
+    zone_id: str = Field(min_length=1)
+    distance_km: float = Field(ge=0, le=500)
+    n_items: int = Field(ge=1, le=1000)
+
+
+class OrderReady(Message):
+    SCHEMA = "order_ready"
+    KEY_FIELD = "restaurant_id"
+    order_id: str = Field(min_length=1)
+    restaurant_id: str = Field(min_length=1)
+    placed_ts: float = Field(ge=0, description="event time the order was placed")
+
+
+class CourierAssigned(Message):
+    SCHEMA = "courier_assigned"
+    KEY_FIELD = "zone_id"
+    order_id: str = Field(min_length=1)
+    courier_id: str = Field(min_length=1)
+    zone_id: str = Field(min_length=1)
+
+
+class OrderPickedUp(Message):
+    SCHEMA = "order_picked_up"
+    KEY_FIELD = "restaurant_id"
+    order_id: str = Field(min_length=1)
+    courier_id: str = Field(min_length=1)
+    restaurant_id: str = Field(min_length=1)
+
+
+class OrderDelivered(Message):
+    SCHEMA = "order_delivered"
+    KEY_FIELD = "zone_id"
+    order_id: str = Field(min_length=1)
+    courier_id: str = Field(min_length=1)
+    restaurant_id: str = Field(min_length=1)
+    zone_id: str = Field(min_length=1)
+    placed_ts: float = Field(ge=0, description="event time the order was placed")
+
+
+class CourierOnline(Message):
+    SCHEMA = "courier_online"
+    KEY_FIELD = "zone_id"
+    courier_id: str = Field(min_length=1)
+    zone_id: str = Field(min_length=1)
+
+
+class CourierOffline(Message):
+    SCHEMA = "courier_offline"
+    KEY_FIELD = "zone_id"
+    courier_id: str = Field(min_length=1)
+    zone_id: str = Field(min_length=1)
+
+
+class Impression(Message):
+    SCHEMA = "impression"
+    KEY_FIELD = "session_id"
+    session_id: str = Field(min_length=1)
+    item_id: int = Field(ge=0)
+    position: int = Field(ge=0)
+    campaign: str = "all"
+    propensity: float | None = Field(default=None, gt=0, le=1)
+    user_features: dict[str, str] = Field(default_factory=dict)
+
+
+class ItemViewed(Message):
+    SCHEMA = "item_viewed"
+    KEY_FIELD = "session_id"
+    session_id: str = Field(min_length=1)
+    item_id: int = Field(ge=0)
+
+
+class ItemClicked(Message):
+    SCHEMA = "item_clicked"
+    KEY_FIELD = "session_id"
+    session_id: str = Field(min_length=1)
+    item_id: int = Field(ge=0)
+    impression_id: str | None = None
+
+
+DOMAIN_EVENTS: tuple[type[Message], ...] = (
+    OrderPlaced,
+    OrderReady,
+    CourierAssigned,
+    OrderPickedUp,
+    OrderDelivered,
+    CourierOnline,
+    CourierOffline,
+    Impression,
+    ItemViewed,
+    ItemClicked,
+)
+
+
+# --- the predict chain -------------------------------------------------------
+
+
+class PredictRequest(Message):
+    """A request for a prediction; ``id`` is the request id that keys the chain."""
+
+    SCHEMA = "predict_request"
+    task: Task
+    # the entities the features are looked up by (restaurant_id, zone_id, session_id, ...)
+    entities: dict[str, str] = Field(default_factory=dict, max_length=32)
+    # request-time inputs (distance_km, n_items, ...)
+    inputs: dict[str, float] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("inputs")
+    @classmethod
+    def _finite_inputs(cls, inputs: dict[str, float]) -> dict[str, float]:
+        for name, value in inputs.items():
+            if not math.isfinite(value):
+                raise ValueError(f"input {name!r} must be finite")
+        return inputs
+
+
+class FeatureVector(BaseModel):
+    """A named, ordered, versioned feature vector with freshness and fallback flags."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    feature_set: str = Field(min_length=1, description="name@version of the feature set")
+    names: list[str]
+    values: list[float]
+    # event-time age (s) of the newest event behind each feature; None for request inputs
+    freshness_s: list[float | None]
+    defaulted: list[bool]
+
+    @field_validator("values", "freshness_s", "defaulted")
+    @classmethod
+    def _same_length(cls, column: list[Any], info: Any) -> list[Any]:
+        names = info.data.get("names")
+        if names is not None and len(column) != len(names):
+            raise ValueError(f"has {len(column)} entries for {len(names)} feature names")
+        return column
+
+
+class PredictEnriched(Message):
+    SCHEMA = "predict_enriched"
+    task: Task
+    entities: dict[str, str] = Field(default_factory=dict)
+    request_ts: float
+    features: FeatureVector
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class PredictRouted(PredictEnriched):
+    SCHEMA = "predict_routed"
+    model_version: str | None = None
+    arm: str | None = None
+    propensity: float = Field(default=1.0, gt=0, le=1)
+    policy: str = "champion"
+
+
+class Prediction(Message):
+    SCHEMA = "prediction"
+    task: Task
+    entities: dict[str, str] = Field(default_factory=dict)
+    request_ts: float
+    features: FeatureVector
+    model_version: str
+    arm: str | None = None
+    propensity: float = Field(default=1.0, gt=0, le=1)
+    prediction: float | list[float]
+    # true when the requested version was unknown and the champion answered instead
+    fell_back: bool = False
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class TrainingExample(Message):
+    SCHEMA = "training_example"
+    task: Task
+    features: FeatureVector
+    label: float
+    model_version: str
+    arm: str | None = None
+    propensity: float = Field(default=1.0, gt=0, le=1)
+    prediction: float | list[float]
+    request_ts: float
+    label_ts: float
+
+
+class Reward(Message):
+    """A bandit reward; ``id`` is the request id, so a repeat is recognisable."""
+
+    SCHEMA = "reward"
+    task: Task
+    arm: str = Field(min_length=1)
+    reward: float
+
+
+class ModelAnnouncement(Message):
+    SCHEMA = "model_announcement"
+    KEY_FIELD = "version"
+    task: Task
+    version: str = Field(min_length=1)
+    action: Literal["registered", "promoted", "retired"]
+    parent_version: str | None = None
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    feature_set: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    reason: str = ""
+
+
+class DlqRecord(Message):
+    SCHEMA = "dlq_record"
+    service: str
+    reason: str = Field(description="short machine-readable cause: decode, schema, handler, late")
+    error_class: str
+    error: str
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    attempt: int = 1
+    original: bytes = b""
+
+
+PREDICT_CHAIN: tuple[type[Message], ...] = (
+    PredictRequest,
+    PredictEnriched,
+    PredictRouted,
+    Prediction,
+    TrainingExample,
+    Reward,
+    ModelAnnouncement,
+    DlqRecord,
+)
+
+REGISTRY: dict[str, type[Message]] = {m.SCHEMA: m for m in DOMAIN_EVENTS + PREDICT_CHAIN}
+
+
+# --- codec -------------------------------------------------------------------
+
+
+def encode(message: Message) -> bytes:
+    return msgpack.packb(message.to_wire(), use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    """msgpack bytes -> Python object, with the limits untrusted input needs."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ContractError("", f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise ContractError("", f"not decodable msgpack: {exc}") from exc
+
+
+def decode(data: bytes, expect: type[Message] | tuple[type[Message], ...] = ()) -> Message:
+    """msgpack bytes -> a validated message; ``expect`` narrows the accepted kinds."""
+    return from_wire(unpack(data), expect)
+
+
+def from_wire(body: Any, expect: type[Message] | tuple[type[Message], ...] = ()) -> Message:
+    if not isinstance(body, dict):
+        raise ContractError("", f"expected a map, got {type(body).__name__}")
+    kind = _kind_of(body)
+    allowed = expect if isinstance(expect, tuple) else (expect,)
+    if allowed and kind not in allowed:
+        names = ", ".join(k.SCHEMA for k in allowed)
+        raise ContractError("schema", f"{kind.SCHEMA!r} is not accepted here (expected {names})")
+    _check_version(kind, body.get("version", _version_string(kind)))
+    fields = {k: v for k, v in body.items() if k not in ("schema", "version")}
+    try:
+        return kind.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise ContractError(field, first["msg"], kind.SCHEMA) from exc
+
+
+def _kind_of(body: dict[str, Any]) -> type[Message]:
+    name = body.get("schema")
+    if not isinstance(name, str):
+        raise ContractError("schema", "missing or not a string")
+    kind = REGISTRY.get(name)
+    if kind is None:
+        raise ContractError("schema", f"unknown schema {name!r}")
+    return kind
+
+
+def _version_string(kind: type[Message]) -> str:
+    return f"{kind.VERSION[0]}.{kind.VERSION[1]}"
+
+
+def _check_version(kind: type[Message], version: Any) -> None:
+    try:
+        major_text, minor_text = str(version).split(".")
+        major, minor = int(major_text), int(minor_text)
+    except ValueError:
+        raise ContractError("version", f"{version!r} is not MAJOR.MINOR", kind.SCHEMA) from None
+    if major != kind.VERSION[0] or minor < 0:
+        raise ContractError(
+            "version",
+            f"major version {major} is not supported (this reader knows "
+            f"{kind.SCHEMA} {kind.VERSION[0]}.x)",
+            kind.SCHEMA,
+        )

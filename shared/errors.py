@@ -1,0 +1,42 @@
+"""Typed errors shared by every service."""
+
+from __future__ import annotations
+
+
+class RtmlError(Exception):
+    """Base class of the errors rtml raises on purpose."""
+
+
+class ContractError(RtmlError):
+    """A message that does not satisfy its contract; names the field and the reason."""
+
+    def __init__(self, field: str, reason: str, schema: str | None = None) -> None:
+        self.field = field
+        self.reason = reason
+        self.schema = schema
+        where = f"{schema}." if schema else ""
+        super().__init__(f"{where}{field or '<message>'}: {reason}")
+
+
+class BrokerUnavailable(RtmlError):
+    """The Kafka bootstrap address never answered within the retry budget."""
+
+
+class ModelStoreError(RtmlError):
+    """The model store refused an operation; the message says which version and why."""
+
+
+class UnknownVersion(ModelStoreError):
+    """No registered version has this id (or the id is not a valid version name)."""
+
+
+class VersionExists(ModelStoreError):
+    """A version with this id is already registered; versions are immutable."""
+
+
+class IntegrityError(ModelStoreError):
+    """A stored artifact or record is not what was registered (hash mismatch, corrupt file)."""
+
+
+class UnsafeModelError(ModelStoreError):
+    """The artifact is not XGBoost UBJSON/JSON (a pickle, say) and was never deserialised."""

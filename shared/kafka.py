@@ -1,0 +1,149 @@
+"""Kafka helpers: producer and consumer factories with retried connects,
+idempotent topic creation and the dead-letter writer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from shared import broker_compat, topics
+from shared.contracts import DlqRecord, encode
+from shared.errors import BrokerUnavailable
+from shared.logging import get_logger
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36
+CONNECT_TIMEOUT_S = 30.0
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        kwargs.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        kwargs["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile)
+    return kwargs
+
+
+async def start_with_retry(client: Any, settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S):
+    """Start an aiokafka client, retrying connects with bounded exponential backoff."""
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(timeout_s),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            retry=retry_if_exception_type(KafkaConnectionError),
+            reraise=True,
+        ):
+            with attempt:
+                await client.start()
+    except KafkaConnectionError as exc:
+        raise BrokerUnavailable(
+            f"Kafka at {settings.bootstrap} did not answer within {timeout_s:.0f}s "
+            f"(set RTML_KAFKA_BOOTSTRAP, or start the embedded broker with `rtml broker`)"
+        ) from exc
+    return client
+
+
+async def start_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    kwargs = {
+        **client_kwargs(settings),
+        "acks": "all",
+        "linger_ms": 2,
+        "max_batch_size": 64 * 1024,
+        "request_timeout_ms": 15000,
+        **broker_compat.producer_overrides(settings.embedded),
+        **overrides,
+    }
+    return await start_with_retry(AIOKafkaProducer(**kwargs), settings)
+
+
+async def start_consumer(
+    settings: Settings, *topic_names: str, group_id: str | None, **overrides: Any
+) -> AIOKafkaConsumer:
+    kwargs = {
+        **client_kwargs(settings),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        **broker_compat.consumer_overrides(settings.embedded),
+        **overrides,
+    }
+    return await start_with_retry(AIOKafkaConsumer(*topic_names, **kwargs), settings)
+
+
+async def ensure_topics(
+    settings: Settings, wanted: Iterable[topics.Topic] = topics.ALL
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await start_with_retry(admin, settings)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if not missing:
+            return []
+        new = [
+            NewTopic(
+                t.name, topics.partitions_of(t, settings.partitions), 1, topic_configs=t.configs
+            )
+            for t in missing
+        ]
+        response = await admin.create_topics(new)
+        for name, code, *_ in response.topic_errors:
+            if code not in (0, TOPIC_ALREADY_EXISTS):
+                raise KafkaError(f"creating topic {name} failed with error code {code}")
+        log.info("topics_created", topics=[t.name for t in missing])
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+class DlqWriter:
+    """Sends what a service could not process to ``rtml.dlq``, with the reason."""
+
+    def __init__(self, producer: AIOKafkaProducer, service: str) -> None:
+        self._producer = producer
+        self._service = service
+
+    async def send(
+        self,
+        original: bytes,
+        error: BaseException | str,
+        reason: str,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+        attempt: int = 1,
+    ) -> None:
+        record = DlqRecord(
+            ts=time.time(),
+            service=self._service,
+            reason=reason,
+            error_class=type(error).__name__ if isinstance(error, BaseException) else "str",
+            error=str(error)[:2000],
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            attempt=attempt,
+            original=original,
+        )
+        await self._producer.send_and_wait(topics.DLQ.name, encode(record), key=record.id.encode())
+        log.warning("sent_to_dlq", reason=reason, error=record.error, topic=topic, offset=offset)

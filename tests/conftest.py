@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from shared.embedded_broker import EmbeddedBroker, free_port
+from shared.kafka import ensure_topics
+from shared.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    """One embedded broker for the session, with every rtml topic created."""
+    with EmbeddedBroker(port=free_port()) as running:
+        asyncio.run(ensure_topics(Settings(kafka_port=running.port)))
+        yield running
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker) -> Settings:
+    return Settings(kafka_port=broker.port)

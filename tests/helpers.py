@@ -1,0 +1,87 @@
+"""Test helpers that talk to the real broker and real service processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared.contracts import Message, decode
+from shared.kafka import client_kwargs
+from shared.settings import Settings
+
+
+async def read_topic(
+    settings: Settings, topic: str, expected: int, timeout_s: float = 20.0
+) -> list[Message]:
+    """Every message of ``topic`` from the beginning, once ``expected`` have arrived
+    (or the timeout passed: the caller's assertion then shows what was missing)."""
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, fetch_max_wait_ms=5)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        messages: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while len(messages) < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=100)
+            for records in batches.values():
+                messages.extend(decode(r.value) for r in records)
+        # a short settle so that an unexpected extra message is seen too
+        batches = await consumer.getmany(timeout_ms=300)
+        for records in batches.values():
+            messages.extend(decode(r.value) for r in records)
+        return messages
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    for _ in range(50):
+        await consumer.topics()
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return partitions
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"topic {topic} has no partitions")
+
+
+def wait_http(url: str, timeout_s: float = 30.0, status: int = 200) -> None:
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == status:
+                    return
+                last = response.status
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer {status} within {timeout_s}s (last: {last})")
+
+
+@contextmanager
+def service_process(module: str, env: dict[str, str], ready_url: str) -> Iterator[subprocess.Popen]:
+    """Run ``python -m module`` until /readyz answers; SIGTERM it afterwards."""
+    process = subprocess.Popen([sys.executable, "-m", module], env={**os.environ, **env})
+    try:
+        wait_http(ready_url)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

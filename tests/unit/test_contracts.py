@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.contracts import (
+    DOMAIN_EVENTS,
+    REGISTRY,
+    FeatureVector,
+    OrderPlaced,
+    Prediction,
+    PredictRequest,
+    decode,
+    encode,
+)
+from shared.errors import ContractError
+
+names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)
+times = st.floats(min_value=0, max_value=4e9, allow_nan=False)
+
+order_placed = st.builds(
+    OrderPlaced,
+    ts=times,
+    order_id=names,
+    restaurant_id=names,
+    zone_id=names,
+    distance_km=st.floats(min_value=0, max_value=500),
+    n_items=st.integers(min_value=1, max_value=1000),
+)
+
+
+@st.composite
+def predictions(draw: st.DrawFn) -> Prediction:
+    width = draw(st.integers(min_value=0, max_value=8))
+    floats = st.floats(allow_nan=False, allow_infinity=False)
+    features = FeatureVector(
+        feature_set="eta@1",
+        names=draw(st.lists(names, min_size=width, max_size=width)),
+        values=draw(st.lists(floats, min_size=width, max_size=width)),
+        freshness_s=draw(st.lists(st.none() | times, min_size=width, max_size=width)),
+        defaulted=draw(st.lists(st.booleans(), min_size=width, max_size=width)),
+    )
+    return Prediction(
+        ts=draw(times),
+        task=draw(st.sampled_from(["eta", "recs"])),
+        request_ts=draw(times),
+        features=features,
+        model_version=draw(names),
+        propensity=draw(st.floats(min_value=1e-6, max_value=1)),
+        prediction=draw(floats),
+    )
+
+
+@given(order_placed)
+def test_event_round_trip(event: OrderPlaced) -> None:
+    assert decode(encode(event)) == event
+
+
+@given(predictions())
+def test_prediction_round_trip(prediction: Prediction) -> None:
+    assert decode(encode(prediction)) == prediction
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_escape_as_other_errors(data: bytes) -> None:
+    try:
+        decode(data)
+    except ContractError:
+        pass
+
+
+def wire(**changes: object) -> bytes:
+    body = OrderPlaced(
+        ts=1.0, order_id="o", restaurant_id="r", zone_id="z", distance_km=1.0, n_items=1
+    ).to_wire()
+    body.update(changes)
+    return msgpack.packb({k: v for k, v in body.items() if v is not None})
+
+
+def test_every_message_kind_is_registered_under_its_schema() -> None:
+    assert len(REGISTRY) == len(set(REGISTRY)) >= 18
+    assert {k.SCHEMA for k in DOMAIN_EVENTS} == {
+        "order_placed", "order_ready", "courier_assigned", "order_picked_up", "order_delivered",
+        "courier_online", "courier_offline", "impression", "item_viewed", "item_clicked",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "reason"),
+    [
+        ({"n_items": 0}, "n_items", "greater than or equal to 1"),
+        ({"distance_km": "far"}, "distance_km", "valid number"),
+        ({"ts": -5.0}, "ts", "non-negative"),
+        ({"restaurant_id": None}, "restaurant_id", "Field required"),
+        ({"schema": "order_teleported"}, "schema", "unknown schema"),
+        ({"version": "2.0"}, "version", "major version 2 is not supported"),
+        ({"version": "one"}, "version", "MAJOR.MINOR"),
+    ],
+)
+def test_invalid_messages_name_the_field_and_reason(changes, field, reason) -> None:
+    with pytest.raises(ContractError) as caught:
+        decode(wire(**changes))
+    assert caught.value.field == field
+    assert reason in caught.value.reason
+
+
+def test_newer_minor_version_with_unknown_fields_decodes() -> None:
+    event = decode(wire(version="1.9", surge_pricing=True))
+    assert isinstance(event, OrderPlaced) and event.n_items == 1
+
+
+def test_decode_can_narrow_the_accepted_kinds() -> None:
+    with pytest.raises(ContractError, match="not accepted here"):
+        decode(wire(), PredictRequest)
+
+
+def test_undecodable_and_oversized_input_is_a_contract_error() -> None:
+    with pytest.raises(ContractError, match="not decodable"):
+        decode(b"\xc1")
+    with pytest.raises(ContractError, match="exceeds"):
+        decode(b"\x00" * ((1 << 20) + 1))
+    with pytest.raises(ContractError, match="expected a map"):
+        decode(msgpack.packb([1, 2]))
+
+
+def test_feature_vector_columns_must_match_names() -> None:
+    with pytest.raises(ValueError, match="2 entries for 1 feature names"):
+        FeatureVector(feature_set="x@1", names=["a"], values=[1.0, 2.0], freshness_s=[None], defaulted=[False])
+
+
+def test_message_key_is_its_entity() -> None:
+    event = OrderPlaced(ts=1.0, order_id="o", restaurant_id="r7", zone_id="z", distance_km=1.0, n_items=1)
+    assert event.key == b"r7"

@@ -1,0 +1,151 @@
+"""The consume -> process -> produce -> commit loop that aiokafka services share.
+
+Order of work for each fetched batch, which is what makes it at-least-once:
+decode and validate every record; hand the valid ones to the handler in one
+call (so a handler can micro-batch); send what it returns; wait for the
+broker's acks; only then commit the batch's offsets. A crash anywhere before
+the commit redelivers the batch, so handlers must absorb repeats by id.
+
+A record that cannot be decoded, breaks its contract, or makes the handler
+raise goes to ``rtml.dlq`` with the reason, and the partition keeps flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from prometheus_client import Counter, Histogram
+
+from shared.contracts import Message, decode, encode
+from shared.errors import ContractError
+from shared.kafka import DlqWriter
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+PROCESSED = Counter("rtml_messages_processed_total", "messages handled", ["service", "topic"])
+DEAD_LETTERS = Counter("rtml_dlq_messages_total", "messages sent to rtml.dlq", ["service", "reason"])
+BATCH_SECONDS = Histogram("rtml_batch_seconds", "time to process one fetched batch", ["service"])
+
+# a consumer that has not committed for this long while records wait is stuck
+STALL_AFTER_S = 30.0
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    message: Message
+    key: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A decoded message with where it came from."""
+
+    message: Message
+    record: ConsumerRecord
+
+
+BatchHandler = Callable[[Sequence[Incoming]], Awaitable[Sequence[Outgoing]]]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        service: str,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        handler: BatchHandler,
+        expect: type[Message] | tuple[type[Message], ...] = (),
+        max_records: int = 500,
+    ) -> None:
+        self.service = service
+        self._consumer = consumer
+        self._producer = producer
+        self._handler = handler
+        self._expect = expect
+        self._max_records = max_records
+        self._dlq = DlqWriter(producer, service)
+        self.last_progress = time.monotonic()
+        self.crashed: BaseException | None = None
+
+    def readiness(self) -> bool | str:
+        """For /readyz: assigned partitions, alive loop, progress when records arrive."""
+        if self.crashed is not None:
+            return f"processing loop crashed: {self.crashed!r}"
+        if not self._consumer.assignment():
+            return "no partitions assigned"
+        if time.monotonic() - self.last_progress > STALL_AFTER_S:
+            return f"no batch completed for {STALL_AFTER_S:.0f}s"
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                batches = await self._consumer.getmany(timeout_ms=100, max_records=self._max_records)
+                self.last_progress = time.monotonic()
+                if batches:
+                    await self.process(batches)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.crashed = exc
+            log.exception("pipeline_crashed", service=self.service)
+            raise
+
+    async def process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        started = time.perf_counter()
+        records = [record for partition in batches.values() for record in partition]
+        incoming = [item for item in [await self._decode(r) for r in records] if item is not None]
+        outgoing = await self._handle(incoming)
+        acks = [
+            await self._producer.send(out.topic, encode(out.message), key=out.key or out.message.key)
+            for out in outgoing
+        ]
+        await asyncio.gather(*acks)
+        await self._consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})
+        for record in records:
+            PROCESSED.labels(self.service, record.topic).inc()
+        BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+
+    async def _decode(self, record: ConsumerRecord) -> Incoming | None:
+        try:
+            return Incoming(decode(record.value, self._expect), record)
+        except ContractError as exc:
+            reason = "schema" if exc.field else "decode"
+            await self._dead_letter(record, exc, reason)
+            return None
+
+    async def _handle(self, incoming: list[Incoming]) -> list[Outgoing]:
+        if not incoming:
+            return []
+        try:
+            return list(await self._handler(incoming))
+        except Exception as exc:
+            if len(incoming) == 1:
+                await self._dead_letter(incoming[0].record, exc, "handler")
+                return []
+        # find the poison message: one at a time, the rest still go through
+        # (handlers absorb repeats by id, so re-handling the batch's head is safe)
+        outgoing: list[Outgoing] = []
+        for item in incoming:
+            try:
+                outgoing.extend(await self._handler([item]))
+            except Exception as exc:
+                await self._dead_letter(item.record, exc, "handler")
+        return outgoing
+
+    async def _dead_letter(self, record: ConsumerRecord, error: BaseException, reason: str) -> None:
+        DEAD_LETTERS.labels(self.service, reason).inc()
+        await self._dlq.send(
+            record.value or b"",
+            error,
+            reason,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )

@@ -77,6 +77,12 @@ def up(ready_timeout: float) -> None:
     sys.exit(code)
 
 
+def _mount_subcommands() -> None:
+    from services.simulator.cli import simulate_command
+
+    main.add_command(simulate_command)
+
+
 @main.command()
 def topics() -> None:
     """Create every rtml topic that does not exist yet (idempotent)."""
@@ -84,3 +90,6 @@ def topics() -> None:
 
     created = asyncio.run(ensure_topics(get_settings()))
     click.echo(f"created: {', '.join(created) or 'nothing, all topics exist'}")
+
+
+_mount_subcommands()

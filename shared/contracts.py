@@ -281,6 +281,34 @@ class ModelAnnouncement(Message):
     reason: str = ""
 
 
+class ArmSummary(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    arm: str
+    pulls: int = Field(ge=0)
+    mean: float
+    ci_low: float
+    ci_high: float
+    # probability the policy gives this arm now (its traffic share)
+    share: float = Field(ge=0, le=1)
+
+
+class RouterState(Message):
+    """A router's posterior checkpoint for one task (compacted, keyed by task)."""
+
+    SCHEMA = "router_state"
+    KEY_FIELD = "task"
+    task: Task
+    policy: str
+    decisions: int = Field(ge=0)
+    arms: list[ArmSummary]
+    champion: str | None = None
+    # the policy's own state, enough to rebuild it exactly
+    snapshot: dict[str, Any] = Field(default_factory=dict)
+    # per rewards partition, the next offset not yet folded into the posteriors
+    reward_offsets: dict[str, int] = Field(default_factory=dict)
+
+
 class DlqRecord(Message):
     SCHEMA = "dlq_record"
     service: str
@@ -302,6 +330,7 @@ PREDICT_CHAIN: tuple[type[Message], ...] = (
     TrainingExample,
     Reward,
     ModelAnnouncement,
+    RouterState,
     DlqRecord,
 )
 

@@ -78,9 +78,11 @@ def up(ready_timeout: float) -> None:
 
 
 def _mount_subcommands() -> None:
+    from services.router.cli import experiment
     from services.simulator.cli import simulate_command
 
     main.add_command(simulate_command)
+    main.add_command(experiment)
 
 
 @main.command()

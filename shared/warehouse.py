@@ -65,6 +65,7 @@ class ExampleTable:
     X: np.ndarray
     y: np.ndarray
     label_ts: np.ndarray
+    feature_set: str
     feature_names: list[str]
     files: list[Path]
 
@@ -126,12 +127,22 @@ class Warehouse:
         table = table.take(pa.array(np.sort(first_seen)))
         return _as_example_table(table, files)
 
-    def delete(self, files: Iterable[Path]) -> int:
-        """Remove files (after a fine-tune consumed them); returns how many."""
+    def discard(self, files: Iterable[Path], since_ts: float, until_ts: float) -> int:
+        """Remove the examples with since_ts <= label_ts < until_ts from ``files``
+        (after a fine-tune consumed them); returns how many were removed. A file
+        keeps its name, so the offsets it covers still count as written."""
         removed = 0
         for path in files:
-            path.unlink(missing_ok=True)
-            removed += 1
+            table = pq.read_table(path, schema=SCHEMA)
+            label_ts = table["label_ts"].to_numpy()
+            keep = (label_ts < since_ts) | (label_ts >= until_ts)
+            removed += int((~keep).sum())
+            if keep.all():
+                continue
+            # an emptied file stays, so the offsets it covers are never written again
+            temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            pq.write_table(table.filter(pa.array(keep)), temporary)
+            os.replace(temporary, path)
         return removed
 
     def _write_run(self, run: list[Located]) -> Path:
@@ -191,6 +202,7 @@ def _scalar(prediction: float | list[float]) -> float:
 
 def _as_example_table(table: pa.Table, files: list[Path]) -> ExampleTable:
     names = table["feature_names"][0].as_py() if len(table) else []
+    feature_set = table["feature_set"][0].as_py() if len(table) else ""
     width = len(names)
     flat = table["features"].combine_chunks().flatten().to_numpy()
     return ExampleTable(
@@ -198,6 +210,7 @@ def _as_example_table(table: pa.Table, files: list[Path]) -> ExampleTable:
         X=flat.reshape(len(table), width) if width else np.empty((len(table), 0)),
         y=table["label"].to_numpy(),
         label_ts=table["label_ts"].to_numpy(),
+        feature_set=feature_set,
         feature_names=names,
         files=files,
     )
@@ -209,6 +222,7 @@ def _empty_table() -> ExampleTable:
         X=np.empty((0, 0)),
         y=np.array([]),
         label_ts=np.array([]),
+        feature_set="",
         feature_names=[],
         files=[],
     )

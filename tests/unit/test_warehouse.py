@@ -63,11 +63,12 @@ def test_rewriting_a_range_is_idempotent_and_ids_are_read_once(tmp_path: Path) -
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_read_filters_by_label_time_and_delete_removes_files(tmp_path: Path) -> None:
+def test_read_filters_by_label_time_and_discard_removes_exactly_a_range(tmp_path: Path) -> None:
     warehouse = Warehouse(tmp_path)
-    warehouse.write(located([(0, T0), (1, T0 + HOUR), (2, T0 + 2 * HOUR)]))
+    warehouse.write(located([(0, T0), (1, T0 + HOUR), (2, T0 + HOUR + 60), (3, T0 + 2 * HOUR)]))
     newer = warehouse.read("eta", since_ts=T0 + HOUR)
-    assert list(newer.ids) == ["req-1", "req-2"]
-    assert warehouse.delete(newer.files) == 2
-    assert list(warehouse.read("eta").ids) == ["req-0"]
+    assert list(newer.ids) == ["req-1", "req-2", "req-3"]
+    assert warehouse.discard(newer.files, since_ts=T0 + HOUR + 30, until_ts=T0 + 2 * HOUR + 1) == 2
+    assert list(warehouse.read("eta").ids) == ["req-0", "req-1"]
+    assert warehouse.resume_offsets() == {"rtml.training.examples-0": 4}
     assert len(warehouse.read("recs")) == 0

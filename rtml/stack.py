@@ -16,4 +16,5 @@ class ServiceSpec:
 
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("ingestion", "services.ingestion", "RTML_INGEST_PORT", 8080, "HTTP API -> events, predict requests"),
+    ServiceSpec("dashboard", "services.dashboard", "RTML_DASHBOARD_PORT", 8090, "live dashboard at /"),
 )

@@ -1,0 +1,51 @@
+"""Entry point: ``python -m services.dashboard`` — the live dashboard on RTML_DASHBOARD_PORT."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.dashboard.aggregates import Dashboard
+from services.dashboard.app import DashboardApp
+from services.dashboard.feed import TopicFeed
+from services.dashboard.settings import DashboardSettings
+from shared.kafka import ensure_topics
+from shared.logging import configure_logging, get_logger
+from shared.service import HealthEndpoints, run_until_signalled, serve
+
+SERVICE = "dashboard"
+
+
+async def main(stop: asyncio.Event) -> None:
+    settings = DashboardSettings()
+    configure_logging(SERVICE, settings.log_level)
+    log = get_logger(SERVICE)
+    dashboard = Dashboard()
+    feed = TopicFeed(settings, dashboard)
+    health = HealthEndpoints()
+    health.add_ready_check("feed", feed.readiness)
+    # the page is up first: it shows an empty dashboard while Kafka connects
+    runner = await serve(
+        DashboardApp(dashboard, settings.dashboard_push_interval_s, stop).http_app(health),
+        settings.dashboard_host,
+        settings.dashboard_port,
+    )
+    try:
+        await ensure_topics(settings)
+        await feed.start()
+        log.info(
+            "ready",
+            bootstrap=settings.bootstrap,
+            url=f"http://{settings.dashboard_host}:{settings.dashboard_port}/",
+        )
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        # stop is set, so open event streams end and the HTTP server closes promptly
+        stop.set()
+        await runner.cleanup()
+        await feed.stop()
+        log.info("stopped")
+
+
+if __name__ == "__main__":
+    run_until_signalled(main)

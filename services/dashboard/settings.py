@@ -1,0 +1,14 @@
+"""The dashboard's settings: the shared ``RTML_*`` ones plus its own ``RTML_DASHBOARD_*``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import Settings
+
+
+class DashboardSettings(Settings):
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8090
+    # how often an open page receives a fresh snapshot
+    dashboard_push_interval_s: float = Field(default=1.0, gt=0)

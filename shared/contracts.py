@@ -52,6 +52,13 @@ class Message(BaseModel):
     id: str = Field(default_factory=new_id, min_length=1, max_length=128)
     ts: float = Field(description="event time, seconds since the epoch")
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # "schema" and "version" are the envelope's keys on the wire
+        clashing = {"schema", "version"} & set(cls.__annotations__)
+        if clashing:
+            raise TypeError(f"{cls.__name__} may not have fields named {sorted(clashing)}")
+
     @field_validator("ts")
     @classmethod
     def _finite_ts(cls, value: float) -> float:
@@ -270,9 +277,10 @@ class Reward(Message):
 
 class ModelAnnouncement(Message):
     SCHEMA = "model_announcement"
-    KEY_FIELD = "version"
+    KEY_FIELD = "model_version"
     task: Task
-    version: str = Field(min_length=1)
+    # not "version": that key of the wire map is the schema's MAJOR.MINOR
+    model_version: str = Field(min_length=1)
     action: Literal["registered", "promoted", "retired"]
     parent_version: str | None = None
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")

@@ -9,21 +9,27 @@ from services.collector.join import JoinConfig, JoinState
 from shared.contracts import FeatureVector, ItemClicked, OrderDelivered, Prediction
 
 T0 = 1_717_412_400.0
-FEATURES = FeatureVector(feature_set="eta@1", names=["distance_km"], values=[2.0], freshness_s=[None], defaulted=[False])
+FEATURES = FeatureVector(
+    feature_set="eta@1", names=["distance_km"], values=[2.0], freshness_s=[None], defaulted=[False]
+)
 
 
 def state(**config: float) -> JoinState:
     return JoinState(JoinConfig(**config), {}, {}, {})
 
 
-def eta_prediction(order: str, ts: float, predicted: float = 30.0, request_id: str | None = None) -> Prediction:
+def eta_prediction(
+    order: str, ts: float, predicted: float = 30.0, request_id: str | None = None
+) -> Prediction:
     return Prediction(
         id=request_id or f"req-{order}", ts=ts, task="eta", entities={"order_id": order}, request_ts=ts,
         features=FEATURES, model_version="v1", arm="v1", propensity=0.5, prediction=predicted,
     )  # fmt: skip
 
 
-def delivered(order: str, placed: float, minutes: float, event_id: str | None = None) -> OrderDelivered:
+def delivered(
+    order: str, placed: float, minutes: float, event_id: str | None = None
+) -> OrderDelivered:
     return OrderDelivered(
         id=event_id or f"ev-{order}", ts=placed + minutes * 60, order_id=order, courier_id="c",
         restaurant_id="r", zone_id="z", placed_ts=placed,
@@ -48,7 +54,9 @@ def test_eta_joins_in_either_order_with_label_and_reward(prediction_first: bool)
 
 
 def test_reward_is_zero_beyond_the_tolerance() -> None:
-    [joined] = feed(state(eta_tolerance_min=2.0), [eta_prediction("o1", T0, 28.0), delivered("o1", T0, 31.0)])
+    [joined] = feed(
+        state(eta_tolerance_min=2.0), [eta_prediction("o1", T0, 28.0), delivered("o1", T0, 31.0)]
+    )
     assert joined.reward.reward == 0.0
 
 
@@ -65,9 +73,14 @@ def test_every_prediction_yields_one_example_whatever_the_order_and_repeats() ->
 
 def test_windows_close_in_event_time() -> None:
     join = state(window_s=3600)
-    assert feed(join, [eta_prediction("lonely", T0), delivered("orphan", T0 - 50 * 60, minutes=60)]) == []
+    assert (
+        feed(join, [eta_prediction("lonely", T0), delivered("orphan", T0 - 50 * 60, minutes=60)])
+        == []
+    )
     # a label for "lonely" after its window closed joins nothing
-    assert feed(join, [eta_prediction("later", T0 + 7300), delivered("lonely", T0, minutes=125)]) == []
+    assert (
+        feed(join, [eta_prediction("later", T0 + 7300), delivered("lonely", T0, minutes=125)]) == []
+    )
     assert join.counts["prediction_expired_unlabelled"] == 1
     assert join.counts["label_without_prediction"] == 1
     assert "order:lonely" in join.done
@@ -81,7 +94,9 @@ def test_recs_click_within_attribution_is_reward_1_and_silence_is_0() -> None:
         )  # fmt: skip
 
     join = state(attribution_window_s=600)
-    clicked = feed(join, [recommend("s1", 7, T0), ItemClicked(ts=T0 + 60, session_id="s1", item_id=7)])
+    clicked = feed(
+        join, [recommend("s1", 7, T0), ItemClicked(ts=T0 + 60, session_id="s1", item_id=7)]
+    )
     assert [(j.example.label, j.reward.reward, j.reward.arm) for j in clicked] == [(1.0, 1.0, "7")]
     feed(join, [recommend("s2", 3, T0)])
     closed = feed(join, [recommend("s3", 1, T0 + 700)])

@@ -127,9 +127,13 @@ def test_undecodable_and_oversized_input_is_a_contract_error() -> None:
 
 def test_feature_vector_columns_must_match_names() -> None:
     with pytest.raises(ValueError, match="2 entries for 1 feature names"):
-        FeatureVector(feature_set="x@1", names=["a"], values=[1.0, 2.0], freshness_s=[None], defaulted=[False])
+        FeatureVector(
+            feature_set="x@1", names=["a"], values=[1.0, 2.0], freshness_s=[None], defaulted=[False]
+        )
 
 
 def test_message_key_is_its_entity() -> None:
-    event = OrderPlaced(ts=1.0, order_id="o", restaurant_id="r7", zone_id="z", distance_km=1.0, n_items=1)
+    event = OrderPlaced(
+        ts=1.0, order_id="o", restaurant_id="r7", zone_id="z", distance_km=1.0, n_items=1
+    )
     assert event.key == b"r7"

@@ -255,9 +255,7 @@ def test_a_record_describing_another_version_is_refused(
 ) -> None:
     first = register(store, booster)
     second = register(store, booster)
-    (store.root / "versions" / second.version / "record.json").write_text(
-        first.model_dump_json()
-    )
+    (store.root / "versions" / second.version / "record.json").write_text(first.model_dump_json())
 
     with pytest.raises(IntegrityError, match=f"describes {first.version}"):
         store.load(second.version)
@@ -459,9 +457,7 @@ def test_on_registered_runs_once_the_version_is_loadable(
     assert announced == [record.version]
 
 
-async def test_register_async_awaits_an_async_hook(
-    store: ModelStore, booster: xgb.Booster
-) -> None:
+async def test_register_async_awaits_an_async_hook(store: ModelStore, booster: xgb.Booster) -> None:
     announced: list[ModelRecord] = []
 
     async def announce(record: ModelRecord) -> None:

@@ -8,9 +8,13 @@ from services.trainer.training import fine_tune, mae, split_holdout, train_from_
 NAMES = ["distance_km", "prep_load", "couriers_idle"]
 
 
-def deliveries(n: int, rng: np.random.Generator, travel_factor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def deliveries(
+    n: int, rng: np.random.Generator, travel_factor: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Delivery minutes from distance, kitchen load and courier scarcity; a storm scales travel."""
-    X = np.column_stack([rng.uniform(0.5, 8, n), rng.integers(0, 10, n), rng.integers(0, 20, n)]).astype(float)
+    X = np.column_stack(
+        [rng.uniform(0.5, 8, n), rng.integers(0, 10, n), rng.integers(0, 20, n)]
+    ).astype(float)
     travel = 4.0 * X[:, 0] * travel_factor
     prep = 10 + 1.5 * X[:, 1]
     wait = 8.0 / (1 + X[:, 2])
@@ -27,7 +31,10 @@ def test_from_scratch_learns_and_fine_tuning_recovers_after_a_shift() -> None:
     X_after, y_after = deliveries(1500, rng, travel_factor=1.5)
     X_post, y_post = deliveries(2000, rng, travel_factor=1.5)
     child = fine_tune(parent.booster, X_after, y_after, NAMES, rounds=60)
-    parent_error, child_error = mae(parent.booster, X_post, y_post), mae(child.booster, X_post, y_post)
+    parent_error, child_error = (
+        mae(parent.booster, X_post, y_post),
+        mae(child.booster, X_post, y_post),
+    )
     assert child_error < 0.6 * parent_error
     assert child.booster.num_boosted_rounds() == 150 + 60  # warm start kept the parent's trees
 
@@ -62,7 +69,9 @@ def test_a_shift_in_a_monitored_feature_fires_its_detector() -> None:
     X_train, _ = deliveries(3000, rng)
     monitor = DriftMonitor(feature_baseline(X_train, NAMES, ["couriers_idle"]), min_examples=1)
     X_calm, _ = deliveries(2000, rng)
-    assert all(monitor.observe(2.0, dict(zip(NAMES, row, strict=True)), 0.0) is None for row in X_calm)
+    assert all(
+        monitor.observe(2.0, dict(zip(NAMES, row, strict=True)), 0.0) is None for row in X_calm
+    )
     X_scarce, _ = deliveries(500, rng)
     X_scarce[:, 2] = rng.integers(0, 4, len(X_scarce))  # couriers went home
     signals = [monitor.observe(2.0, dict(zip(NAMES, row, strict=True)), 1.0) for row in X_scarce]

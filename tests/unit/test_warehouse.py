@@ -22,7 +22,9 @@ def example(index: int, label_ts: float, task: str = "eta") -> TrainingExample:
     )  # fmt: skip
 
 
-def located(offsets_and_times: list[tuple[int, float]], source: str = "rtml.training.examples-0") -> list[Located]:
+def located(
+    offsets_and_times: list[tuple[int, float]], source: str = "rtml.training.examples-0"
+) -> list[Located]:
     return [Located(example(offset, ts), source, offset) for offset, ts in offsets_and_times]
 
 

@@ -137,3 +137,10 @@ def test_message_key_is_its_entity() -> None:
         ts=1.0, order_id="o", restaurant_id="r7", zone_id="z", distance_km=1.0, n_items=1
     )
     assert event.key == b"r7"
+
+
+def test_a_field_may_not_shadow_the_envelope() -> None:
+    with pytest.raises(TypeError, match="version"):
+
+        class Clashing(OrderPlaced):
+            version: str = "v1"

@@ -78,31 +78,41 @@ def plan(specs: tuple[ServiceSpec, ...], env: dict[str, str]) -> list[Supervised
     return children
 
 
-async def wait_ready(children: list[Supervised], timeout_s: float) -> dict[str, bool]:
+READY = "ready"
+DOWN = "DOWN"
+
+
+async def wait_ready(children: list[Supervised], timeout_s: float) -> dict[str, str]:
+    """Each service's status once all are ready or the time is up: "ready", "DOWN"
+    (not even alive), or alive but not ready, with the reason its /readyz gives."""
     deadline = time.monotonic() + timeout_s
-    ready = {c.spec.name: False for c in children}
+    status = {c.spec.name: DOWN for c in children}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-        while not all(ready.values()) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             for child in children:
-                if not ready[child.spec.name]:
-                    ready[child.spec.name] = await _is_ready(http, child.url)
+                if status[child.spec.name] != READY:
+                    status[child.spec.name] = await _status(http, child.url)
+            if all(s == READY for s in status.values()):
+                break
             await asyncio.sleep(0.2)
-    return ready
+    return status
 
 
-async def _is_ready(http: aiohttp.ClientSession, url: str) -> bool:
+async def _status(http: aiohttp.ClientSession, url: str) -> str:
     try:
         async with http.get(f"{url}/readyz") as response:
-            return response.status == 200
-    except (aiohttp.ClientError, TimeoutError):
-        return False
+            if response.status == 200:
+                return READY
+            failing = (await response.json(content_type=None)).get("failing", {})
+            return "waiting: " + "; ".join(f"{k}: {v}" for k, v in failing.items())
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return DOWN
 
 
-def render_table(children: list[Supervised], ready: dict[str, bool], bootstrap: str) -> str:
-    rows = [("service", "status", "url", "what"), ("kafka", "ready", bootstrap, "broker")]
+def render_table(children: list[Supervised], status: dict[str, str], bootstrap: str) -> str:
+    rows = [("service", "url", "status", "what"), ("kafka", bootstrap, READY, "broker")]
     for child in children:
-        status = "ready" if ready[child.spec.name] else "NOT READY"
-        rows.append((child.spec.name, status, child.url, child.spec.description))
+        rows.append((child.spec.name, child.url, status[child.spec.name], child.spec.description))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
 
@@ -112,9 +122,10 @@ async def run_stack(
 ) -> int:
     children = plan(specs, dict(os.environ))
     supervisors = [asyncio.create_task(c.supervise(stop)) for c in children]
-    ready = await wait_ready(children, ready_timeout_s)
-    print(render_table(children, ready, bootstrap), flush=True)
-    code = 0 if all(ready.values()) else 1
+    status = await wait_ready(children, ready_timeout_s)
+    print(render_table(children, status, bootstrap), flush=True)
+    # alive but waiting (a prediction service with no model yet) is a working stack
+    code = 1 if DOWN in status.values() else 0
     if code == 0:
         print("rtml is up. Ctrl-C stops everything.", flush=True)
         await stop.wait()

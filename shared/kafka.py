@@ -101,7 +101,10 @@ async def ensure_topics(
             return []
         new = [
             NewTopic(
-                t.name, topics.partitions_of(t, settings.partitions), 1, topic_configs=t.configs
+                t.name,
+                topics.partitions_of(t, settings.partitions),
+                settings.replication_factor,
+                topic_configs=t.configs,
             )
             for t in missing
         ]

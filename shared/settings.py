@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.contracts import Task
 
 
 class Settings(BaseSettings):
@@ -22,6 +25,9 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: str | None = None
     # Partitions per topic unless the topic registry says otherwise.
     partitions: int = Field(default=6, ge=1)
+    # Replicas per topic created by rtml: 1 for the embedded broker, 3 on a real cluster
+    # (managed Kafkas refuse 1, and acks=all needs min.insync.replicas of them).
+    replication_factor: int = Field(default=1, ge=1)
     log_level: str = "INFO"
 
     ingest_host: str = "127.0.0.1"
@@ -31,6 +37,62 @@ class Settings(BaseSettings):
     ingest_max_batch: int = Field(default=1000, ge=1)
     # How long ingestion waits for the broker's ack before answering 503.
     ingest_ack_timeout_s: float = Field(default=5.0, gt=0)
+
+    # RTML_MODEL_STORE: the model store directory (None: ./.rtml/models)
+    model_store: Path | None = None
+
+    prediction_host: str = "127.0.0.1"
+    prediction_port: int = 8083
+    # /readyz of the prediction service waits for this task's champion
+    prediction_task: Task = "eta"
+    # most routed requests scored in one inplace_predict; 1 turns micro-batching off
+    prediction_max_batch: int = Field(default=256, ge=1)
+    # XGBoost threads per predict call: small batches gain nothing from more, and
+    # on a small machine the broker and the service's own event loop need the cores
+    prediction_xgb_threads: int = Field(default=1, ge=1)
+
+    features_host: str = "127.0.0.1"
+    features_port: int = 8081
+    # the faust app id: its consumer group and the prefix of its changelog topics
+    features_app_id: str = "rtml-features"
+    # an event older than its entity's newest event by more than this goes to the DLQ
+    features_allowed_lateness_s: float = Field(default=300.0, ge=0)
+    # faust's consumer waits this long for data per fetch (None: 5 ms on the embedded
+    # broker, which does not answer a fetch early; faust's own 1500 ms on Kafka)
+    features_fetch_max_wait_ms: int | None = Field(default=None, ge=1)
+    # time-based retention of the event changelogs on a real Kafka: must cover the
+    # longest-lived state (open orders, online couriers) plus downtime to survive
+    features_changelog_retention_s: float = Field(default=2 * 86400.0, gt=0)
+
+    router_host: str = "127.0.0.1"
+    router_port: int = 8082
+    # the routing policy of each task (services.router.policies.POLICY_NAMES), its
+    # constructor parameters as JSON (e.g. {"epsilon": 0.05}), and the prior a new
+    # arm joins with (e.g. {"alpha": 1, "beta": 1})
+    router_policy_eta: str = "thompson_beta"
+    router_policy_recs: str = "thompson_beta"
+    router_params_eta: dict[str, Any] = Field(default_factory=dict)
+    router_params_recs: dict[str, Any] = Field(default_factory=dict)
+    router_prior_eta: dict[str, float] = Field(default_factory=dict)
+    router_prior_recs: dict[str, float] = Field(default_factory=dict)
+    # a newly announced version gets at least this share of its task's traffic
+    # until it has folded router_new_arm_min_pulls rewards
+    router_new_arm_min_share: float = Field(default=0.05, ge=0, le=1)
+    router_new_arm_min_pulls: int = Field(default=200, ge=0)
+    # seed of this replica's routing draws (None: fresh entropy at every start)
+    router_seed: int | None = None
+    # rewards folded between two checkpoints to rtml.router.state
+    router_checkpoint_every: int = Field(default=1000, ge=1)
+    # a repeated request id is absorbed when it comes within this many offsets of
+    # the first on its rewards partition
+    router_dedupe_window: int = Field(default=10_000, ge=1)
+    # shortest pause between two folds of rewards: each fold makes a Thompson policy
+    # re-estimate P(best) (~3.5 ms for three arms at 10,000 draws)
+    router_fold_interval_ms: int = Field(default=100, ge=0)
+    # the promotion ("value remaining") rule, checked after every promote_every rewards
+    router_promote_every: int = Field(default=1000, ge=1)
+    router_promote_min_p_best: float = Field(default=0.95, gt=0, le=1)
+    router_promote_max_loss: float = Field(default=0.01, gt=0)
 
     @property
     def embedded(self) -> bool:

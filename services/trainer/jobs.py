@@ -50,11 +50,19 @@ class Candidate:
 
 def scratch_candidate(warehouse: Warehouse, task: Task, rounds: int | None = None) -> Candidate:
     """Stage 1/2: train on every example the warehouse has for the task."""
-    table = _enough(warehouse.read(task), task)
+    table = warehouse.read(task)
+    return table_candidate(_enough(table, task), task, data_range(table, task), rounds)
+
+
+def table_candidate(
+    table: ExampleTable, task: Task, source_range: dict[str, Any], rounds: int | None = None
+) -> Candidate:
+    """A model from scratch on ``table``, judged on a holdout of its newest examples."""
+    _enough(table, task)
     train, holdout = split_holdout(len(table))
     run = train_from_scratch(table.X[train], table.y[train], table.feature_names, **_rounds(rounds))
     metrics = {**run.metrics, "holdout_mae": mae(run.booster, table.X[holdout], table.y[holdout])}
-    return Candidate(run, task, table.feature_set, data_range(table, task), metrics, None, table)
+    return Candidate(run, task, table.feature_set, source_range, metrics, None, table)
 
 
 def fine_tune_candidate(

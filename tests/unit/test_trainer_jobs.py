@@ -20,13 +20,24 @@ from tests.unit.test_trainer import NAMES, deliveries
 T0 = 1_717_412_400.0
 
 
-def fill(warehouse: Warehouse, start_ts: float, n: int, seed: int, travel_factor: float = 1.0, first_offset: int = 0) -> None:
+def fill(
+    warehouse: Warehouse,
+    start_ts: float,
+    n: int,
+    seed: int,
+    travel_factor: float = 1.0,
+    first_offset: int = 0,
+) -> None:
     X, y = deliveries(n, np.random.default_rng(seed), travel_factor)
     located = []
     for i, (row, label) in enumerate(zip(X, y, strict=True)):
         ts = start_ts + i * 10.0
         features = FeatureVector(
-            feature_set="eta@1", names=NAMES, values=list(row), freshness_s=[None] * 3, defaulted=[False] * 3
+            feature_set="eta@1",
+            names=NAMES,
+            values=list(row),
+            freshness_s=[None] * 3,
+            defaulted=[False] * 3,
         )
         example = TrainingExample(
             id=f"req-{seed}-{i}", ts=ts, task="eta", features=features, label=float(label),
@@ -36,7 +47,9 @@ def fill(warehouse: Warehouse, start_ts: float, n: int, seed: int, travel_factor
     warehouse.write(located)
 
 
-def test_fine_tune_records_lineage_and_range_and_discards_exactly_what_it_used(tmp_path: Path) -> None:
+def test_fine_tune_records_lineage_and_range_and_discards_exactly_what_it_used(
+    tmp_path: Path,
+) -> None:
     warehouse, store = Warehouse(tmp_path / "wh"), ModelStore(tmp_path / "models")
     fill(warehouse, T0, 1500, seed=1)
     parent = register(store, scratch_candidate(warehouse, "eta", rounds=60))
@@ -54,7 +67,9 @@ def test_fine_tune_records_lineage_and_range_and_discards_exactly_what_it_used(t
     fill(warehouse, child.data_range["until_label_ts"] + 3600, 300, seed=3, first_offset=2300)
     assert discard_consumed(warehouse, candidate) == 800
     left = warehouse.read("eta")
-    assert sorted(left.ids) == sorted([f"req-1-{i}" for i in range(1500)] + [f"req-3-{i}" for i in range(300)])
+    assert sorted(left.ids) == sorted(
+        [f"req-1-{i}" for i in range(1500)] + [f"req-3-{i}" for i in range(300)]
+    )
 
 
 def test_too_little_data_is_refused(tmp_path: Path) -> None:

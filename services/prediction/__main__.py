@@ -1,0 +1,85 @@
+"""Entry point: ``python -m services.prediction`` (what ``rtml up`` runs)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from services.prediction.app import PredictionApp
+from services.prediction.handlers import Scorer
+from services.prediction.models import ModelFollower
+from shared import topics
+from shared.contracts import PredictRouted
+from shared.kafka import ensure_topics, start_consumer, start_producer
+from shared.logging import configure_logging, get_logger
+from shared.model_store import ModelStore
+from shared.pipeline import Pipeline
+from shared.service import HealthEndpoints, run_until_signalled, serve
+from shared.settings import get_settings
+
+SERVICE = "prediction"
+GROUP_ID = "rtml-prediction"
+
+
+async def main(stop: asyncio.Event) -> None:
+    settings = get_settings()
+    configure_logging(SERVICE, settings.log_level)
+    log = get_logger(SERVICE)
+    await ensure_topics(settings)
+    scorer = Scorer()
+    follower = ModelFollower(settings, ModelStore(settings.model_store), scorer)
+    app = PredictionApp(scorer)
+    pipeline: Pipeline | None = None
+
+    def consuming() -> bool | str:
+        return pipeline.readiness() if pipeline else "waiting for a champion before consuming"
+
+    health = HealthEndpoints()
+    health.add_ready_check("champion", lambda: follower.readiness(settings.prediction_task))
+    health.add_ready_check("pipeline", consuming)
+    # the side port is up first: /healthz answers while the models load
+    runner = await serve(app.http_app(health), settings.prediction_host, settings.prediction_port)
+    try:
+        await follower.start()
+        # joining the group only with a champion in hand: a replica that cannot
+        # score must not hold partitions (nor dead-letter what is on them)
+        if not await _first(follower.wait_for_champion(settings.prediction_task), stop):
+            return
+        producer = await start_producer(settings)
+        consumer = await start_consumer(settings, topics.PREDICT_ROUTED.name, group_id=GROUP_ID)
+        pipeline = Pipeline(
+            SERVICE,
+            consumer,
+            producer,
+            app.handle_batch,
+            expect=PredictRouted,
+            max_records=settings.prediction_max_batch,
+        )
+        log.info("consuming", bootstrap=settings.bootstrap, max_batch=settings.prediction_max_batch)
+        try:
+            await pipeline.run(stop)
+        finally:
+            # the loop finished its last batch (produced, acked, committed) before returning
+            await consumer.stop()
+            await producer.stop()
+    finally:
+        log.info("stopping")
+        await runner.cleanup()
+        await follower.stop()
+        log.info("stopped")
+
+
+async def _first(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` until it ends or ``stop`` is set; True if the work ended first."""
+    working = asyncio.create_task(work)
+    stopping = asyncio.create_task(stop.wait())
+    done, pending = await asyncio.wait({working, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return working in done
+
+
+if __name__ == "__main__":
+    run_until_signalled(main)

@@ -1,0 +1,124 @@
+"""The router's adapters: routing behind a topic and behind HTTP, and its metrics.
+
+Event-driven: ``handle_batch`` is the shared Pipeline's handler from
+``rtml.predict.enriched`` to ``rtml.predict.routed`` (keyed by request id).
+Request-driven: ``POST /v1/route`` on the side port takes one PredictEnriched
+as JSON and answers the PredictRouted as JSON. Both go through ``route``.
+``GET /v1/state`` shows what a checkpoint would hold now, per task.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
+
+import numpy as np
+from aiohttp import web
+from prometheus_client import Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pydantic import TypeAdapter
+
+from services.router.handlers import CHAMPION_FALLBACK, Router
+from shared import topics
+from shared.contracts import PredictEnriched, PredictRouted, RouterState, from_wire
+from shared.errors import ContractError
+from shared.pipeline import Incoming, Outgoing
+from shared.service import HealthEndpoints
+
+DECISIONS = Counter("rtml_router_decisions_total", "routing decisions", ["task", "arm"])
+MAX_ROUTE_BODY_BYTES = 256 * 1024
+_STATES = TypeAdapter(list[RouterState])
+
+
+class RouterApp:
+    def __init__(self, router: Router, rng: np.random.Generator) -> None:
+        self._router = router
+        self._rng = rng
+
+    def route(self, enriched: PredictEnriched) -> PredictRouted:
+        routed = self._router.route(enriched, self._rng)
+        DECISIONS.labels(routed.task, routed.arm or CHAMPION_FALLBACK).inc()
+        return routed
+
+    async def handle_batch(self, batch: Sequence[Incoming]) -> list[Outgoing]:
+        return [
+            Outgoing(topics.PREDICT_ROUTED.name, self.route(cast(PredictEnriched, item.message)))
+            for item in batch
+        ]
+
+    def http_app(self, health: HealthEndpoints) -> web.Application:
+        app = web.Application(client_max_size=MAX_ROUTE_BODY_BYTES)
+        app.router.add_post("/v1/route", self.post_route)
+        app.router.add_get("/v1/state", self.get_state)
+        return health.mount(app)
+
+    async def post_route(self, request: web.Request) -> web.Response:
+        try:
+            enriched = parse_enriched(await request.read())
+        except ContractError as exc:
+            problem = {"index": 0, "field": exc.field, "reason": exc.reason}
+            return web.json_response(
+                {"error": "invalid request; nothing was routed", "problems": [problem]},
+                status=400,
+            )
+        return web.json_response(self.route(enriched).model_dump(mode="json"))
+
+    async def get_state(self, _: web.Request) -> web.Response:
+        now = time.time()
+        states = [self._router.state(task, now) for task in self._router.tasks]
+        # pydantic writes an undefined interval (NaN) as null, which JSON can carry
+        return web.Response(body=_STATES.dump_json(states), content_type="application/json")
+
+
+def parse_enriched(body: bytes) -> PredictEnriched:
+    """A PredictEnriched from its JSON body; ``schema`` may be left out."""
+    try:
+        item: Any = json.loads(body)
+    except ValueError as exc:
+        raise ContractError("body", f"not JSON: {exc}") from exc
+    if not isinstance(item, dict):
+        raise ContractError("body", "expected a JSON object")
+    wire = {"schema": PredictEnriched.SCHEMA, **item}
+    return cast(PredictEnriched, from_wire(wire, PredictEnriched))
+
+
+class PosteriorCollector(Collector):
+    """Per-arm gauges read from the router at scrape time, so a retired arm's series go too."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    def collect(self) -> Iterator[Metric]:
+        gauges = {
+            "share": GaugeMetricFamily(
+                "rtml_router_arm_share",
+                "probability the policy routes to the arm now",
+                labels=["task", "arm"],
+            ),
+            "mean": GaugeMetricFamily(
+                "rtml_router_arm_posterior_mean",
+                "posterior mean reward of the arm",
+                labels=["task", "arm"],
+            ),
+            "ci_low": GaugeMetricFamily(
+                "rtml_router_arm_ci_low",
+                "lower end of the arm's 95% interval",
+                labels=["task", "arm"],
+            ),
+            "ci_high": GaugeMetricFamily(
+                "rtml_router_arm_ci_high",
+                "upper end of the arm's 95% interval",
+                labels=["task", "arm"],
+            ),
+            "pulls": GaugeMetricFamily(
+                "rtml_router_arm_rewards", "rewards folded into the arm", labels=["task", "arm"]
+            ),
+        }
+        for task in self._router.tasks:
+            for summary in self._router.arm_summaries(task):
+                for name, gauge in gauges.items():
+                    gauge.add_metric([task, summary.arm], float(getattr(summary, name)))
+        yield from gauges.values()

@@ -1,0 +1,326 @@
+"""The router's core: one routing policy per task, fed by rewards and model announcements.
+
+Nothing here knows Kafka or HTTP; the adapters (``app.py``, ``rewards.py``,
+``models.py``, ``state.py``) feed it and ship what it returns.
+
+- ``route`` picks an arm (a model version) for an enriched request and logs the
+  probability the policy had of picking it (the propensity). A task without
+  arms routes to the prediction service's champion (policy "champion").
+- ``on_reward`` folds a reward in once per log position and once per request
+  id (``ledger.RewardLedger``).
+- ``on_announcement``: a registered or promoted version joins as an arm with an
+  exploration floor, a promoted one becomes the champion, a retired one leaves.
+- ``promotions_due``: every ``promote_every`` rewards of a task, the "value
+  remaining" rule on its posterior. A policy that has none (A/B, epsilon-greedy,
+  UCB1) is judged by a shadow Thompson Beta-Bernoulli posterior of the same
+  rewards, built from the policy's own reward counts when the rule is checked:
+  it cannot drift from the policy and needs no checkpoint of its own.
+- ``state`` / ``restore``: the checkpoint of a task (posterior, counters and
+  the rewards offsets folded), as a RouterState.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, get_args
+
+import numpy as np
+
+from services.router.ledger import Admission, LogPosition, RewardLedger
+from services.router.policies import (
+    Policy,
+    PolicyError,
+    PromotionRule,
+    ThompsonBeta,
+    ThompsonGaussian,
+    make_policy,
+    promotion_decision,
+)
+from shared.contracts import (
+    ArmSummary,
+    ModelAnnouncement,
+    PredictEnriched,
+    PredictRouted,
+    Reward,
+    RouterState,
+    Task,
+)
+from shared.logging import get_logger
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+TASKS: tuple[Task, ...] = get_args(Task)
+# what PredictRouted.policy says when no arm exists and the prediction service's champion answers
+CHAMPION_FALLBACK = "champion"
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    policy: str = "thompson_beta"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    # the prior a newly announced arm joins with (keys depend on the policy)
+    prior: Mapping[str, float] = field(default_factory=dict)
+    # a new arm's exploration floor: at least min_share of traffic until min_pulls rewards
+    min_share: float = 0.05
+    min_pulls: int = 200
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    tasks: Mapping[Task, TaskConfig] = field(
+        default_factory=lambda: {t: TaskConfig() for t in TASKS}
+    )
+    dedupe_window: int = 10_000
+    promote_every: int = 1000
+    promotion_rule: PromotionRule = PromotionRule()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RouterConfig:
+        def task_config(task: Task) -> TaskConfig:
+            return TaskConfig(
+                policy=getattr(settings, f"router_policy_{task}"),
+                params=getattr(settings, f"router_params_{task}"),
+                prior=getattr(settings, f"router_prior_{task}"),
+                min_share=settings.router_new_arm_min_share,
+                min_pulls=settings.router_new_arm_min_pulls,
+            )
+
+        return cls(
+            tasks={task: task_config(task) for task in TASKS},
+            dedupe_window=settings.router_dedupe_window,
+            promote_every=settings.router_promote_every,
+            promotion_rule=PromotionRule(
+                min_p_best=settings.router_promote_min_p_best,
+                max_loss=settings.router_promote_max_loss,
+            ),
+        )
+
+
+class RewardOutcome(Enum):
+    COUNTED = "counted"
+    DUPLICATE = "duplicate"
+    # folded before the checkpoint the router started from
+    CHECKPOINTED = "checkpointed"
+    # an arm the task does not have (a late reward for a retired version)
+    UNKNOWN_ARM = "unknown_arm"
+
+
+@dataclass(frozen=True)
+class PromotionProposal:
+    task: Task
+    arm: str
+    reason: str
+
+
+@dataclass
+class _TaskRouter:
+    config: TaskConfig
+    policy: Policy
+    ledger: RewardLedger
+    champion: str | None = None
+    decisions: int = 0
+    rewards_since_promotion_check: int = 0
+
+
+class Router:
+    def __init__(self, config: RouterConfig) -> None:
+        self.config = config
+        self._tasks = {
+            task: _TaskRouter(
+                task_config, new_policy(task_config), RewardLedger(config.dedupe_window)
+            )
+            for task, task_config in config.tasks.items()
+        }
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        return tuple(self._tasks)
+
+    def arms(self, task: Task) -> tuple[str, ...]:
+        return self._tasks[task].policy.arms
+
+    def champion(self, task: Task) -> str | None:
+        return self._tasks[task].champion
+
+    # --- routing --------------------------------------------------------------
+
+    def route(self, enriched: PredictEnriched, rng: np.random.Generator) -> PredictRouted:
+        routing = self._tasks[enriched.task]
+        routing.decisions += 1
+        # the field values as stored; dict(enriched) would cost several times the whole
+        # choice, as it first probes for a keys() method through pydantic's __getattr__
+        fields = enriched.__dict__
+        if not routing.policy.arms:
+            return PredictRouted(**fields, policy=CHAMPION_FALLBACK)
+        decision = routing.policy.choose(rng)
+        return PredictRouted(
+            **fields,
+            model_version=decision.arm,
+            arm=decision.arm,
+            propensity=decision.propensity,
+            policy=routing.policy.name,
+        )
+
+    # --- rewards --------------------------------------------------------------
+
+    def on_reward(self, reward: Reward, position: LogPosition) -> RewardOutcome:
+        """Fold ``reward`` (read at ``position`` of the rewards log) into its task's posterior.
+
+        Raises PolicyError for a reward the policy cannot take (e.g. 0.5 for a
+        Beta-Bernoulli arm); its position and id count as seen all the same.
+        """
+        routing = self._tasks[reward.task]
+        admission = routing.ledger.admit(position, reward.id)
+        if admission is Admission.CHECKPOINTED:
+            return RewardOutcome.CHECKPOINTED
+        if admission is Admission.DUPLICATE:
+            return RewardOutcome.DUPLICATE
+        if reward.arm not in routing.policy.arms:
+            return RewardOutcome.UNKNOWN_ARM
+        routing.policy.update(reward.arm, reward.reward)
+        routing.rewards_since_promotion_check += 1
+        return RewardOutcome.COUNTED
+
+    def resume_offset(self, partition: int) -> int:
+        """Where reading rewards ``partition`` must start so that every task folds exactly
+        the rewards after its checkpoint, with its duplicate window rebuilt."""
+        return min(routing.ledger.resume_offset(partition) for routing in self._tasks.values())
+
+    # --- arms -----------------------------------------------------------------
+
+    def on_announcement(self, announcement: ModelAnnouncement) -> None:
+        routing = self._tasks[announcement.task]
+        version = announcement.model_version
+        if announcement.action == "retired":
+            routing.policy.remove_arm(version)
+            return
+        if version not in routing.policy.arms:
+            self._add_arm(routing, version)
+        if announcement.action == "promoted":
+            routing.champion = version
+
+    def set_champion(self, task: Task, version: str) -> None:
+        self._tasks[task].champion = version
+
+    def _add_arm(self, routing: _TaskRouter, arm: str) -> None:
+        config = routing.config
+        # the floors of all arms may not exceed the whole traffic: when a long run of
+        # versions has used them up, a newcomer explores through the policy alone
+        floors = sum(entry["min_share"] for entry in routing.policy.snapshot()["arms"])
+        min_share = max(0.0, min(config.min_share, 1.0 - floors))
+        if min_share < config.min_share:
+            log.warning("exploration_floor_exhausted", arm=arm, min_share=min_share)
+        routing.policy.add_arm(arm, min_share=min_share, min_pulls=config.min_pulls, **config.prior)
+
+    # --- promotion ------------------------------------------------------------
+
+    def promotions_due(self) -> list[PromotionProposal]:
+        """The tasks whose rule, checked now that ``promote_every`` rewards came in, names
+        a champion other than the current one."""
+        proposals = []
+        rule = self.config.promotion_rule
+        for task, routing in self._tasks.items():
+            if routing.rewards_since_promotion_check < self.config.promote_every:
+                continue
+            routing.rewards_since_promotion_check = 0
+            if len(routing.policy.arms) < 2:
+                continue  # a lone arm is best by default, which proves nothing
+            try:
+                verdict = promotion_decision(promotion_posterior(routing.policy), rule)
+            # e.g. a relative loss on rewards that can be <= 0, or a Beta shadow of rewards
+            # that are not 0/1: the rule cannot speak, routing goes on
+            except (PolicyError, ValueError) as exc:
+                log.warning("promotion_check_failed", task=task, error=str(exc))
+                continue
+            if verdict.promote and verdict.champion != routing.champion:
+                pulls = routing.policy.summary()[verdict.champion]["pulls"]
+                reason = (
+                    f"P(best)={verdict.p_best:.3f} >= {rule.min_p_best} and expected "
+                    f"{'relative ' if rule.relative else ''}loss {verdict.loss:.4g} < "
+                    f"{rule.max_loss} after {pulls} rewards of this arm"
+                )
+                proposals.append(PromotionProposal(task, verdict.champion, reason))
+        return proposals
+
+    # --- checkpoints ----------------------------------------------------------
+
+    def arm_summaries(self, task: Task) -> list[ArmSummary]:
+        """Each arm's rewards, posterior mean with its 95% interval, and traffic share now."""
+        policy = self._tasks[task].policy
+        shares = policy.probabilities() if policy.arms else {}
+        return [
+            ArmSummary(arm=arm, **summary, share=min(1.0, shares[arm]))
+            for arm, summary in policy.summary().items()
+        ]
+
+    def state(self, task: Task, now: float) -> RouterState:
+        routing = self._tasks[task]
+        policy = routing.policy
+        return RouterState(
+            ts=now,
+            task=task,
+            policy=policy.name,
+            decisions=routing.decisions,
+            arms=self.arm_summaries(task),
+            champion=routing.champion,
+            snapshot=policy.snapshot(),
+            reward_offsets={str(p): o for p, o in routing.ledger.next_offsets().items()},
+        )
+
+    def restore(self, state: RouterState) -> None:
+        """Start ``state.task`` from a checkpoint: posterior, decisions, champion, offsets.
+
+        A checkpoint of another policy than the configured one (the configuration
+        changed across the restart) hands over its arms' reward statistics, with the
+        configured policy's priors: the evidence survives a change of policy.
+        """
+        routing = self._tasks[state.task]
+        if state.snapshot.get("policy") == routing.policy.name:
+            routing.policy.restore(state.snapshot)
+        else:
+            log.warning(
+                "policy_changed_since_checkpoint",
+                task=state.task,
+                checkpointed=state.snapshot.get("policy"),
+                configured=routing.policy.name,
+            )
+            carry_statistics(state.snapshot, routing.policy, routing.config.prior)
+        routing.decisions = state.decisions
+        routing.champion = state.champion
+        routing.ledger = RewardLedger(
+            self.config.dedupe_window, {int(p): o for p, o in state.reward_offsets.items()}
+        )
+
+
+def new_policy(config: TaskConfig) -> Policy:
+    """The task's policy, without arms; a prior the policy would refuse fails now, at
+    start, rather than when the next model version is announced."""
+    make_policy(config.policy, **config.params).add_arm("prior-check", **config.prior)
+    return make_policy(config.policy, **config.params)
+
+
+def carry_statistics(
+    snapshot: Mapping[str, Any], target: Policy, prior: Mapping[str, float]
+) -> None:
+    """Give ``target`` the arms and reward statistics of another policy's snapshot."""
+    target.restore(
+        {
+            "policy": target.name,
+            "version": snapshot["version"],
+            "arms": [{**arm, "prior": dict(prior)} for arm in snapshot["arms"]],
+        }
+    )
+
+
+def promotion_posterior(policy: Policy) -> ThompsonBeta | ThompsonGaussian:
+    """The posterior the promotion rule reads: a Thompson policy's own, otherwise a
+    Beta-Bernoulli one (Beta(1, 1) priors) over the same reward counts -- so rewards
+    of a non-Thompson policy must be 0/1, as both rtml tasks' are."""
+    if isinstance(policy, ThompsonBeta | ThompsonGaussian):
+        return policy
+    shadow = ThompsonBeta()
+    carry_statistics(policy.snapshot(), shadow, {})
+    return shadow

@@ -1,0 +1,78 @@
+"""Entry point: ``python -m services.trainer`` (what ``rtml up`` runs).
+
+Consumes rtml.training.examples for the drift monitor (stage 4), retrains on
+a schedule (stages 2 and 3), registers every kept version in the model store
+and announces it on rtml.models with the reason it was trained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from services.trainer.config import TrainerSettings
+from services.trainer.service import Trainer
+from shared import topics
+from shared.contracts import TrainingExample
+from shared.kafka import ensure_topics, start_consumer, start_producer
+from shared.logging import configure_logging, get_logger
+from shared.model_announcements import announce
+from shared.model_store import ModelRecord, ModelStore
+from shared.pipeline import Incoming, Outgoing, Pipeline
+from shared.service import HealthEndpoints, run_until_signalled, serve
+from shared.settings import get_settings
+from shared.warehouse import Warehouse
+
+SERVICE = "trainer"
+GROUP_ID = "rtml-trainer"
+
+
+async def main(stop: asyncio.Event) -> None:
+    settings, config = get_settings(), TrainerSettings()
+    configure_logging(SERVICE, settings.log_level)
+    log = get_logger(SERVICE)
+    await ensure_topics(settings)
+    producer = await start_producer(settings)
+
+    async def announce_registered(record: ModelRecord, reason: str) -> None:
+        await announce(producer, record, "registered", reason)
+
+    trainer = Trainer(config, ModelStore(config.model_store), Warehouse(config.warehouse), announce_registered)
+
+    async def observe(batch: Sequence[Incoming]) -> list[Outgoing]:
+        for item in batch:
+            assert isinstance(item.message, TrainingExample)
+            await trainer.observe(item.message)
+        return []
+
+    consumer = await start_consumer(settings, topics.TRAINING_EXAMPLES.name, group_id=GROUP_ID)
+    pipeline = Pipeline(SERVICE, consumer, producer, observe, expect=TrainingExample)
+    health = HealthEndpoints()
+    health.add_ready_check("pipeline", pipeline.readiness)
+    runner = await serve(health.mount(web.Application()), config.trainer_host, config.trainer_port)
+    tasks = [asyncio.create_task(pipeline.run(stop))]
+    if config.retrain_interval > 0:
+        tasks.append(asyncio.create_task(_every(config.retrain_interval, trainer.scheduled, stop)))
+    log.info("ready", task=config.trainer_task, retrain_interval=config.retrain_interval, mode=config.retrain_mode)
+    await stop.wait()
+    log.info("stopping")
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await runner.cleanup()
+    await consumer.stop()
+    await producer.stop()
+    log.info("stopped")
+
+
+async def _every(interval_s: float, job, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+        if not stop.is_set():
+            await job()
+
+
+if __name__ == "__main__":
+    run_until_signalled(main)

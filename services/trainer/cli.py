@@ -1,0 +1,117 @@
+"""``rtml train``: stage 1 (from scratch) and stage 3 (fine-tune) by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import click
+
+from services.trainer.config import TrainerSettings
+from services.trainer.jobs import (
+    Candidate,
+    NotEnoughData,
+    discard_consumed,
+    fine_tune_candidate,
+    register,
+    scratch_candidate,
+    table_candidate,
+)
+from shared.contracts import Task
+from shared.model_store import ModelRecord, ModelStore
+from shared.settings import get_settings
+from shared.warehouse import Warehouse
+
+
+@click.command("train")
+@click.option("--task", type=click.Choice(["eta", "recs"]), default="eta", show_default=True)
+@click.option("--from-scratch", "mode", flag_value="scratch", default=True, help="stage 1: a new model")
+@click.option("--fine-tune", "mode", flag_value="finetune", help="stage 3: warm-start the champion on newer examples")
+@click.option("--event-log", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="train on a stored event log instead of the warehouse (bootstrap)")  # fmt: skip
+@click.option("--discard-after-use", is_flag=True, help="delete the examples a fine-tune consumed")
+@click.option("--champion/--no-champion", default=True, show_default=True,
+              help="make the new version the champion if the task has none")  # fmt: skip
+@click.option("--announce/--no-announce", default=True, show_default=True, help="announce on rtml.models")
+def train_command(
+    task: Task, mode: str, event_log: str | None, discard_after_use: bool, champion: bool, announce: bool
+) -> None:
+    """Train a model version and register it in the model store."""
+    config = TrainerSettings()
+    store, warehouse = ModelStore(config.model_store), Warehouse(config.warehouse)
+    try:
+        with _spinner(f"training {task} ({mode})"):
+            candidate = _candidate(task, mode, event_log, store, warehouse)
+    except NotEnoughData as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not candidate.better_than_parent:
+        raise click.ClickException(f"the fine-tune is worse than its parent on the holdout: {candidate.metrics}")
+    record = register(store, candidate)
+    click.echo(f"registered {record.version} (parent {record.parent_version}); metrics {record.metrics}")
+    if champion and store.champion(task) is None:
+        store.set_champion(task, record.version)
+        click.echo(f"{record.version} is the {task} champion")
+    if discard_after_use and candidate.parent_version is not None:
+        click.echo(f"discarded {discard_consumed(warehouse, candidate)} consumed examples")
+    if announce:
+        _announce(record)
+
+
+def _candidate(task: Task, mode: str, event_log: str | None, store: ModelStore, warehouse: Warehouse) -> Candidate:
+    if mode == "finetune":
+        current = store.champion(task) or store.latest(task)
+        if current is None:
+            raise click.ClickException(f"no {task} model to fine-tune; train one --from-scratch first")
+        return fine_tune_candidate(warehouse, store, current.version)
+    if event_log is None:
+        return scratch_candidate(warehouse, task)
+    from services.simulator.eventlog import read_event_log
+    from services.trainer.bootstrap import eta_examples_from_log
+
+    table = eta_examples_from_log(read_event_log(event_log))
+    source = {"source": "event_log", "path": str(Path(event_log).resolve()), "sha256": _sha256(event_log),
+              "examples": len(table)}  # fmt: skip
+    return table_candidate(table, task, source)
+
+
+def _announce(record: ModelRecord) -> None:
+    from shared.kafka import start_producer
+    from shared.model_announcements import announce
+
+    async def send() -> None:
+        producer = await start_producer(get_settings())
+        try:
+            await announce(producer, record, "registered", "rtml train")
+        finally:
+            await producer.stop()
+
+    try:
+        asyncio.run(asyncio.wait_for(send(), 30))
+    except Exception as exc:
+        raise click.ClickException(
+            f"{record.version} is registered but was not announced ({exc}); running services "
+            "pick it up from the model store on start, or rerun with a broker up"
+        ) from exc
+    click.echo(f"announced {record.version} on rtml.models")
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _spinner:
+    """Progress for a step with no natural count: elapsed seconds on one line."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __enter__(self) -> None:
+        click.echo(f"{self.label} ...", nl=False)
+
+    def __exit__(self, *exc: object) -> None:
+        click.echo(" done" if exc[0] is None else " failed")

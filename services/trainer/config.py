@@ -1,0 +1,30 @@
+"""The trainer's RTML_* settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.contracts import Task
+
+
+class TrainerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RTML_", extra="ignore")
+
+    trainer_host: str = "127.0.0.1"
+    trainer_port: int = 8085
+    trainer_task: Task = "eta"
+    model_store: Path | None = None
+    warehouse: Path | None = None
+    # stage 2/3: retrain every this many seconds (0: no schedule)
+    retrain_interval: float = Field(default=0.0, ge=0)
+    # what the schedule does: a new model from scratch (stage 2) or a fine-tune of the champion (stage 3)
+    retrain_mode: Literal["scratch", "finetune"] = "finetune"
+    # stage 4: fine-tune when the drift monitor fires
+    drift_finetune: bool = True
+    # features whose distribution the drift monitor watches besides the error
+    drift_features: list[str] = Field(default_factory=lambda: ["zone_couriers_idle"])
+    discard_after_use: bool = False

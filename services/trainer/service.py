@@ -1,0 +1,135 @@
+"""The trainer's decisions in one place: when to train, what, and whether to keep it.
+
+Stage 2 (schedule), stage 3 (scheduled fine-tune) and stage 4 (drift-triggered
+fine-tune) meet here. Training runs in a worker thread so that the event loop
+keeps consuming and heartbeating; one training at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import Counter
+
+from services.trainer.config import TrainerSettings
+from services.trainer.drift import DriftMonitor, DriftSignal, feature_baseline
+from services.trainer.jobs import (
+    Candidate,
+    NotEnoughData,
+    discard_consumed,
+    fine_tune_candidate,
+    register,
+    scratch_candidate,
+)
+from shared.contracts import TrainingExample
+from shared.logging import get_logger
+from shared.model_store import ModelRecord, ModelStore
+from shared.warehouse import Warehouse
+
+log = get_logger(__name__)
+
+TRAININGS = Counter("rtml_trainer_runs_total", "training runs", ["trigger", "outcome"])
+DRIFTS = Counter("rtml_trainer_drift_signals_total", "drift detector firings", ["source"])
+SEEN_IDS = 100_000
+
+Announce = Callable[[ModelRecord, str], Awaitable[None]]
+
+
+class Trainer:
+    def __init__(
+        self, settings: TrainerSettings, store: ModelStore, warehouse: Warehouse, announce: Announce
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.warehouse = warehouse
+        self._announce = announce
+        self._monitor: DriftMonitor | None = None
+        self._monitor_for: str | None = None
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._training = asyncio.Lock()
+        self._background: set[asyncio.Task[ModelRecord | None]] = set()
+
+    async def observe(self, example: TrainingExample) -> None:
+        """Feed the champion's live error to the drift monitor; fine-tune on drift."""
+        if self._already_seen(example.id):
+            return
+        champion = self.store.champion(self.settings.trainer_task)
+        if champion is None or example.model_version != champion.version or not isinstance(example.prediction, float):
+            return
+        monitor = self._monitor_of(champion)
+        values = dict(zip(example.features.names, example.features.values, strict=True))
+        signal = monitor.observe(abs(example.prediction - example.label), values, example.label_ts)
+        if signal is not None and self.settings.drift_finetune and not self._training.locked():
+            DRIFTS.labels(signal.source).inc()
+            task = asyncio.create_task(self.fine_tune(f"drift on {signal.source}", signal))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def scheduled(self) -> None:
+        trigger = f"schedule every {self.settings.retrain_interval:.0f}s"
+        if self.settings.retrain_mode == "scratch":
+            await self._train(trigger, lambda: scratch_candidate(self.warehouse, self.settings.trainer_task))
+        else:
+            await self.fine_tune(trigger)
+
+    async def fine_tune(self, trigger: str, signal: DriftSignal | None = None) -> ModelRecord | None:
+        champion = self.store.champion(self.settings.trainer_task)
+        if champion is None:
+            log.info("fine_tune_skipped", trigger=trigger, reason="no champion yet")
+            return None
+        record = await self._train(trigger, lambda: fine_tune_candidate(self.warehouse, self.store, champion.version))
+        if record is not None and signal is not None:
+            self._monitor = None  # the new model's error is the new normal
+        return record
+
+    async def _train(self, trigger: str, make: Callable[[], Candidate]) -> ModelRecord | None:
+        async with self._training:
+            try:
+                candidate = await asyncio.to_thread(make)
+            except NotEnoughData as exc:
+                TRAININGS.labels(trigger.split()[0], "not_enough_data").inc()
+                log.info("training_skipped", trigger=trigger, reason=str(exc))
+                return None
+            return await self._keep_or_drop(trigger, candidate)
+
+    async def _keep_or_drop(self, trigger: str, candidate: Candidate) -> ModelRecord | None:
+        decision = dict(trigger=trigger, parent=candidate.parent_version, range=_brief(candidate), **candidate.metrics)
+        if not candidate.better_than_parent:
+            TRAININGS.labels(trigger.split()[0], "worse_than_parent").inc()
+            log.info("candidate_dropped", **decision)
+            return None
+        record = await asyncio.to_thread(register, self.store, candidate)
+        reason = f"{trigger}; holdout MAE {candidate.metrics['holdout_mae']:.2f}"
+        if "parent_holdout_mae" in candidate.metrics:
+            reason += f" vs parent {candidate.metrics['parent_holdout_mae']:.2f}"
+        await self._announce(record, reason)
+        if self.store.champion(record.task) is None:
+            self.store.set_champion(record.task, record.version)
+        if self.settings.discard_after_use and candidate.parent_version is not None:
+            decision["discarded"] = await asyncio.to_thread(discard_consumed, self.warehouse, candidate)
+        TRAININGS.labels(trigger.split()[0], "registered").inc()
+        log.info("model_registered", version=record.version, **decision)
+        return record
+
+    def _monitor_of(self, champion: ModelRecord) -> DriftMonitor:
+        if self._monitor is None or self._monitor_for != champion.version:
+            table = self.warehouse.read(champion.task)
+            watched = [f for f in self.settings.drift_features if f in table.feature_names]
+            baseline = feature_baseline(table.X, table.feature_names, watched) if len(table) else {}
+            self._monitor, self._monitor_for = DriftMonitor(baseline), champion.version
+        return self._monitor
+
+    def _already_seen(self, example_id: str) -> bool:
+        if example_id in self._seen:
+            return True
+        self._seen[example_id] = None
+        if len(self._seen) > SEEN_IDS:
+            self._seen.popitem(last=False)
+        return False
+
+
+def _brief(candidate: Candidate) -> dict[str, object]:
+    keys = ("since_label_ts", "until_label_ts", "examples")
+    return {key: candidate.data_range[key] for key in keys}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from functools import lru_cache
 from typing import Any, ClassVar, Literal
 
 import msgpack
@@ -375,8 +376,11 @@ def from_wire(body: Any, expect: type[Message] | tuple[type[Message], ...] = ())
     if allowed and kind not in allowed:
         names = ", ".join(k.SCHEMA for k in allowed)
         raise ContractError("schema", f"{kind.SCHEMA!r} is not accepted here (expected {names})")
-    _check_version(kind, body.get("version", _version_string(kind)))
-    fields = {k: v for k, v in body.items() if k not in ("schema", "version")}
+    fields = dict(body)
+    del fields["schema"]
+    version = fields.pop("version", None)
+    if version is not None:
+        _check_version(kind, version)
     try:
         return kind.model_validate(fields)
     except ValidationError as exc:
@@ -395,17 +399,20 @@ def _kind_of(body: dict[str, Any]) -> type[Message]:
     return kind
 
 
-def _version_string(kind: type[Message]) -> str:
-    return f"{kind.VERSION[0]}.{kind.VERSION[1]}"
+@lru_cache(maxsize=64)
+def _parse_version(version: str) -> tuple[int, int] | None:
+    major, _, minor = version.partition(".")
+    if not (major.isdigit() and minor.isdigit()):
+        return None
+    return int(major), int(minor)
 
 
 def _check_version(kind: type[Message], version: Any) -> None:
-    try:
-        major_text, minor_text = str(version).split(".")
-        major, minor = int(major_text), int(minor_text)
-    except ValueError:
-        raise ContractError("version", f"{version!r} is not MAJOR.MINOR", kind.SCHEMA) from None
-    if major != kind.VERSION[0] or minor < 0:
+    parsed = _parse_version(version) if isinstance(version, str) else None
+    if parsed is None:
+        raise ContractError("version", f"{version!r} is not MAJOR.MINOR", kind.SCHEMA)
+    major, _ = parsed
+    if major != kind.VERSION[0]:
         raise ContractError(
             "version",
             f"major version {major} is not supported (this reader knows "

@@ -22,7 +22,7 @@ from prometheus_client import Counter, Histogram
 
 from shared.contracts import Message, decode, encode
 from shared.errors import ContractError
-from shared.kafka import DlqWriter
+from shared.kafka import DlqWriter, send_all
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -102,11 +102,9 @@ class Pipeline:
         records = [record for partition in batches.values() for record in partition]
         incoming = [item for item in [await self._decode(r) for r in records] if item is not None]
         outgoing = await self._handle(incoming)
-        acks = [
-            await self._producer.send(out.topic, encode(out.message), key=out.key or out.message.key)
-            for out in outgoing
-        ]
-        await asyncio.gather(*acks)
+        await send_all(
+            self._producer, [(out.topic, out.key or out.message.key, encode(out.message)) for out in outgoing]
+        )
         await self._consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})
         for record in records:
             PROCESSED.labels(self.service, record.topic).inc()

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
 from prometheus_client import Counter, Histogram
 
 from shared.contracts import Message, decode, encode
@@ -84,12 +85,23 @@ class Pipeline:
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
+        # While one batch's outputs wait for their acks and its offsets are
+        # committed, the next batch is fetched, decoded and handled: the loop is
+        # bound by round trips to the broker far more than by CPU.
+        delivering: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
                 batches = await self._consumer.getmany(timeout_ms=100, max_records=self._max_records)
                 self.last_progress = time.monotonic()
-                if batches:
-                    await self.process(batches)
+                if not batches:
+                    continue
+                started = time.perf_counter()
+                outgoing = await self._prepare(batches)
+                if delivering is not None:
+                    await delivering
+                delivering = asyncio.create_task(self._deliver(batches, outgoing, started))
+            if delivering is not None:
+                await delivering
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -97,17 +109,25 @@ class Pipeline:
             log.exception("pipeline_crashed", service=self.service)
             raise
 
-    async def process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        started = time.perf_counter()
+    async def _prepare(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> list[Outgoing]:
         records = [record for partition in batches.values() for record in partition]
         incoming = [item for item in [await self._decode(r) for r in records] if item is not None]
-        outgoing = await self._handle(incoming)
+        return await self._handle(incoming)
+
+    async def _deliver(
+        self, batches: dict[TopicPartition, list[ConsumerRecord]], outgoing: list[Outgoing], started: float
+    ) -> None:
+        """Send, wait for every ack, then commit: the order that makes it at-least-once."""
         await send_all(
             self._producer, [(out.topic, out.key or out.message.key, encode(out.message)) for out in outgoing]
         )
-        await self._consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})
-        for record in records:
-            PROCESSED.labels(self.service, record.topic).inc()
+        try:
+            await self._consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})
+        except CommitFailedError as exc:
+            # the partitions moved to another member, which redelivers from the last commit
+            log.warning("commit_failed_after_rebalance", error=str(exc))
+        for tp, records in batches.items():
+            PROCESSED.labels(self.service, tp.topic).inc(len(records))
         BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
 
     async def _decode(self, record: ConsumerRecord) -> Incoming | None:

@@ -191,6 +191,9 @@ class PredictRequest(Message):
     entities: dict[str, str] = Field(default_factory=dict, max_length=32)
     # request-time inputs (distance_km, n_items, ...)
     inputs: dict[str, float] = Field(default_factory=dict, max_length=64)
+    # wall clock (epoch s) when ingestion accepted it: latencies are measured from
+    # here, because event time runs faster than the wall in a simulation or replay
+    received_at: float | None = None
 
     @field_validator("inputs")
     @classmethod
@@ -227,6 +230,7 @@ class PredictEnriched(Message):
     task: Task
     entities: dict[str, str] = Field(default_factory=dict)
     request_ts: float
+    received_at: float | None = None
     features: FeatureVector
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
@@ -244,6 +248,7 @@ class Prediction(Message):
     task: Task
     entities: dict[str, str] = Field(default_factory=dict)
     request_ts: float
+    received_at: float | None = None
     features: FeatureVector
     model_version: str
     arm: str | None = None

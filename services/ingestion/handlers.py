@@ -69,7 +69,8 @@ def predict_request(item: Any, now: float | None = None) -> PredictRequest:
     """A predict body (task, entities, inputs; ts defaults to now) as a request."""
     if not isinstance(item, dict):
         raise BadRequest([Problem(0, "body", "expected a JSON object")])
-    wire = {"schema": PredictRequest.SCHEMA, "ts": time.time() if now is None else now, **item}
+    now = time.time() if now is None else now
+    wire = {"schema": PredictRequest.SCHEMA, "ts": now, **item, "received_at": now}
     try:
         return cast(PredictRequest, from_wire(wire, PredictRequest))
     except ContractError as exc:

@@ -181,8 +181,10 @@ def _prediction(
     now: float,
     scoring_ms: float,
 ) -> Prediction:
-    # clock skew between machines can put request_ts after now: that is no queueing
-    queue_ms = max(0.0, (now - request.request_ts) * 1000)
+    # from ingestion's wall-clock stamp: request_ts is event time, which a
+    # simulation runs faster than the wall; clock skew between machines can put
+    # either after now, which is no queueing
+    queue_ms = max(0.0, (now - (request.received_at or request.request_ts)) * 1000)
     return Prediction(
         id=request.id,
         # the request's event time, so that a replay gives the same prediction message
@@ -190,6 +192,7 @@ def _prediction(
         task=request.task,
         entities=request.entities,
         request_ts=request.request_ts,
+        received_at=request.received_at,
         features=request.features,
         model_version=model.version,
         arm=request.arm,

@@ -118,6 +118,7 @@ async def test_predict_returns_202_with_the_request_id_or_the_prediction(ingesti
     answer = asyncio.create_task(post(f"{ingestion}/v1/predict?wait_ms=5000", request))
     requests = await read_topic(settings, topics.PREDICT_REQUESTS.name, expected=2)
     [predict] = [r for r in requests if r.id != body["request_id"]]
+    assert predict.received_at is not None and abs(predict.received_at - time.time()) < 60
     producer = await start_producer(settings)
     try:
         prediction = _prediction_for(predict.id)

@@ -8,14 +8,14 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shared import broker_compat, topics
-from shared.contracts import DlqRecord, encode
-from shared.errors import BrokerUnavailable
+from shared.contracts import DlqRecord, Message, decode, encode
+from shared.errors import BrokerUnavailable, ContractError
 from shared.logging import get_logger
 from shared.settings import Settings
 
@@ -141,6 +141,36 @@ async def send_all(producer: AIOKafkaProducer, records: list[tuple[str, bytes, b
                 batch.append(key=key, value=value, timestamp=None)
         acks.append(await producer.send_batch(batch, topic, partition=partition))
     await asyncio.gather(*acks)
+
+
+async def read_all(settings: Settings, topic: str) -> list[tuple[ConsumerRecord, Message | None]]:
+    """Every record of ``topic`` from the beginning to its end as of now, with its
+    decoded message (None where it does not decode); for reports and checks."""
+    consumer = await start_consumer(settings, group_id=None)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(await _partitions_of(consumer, topic))]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await broker_compat.end_offsets(consumer, partitions, settings.embedded)
+        records: list[tuple[ConsumerRecord, Message | None]] = []
+        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend((record, _decoded(record.value)) for record in batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def _partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer.topics()  # loads the metadata partitions_for_topic reads
+    return consumer.partitions_for_topic(topic) or set()
+
+
+def _decoded(value: bytes | None) -> Message | None:
+    try:
+        return decode(value or b"")
+    except ContractError:
+        return None
 
 
 class DlqWriter:

@@ -15,15 +15,19 @@ MINUTE = 60.0
 
 
 def eta_examples_from_log(messages: Iterable[Message]) -> ExampleTable:
+    """The batch features the live service would serve (computed from the same
+    log, as ``rtml batch features`` publishes them) go into the vectors too."""
+    from services.features.batch import compute_batch_features
     from services.features.reference import eta_vectors
 
     messages = list(messages)
+    batch = {record.entity: record for record in compute_batch_features(messages)}
     minutes = {
         m.order_id: (m.ts - m.placed_ts) / MINUTE for m in messages if isinstance(m, OrderDelivered)
     }
     rows = [
         (request, vector)
-        for request, vector in eta_vectors(messages)
+        for request, vector in eta_vectors(messages, batch=batch)
         if request.entities.get("order_id") in minutes
     ]
     if not rows:

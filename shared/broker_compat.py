@@ -4,6 +4,8 @@ Each is switched on only when rtml runs on the embedded broker
 (``Settings.embedded``); on a real Kafka the client defaults stand. The
 conformance suite in ``tests/broker/`` states the property each one restores.
 See EMBEDDED_BROKER.md in the design notes for the measurements behind them.
+faust builds its own consumer: ``broker_compat_faust.py`` carries these same
+workarounds into faust apps (fetch wait, recovery end offsets, group timings).
 """
 
 from __future__ import annotations

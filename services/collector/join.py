@@ -23,7 +23,14 @@ from collections import Counter
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 
-from shared.contracts import ItemClicked, Message, OrderDelivered, Prediction, Reward, TrainingExample
+from shared.contracts import (
+    ItemClicked,
+    Message,
+    OrderDelivered,
+    Prediction,
+    Reward,
+    TrainingExample,
+)
 
 MINUTE = 60.0
 
@@ -60,12 +67,16 @@ class JoinState:
         # join keys already emitted, so a late repeat of either side is absorbed
         self.done = done
         self.counts: Counter[str] = Counter()
-        self.watermark = max([*done.values(), *(m.ts for m in labels.values()), 0.0])
+        # every stored record was seen, so the highest of their times is a lower
+        # bound of the watermark before the restart
+        self.watermark = max([*done.values(), 0.0])
         self._deadlines: list[tuple[float, str]] = []
         for key, prediction in predictions.items():
             heapq.heappush(self._deadlines, (self._deadline(prediction), key))
+            self.watermark = max(self.watermark, prediction.ts)
         for key, label in labels.items():
             heapq.heappush(self._deadlines, (label.ts + config.window_s, key))
+            self.watermark = max(self.watermark, label.ts)
 
     def on_prediction(self, prediction: Prediction) -> list[Joined]:
         key = join_key_of_prediction(prediction)
@@ -116,7 +127,9 @@ class JoinState:
         else:
             assert isinstance(label, OrderDelivered)
             value = (label.ts - label.placed_ts) / MINUTE
-            scalar = prediction.prediction if isinstance(prediction.prediction, float) else float("nan")
+            scalar = (
+                prediction.prediction if isinstance(prediction.prediction, float) else float("nan")
+            )
             reward = 1.0 if abs(scalar - value) <= self.config.eta_tolerance_min else 0.0
         label_ts = label.ts if label is not None else self._deadline(prediction)
         example = TrainingExample(
@@ -126,7 +139,10 @@ class JoinState:
             request_ts=prediction.request_ts, label_ts=label_ts,
         )  # fmt: skip
         arm = prediction.arm or prediction.model_version
-        return Joined(example, Reward(id=prediction.id, ts=label_ts, task=prediction.task, arm=arm, reward=reward))
+        return Joined(
+            example,
+            Reward(id=prediction.id, ts=label_ts, task=prediction.task, arm=arm, reward=reward),
+        )
 
     def _advance(self, ts: float) -> list[Joined]:
         """Move the watermark; close every window that ended before it."""

@@ -1,0 +1,104 @@
+"""Entry point: ``python -m services.collector`` (what ``rtml up`` runs).
+
+A faust worker (``app.py``: the join) and, next to it in the same process,
+the warehouse writer (``warehouse_writer.py``) and, on the side port
+(RTML_COLLECTOR_PORT, 8084), ``/healthz``, ``/readyz`` (join partitions
+assigned and tables recovered, warehouse writer assigned) and ``/metrics``.
+SIGTERM stops it gracefully: processed offsets are committed, the join state
+is in the changelogs, every warehouse file is whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import faust
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer
+from mode import Service
+
+from services.collector.app import SERVICE, CollectorWorker, changelog_topics, join_topic
+from services.collector.config import CollectorSettings
+from services.collector.warehouse_writer import WarehouseWriter
+from shared import topics
+from shared.kafka import DlqWriter, client_kwargs, ensure_topics, start_producer
+from shared.logging import configure_logging, get_logger
+from shared.service import HealthEndpoints, serve
+from shared.settings import Settings, get_settings
+
+log = get_logger(SERVICE)
+
+
+class SideServices(Service):
+    """What runs next to the faust app: producer and DLQ, warehouse writer, side HTTP port.
+
+    A dependency of the faust worker, so it starts before the app (the producer
+    is there before the first record) and stops after it.
+    """
+
+    def __init__(self, worker: CollectorWorker) -> None:
+        super().__init__()
+        self._worker = worker
+        self._cleanups: list = []
+
+    async def on_start(self) -> None:
+        worker, settings, config = self._worker, self._worker.settings, self._worker.config
+        producer = await start_producer(settings)
+        self._cleanups.append(producer.stop)
+        worker.producer = producer
+        worker.dlq = DlqWriter(producer, SERVICE)
+        writer = WarehouseWriter(settings, config, worker.dlq)
+        await writer.start()
+        self._cleanups.append(writer.stop)
+        health = HealthEndpoints()
+        health.add_ready_check("join", worker.readiness)
+        health.add_ready_check("warehouse", writer.readiness)
+        runner = await serve(
+            health.mount(web.Application()), config.collector_host, config.collector_port
+        )
+        self._cleanups.append(runner.cleanup)
+        log.info("side_port_ready", port=config.collector_port, bootstrap=settings.bootstrap)
+
+    async def on_stop(self) -> None:
+        for cleanup in reversed(self._cleanups):
+            await cleanup()
+
+
+async def prepare_topics(settings: Settings, config: CollectorSettings) -> None:
+    """Create the topics; refuse to run if the join topic and the tables disagree."""
+    internal = [join_topic(settings, config), *changelog_topics(settings, config)]
+    await ensure_topics(settings, [*topics.ALL, *internal])
+    consumer = AIOKafkaConsumer(**client_kwargs(settings))
+    await consumer.start()
+    try:
+        await consumer.topics()
+        for topic in internal:
+            count = len(consumer.partitions_for_topic(topic.name) or ())
+            if count != settings.partitions:
+                raise SystemExit(
+                    f"{topic.name} has {count} partitions, RTML_PARTITIONS={settings.partitions}: "
+                    "the join state is placed by partition, so they must match"
+                )
+    finally:
+        await consumer.stop()
+
+
+def main() -> None:
+    settings, config = get_settings(), CollectorSettings()
+    configure_logging(SERVICE, settings.log_level)
+    asyncio.run(prepare_topics(settings, config))
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    worker = CollectorWorker(settings, config)
+    faust.Worker(
+        worker.app,
+        SideServices(worker),
+        loop=loop,
+        loglevel=settings.log_level,
+        quiet=True,
+        override_logging=False,
+    ).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The collector's RTML_* settings (broker settings come from ``shared.settings``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.collector.join import JoinConfig
+
+
+class CollectorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RTML_", extra="ignore")
+
+    collector_host: str = "127.0.0.1"
+    collector_port: int = 8084
+    # the faust app id: its consumer group and the prefix of its internal topics
+    collector_app_id: str = "rtml-collector"
+    # how long (event time) either side of the join waits for the other
+    collector_window_s: float = Field(default=2 * 3600.0, gt=0)
+    # eta: a prediction within this many minutes of the actual delivery earns reward 1
+    collector_eta_tolerance_min: float = Field(default=5.0, ge=0)
+    # recs: how long after a recommendation a click still counts
+    collector_attribution_window_s: float = Field(default=30 * 60.0, gt=0)
+    # faust's consumer fetch wait (None: 5 ms on the embedded broker, 1500 ms on Kafka)
+    collector_fetch_max_wait_ms: int | None = Field(default=None, ge=1)
+    # records of a partition between two sweeps of its emitted-keys table
+    collector_forget_every: int = Field(default=1000, ge=1)
+    # RTML_WAREHOUSE: the Parquet dataset (None: ./.rtml/warehouse)
+    warehouse: Path | None = None
+    warehouse_group: str = "rtml-warehouse"
+    # most examples read per warehouse write (one file per partition, task and hour)
+    warehouse_max_records: int = Field(default=5000, ge=1)
+
+    def join_config(self) -> JoinConfig:
+        return JoinConfig(
+            window_s=self.collector_window_s,
+            eta_tolerance_min=self.collector_eta_tolerance_min,
+            attribution_window_s=self.collector_attribution_window_s,
+        )

@@ -1,0 +1,49 @@
+"""Re-keying by join key: what goes from rtml.predictions and rtml.events onto the join topic.
+
+Pure. A prediction and its label come keyed differently (request id; zone or
+session), so both are re-sent keyed by their join key (``join.py``): the two
+sides of a join then meet in one partition of the join topic, which is where
+the join state of that key lives. The value goes on unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.collector.join import join_key_of_label, join_key_of_prediction
+from shared.contracts import ItemClicked, OrderDelivered, Prediction, decode
+
+LABEL_KINDS = (OrderDelivered, ItemClicked)
+JOINABLE = (Prediction, *LABEL_KINDS)
+# Most of rtml.events is neither label kind. A label's schema name is in its
+# bytes verbatim whatever msgpack string header encodes it, so an event without
+# either name is skipped undecoded; one that has it by chance is decoded and
+# skipped then.
+_LABEL_MARKERS = tuple(kind.SCHEMA.encode() for kind in LABEL_KINDS)
+
+
+@dataclass(frozen=True)
+class Rekeyed:
+    key: bytes
+    value: bytes
+
+
+def rekey_prediction(value: bytes) -> Rekeyed | None:
+    """The prediction under its join key; None when it has none (counted by the caller).
+    Raises ContractError for what is not a valid prediction."""
+    key = join_key_of_prediction(decode(value, Prediction))  # type: ignore[arg-type]
+    return Rekeyed(key.encode(), value) if key is not None else None
+
+
+def rekey_event(value: bytes) -> Rekeyed | None:
+    """A label under its join key; None for every other event.
+    Raises ContractError for a label-like record that does not decode."""
+    if not any(marker in value for marker in _LABEL_MARKERS):
+        return None
+    key = join_key_of_label(decode(value))
+    return Rekeyed(key.encode(), value) if key is not None else None
+
+
+def decode_joinable(value: bytes) -> Prediction | OrderDelivered | ItemClicked:
+    """A record of the join topic; raises ContractError for anything else."""
+    return decode(value, JOINABLE)  # type: ignore[return-value]

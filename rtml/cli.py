@@ -78,7 +78,13 @@ def up(ready_timeout: float) -> None:
     sys.exit(code)
 
 
+@main.group()
+def batch() -> None:
+    """Batch jobs: features from an event log."""
+
+
 def _mount_subcommands() -> None:
+    from services.features.cli import batch_features
     from services.prediction.cli import models
     from services.router.cli import experiment
     from services.simulator.cli import simulate_command
@@ -88,6 +94,7 @@ def _mount_subcommands() -> None:
     main.add_command(experiment)
     main.add_command(train_command)
     main.add_command(models)
+    batch.add_command(batch_features)
 
 
 @main.command()

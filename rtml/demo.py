@@ -36,8 +36,9 @@ from services.simulator.world import Marketplace, SimConfig
 from shared import topics
 from shared.contracts import DlqRecord, Message, ModelAnnouncement, Prediction, TrainingExample
 from shared.embedded_broker import EmbeddedBroker
-from shared.kafka import ensure_topics, read_all
-from shared.model_store import ModelStore
+from shared.kafka import ensure_topics, read_all, start_producer
+from shared.model_announcements import announce
+from shared.model_store import ModelRecord, ModelStore
 from shared.settings import Settings
 
 HOUR = 3600.0
@@ -101,8 +102,9 @@ class Demo:
     def storm_ts(self) -> float:
         return self.config.start_ts + self.config.shift_at_s
 
-    def bootstrap(self) -> list:
-        """Stage 1: the first model, from the warm-up's event log."""
+    def bootstrap(self) -> tuple[ModelRecord, list]:
+        """Stage 1: the first model, from the warm-up's event log, and the batch
+        features the live service will serve."""
         from services.features.batch import compute_batch_features
         from services.trainer.bootstrap import eta_examples_from_log
         from services.trainer.jobs import register, table_candidate
@@ -115,14 +117,20 @@ class Demo:
         record = register(self.store, candidate)
         self.store.set_champion("eta", record.version)
         self.say(f"  first model {record.version}: {len(table)} examples, holdout MAE {candidate.metrics['holdout_mae']:.1f} min")
-        return compute_batch_features(warmup)
+        return record, compute_batch_features(warmup)
 
     async def run(self, settings: Settings, env: dict[str, str]) -> Summary:
         from services.features.batch import publish
 
-        batch = await asyncio.to_thread(self.bootstrap)
+        first, batch = await asyncio.to_thread(self.bootstrap)
         await ensure_topics(settings)
         await publish(settings, batch)
+        producer = await start_producer(settings)
+        try:
+            await announce(producer, first, "registered", "stage 1: from scratch on the warm-up log")
+            await announce(producer, first, "promoted", "the first model")
+        finally:
+            await producer.stop()
         children = plan(SERVICES, env)
         stopping = asyncio.Event()
         supervisors = [asyncio.create_task(child.supervise(stopping)) for child in children]
@@ -159,7 +167,7 @@ class Demo:
 
         async with aiohttp.ClientSession() as http:
             stats = await drive(
-                self.world.run(self.plan.live_h * HOUR), IngestionClient(http, url, None),
+                self.world.run((self.plan.warmup_h + self.plan.live_h) * HOUR), IngestionClient(http, url, None),
                 self.plan.speedup, on_progress=progress,
             )  # fmt: skip
         self.say(f"  sent {stats.events} events and {stats.predict_requests} predict requests ({stats.failed} failed)")

@@ -153,7 +153,7 @@ async def read_all(settings: Settings, topic: str) -> list[tuple[ConsumerRecord,
         await consumer.seek_to_beginning(*partitions)
         ends = await broker_compat.end_offsets(consumer, partitions, settings.embedded)
         records: list[tuple[ConsumerRecord, Message | None]] = []
-        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             for batch in (await consumer.getmany(timeout_ms=200)).values():
                 records.extend((record, _decoded(record.value)) for record in batch)
         return records

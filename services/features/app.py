@@ -1,0 +1,375 @@
+"""The features worker: a faust app that keeps entity state and enriches requests.
+
+State. Domain events on ``rtml.events`` are keyed by entity (restaurant events
+by restaurant_id, courier and delivery events by zone_id, recs session events
+by session_id), so all the events of an entity are in one partition, and a
+worker holds the state of the entities of the partitions it is assigned: per
+partition an ``EntityStates`` (``state.py``). The events topic is consumed in
+bulk (``bulk.py``): a fetched batch is decoded and applied per partition in
+one call, and the accepted events of that call become **one changelog record**
+of the ``entities`` table. The table is event-sourced: its changelog is the
+log of accepted events, its value is what folding them gives
+(``EntityTable``). That keeps a changelog write per batch rather than per
+event, and each record small, where a table of per-entity values would rewrite
+an entity's whole history on every event.
+
+Recovery. A restarted or newly assigned worker rebuilds a partition's state by
+folding its changelog (faust's table recovery) before any stream of that
+partition resumes; the fold is the same admission code, so it gives the same
+state, duplicates included (an event folded twice is recognised by id). On the
+embedded broker faust's recovery reads each changelog to the high watermark of
+a fetch response (``shared/broker_compat_faust.py``), not to Tansu's wrong
+ListOffsets answer, which would stop recovery early and lose updates.
+
+The cross-key join. A request is keyed by its id, but its features live with
+its entities' partitions (an eta request: its restaurant's and its zone's),
+usually on different workers. Enrichment follows a **lookup plan**
+(``handlers.py``): the request's entities in a fixed order. Each step runs
+where its entity lives: if this worker holds the entity's partition it looks
+it up in place, otherwise it forwards the request, with the features found so
+far, to an internal lookup topic keyed by that entity
+(``<app id>-lookup-restaurant``, ``-lookup-zone``, ``-lookup-session``). Those topics have the
+partition count of ``rtml.events`` and the same default partitioner, so
+faust's assignor gives partition p of both to the same worker: the owner of
+the state. The last step adds request and batch features and emits
+``rtml.predict.enriched``. With one worker every step is local (one hop in
+all); with N workers a request makes at most two extra hops. The alternatives
+were worse here: replicating all state to every worker (global tables) would
+make every worker apply every event, so adding workers would not add event
+throughput; re-keying every request through every entity even when local adds
+two hops of latency for nothing.
+
+Batch features are small and read whole by every worker (``batch_cache.py``).
+
+Failure handling. faust acks a record whose agent raises, so every agent
+catches per record and sends it to ``rtml.dlq`` with the reason (decode,
+schema, handler); events older than the allowed lateness go there with reason
+``late``. Processing is at least once (faust's exactly_once is not used):
+offsets are committed after the producer is flushed, and state absorbs
+redelivered events by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+
+from aiokafka.partitioner import murmur2
+from faust.tables.table import Table
+from faust.types import TP, EventT, Message, StreamT
+
+from services.features import metrics
+from services.features.batch_cache import BatchFeatureCache
+from services.features.bulk import BulkApp
+from services.features.handlers import (
+    FEATURES_OF,
+    Lookup,
+    admit_events,
+    advance,
+    changelog_records,
+    enriched,
+    entity_features,
+    feature_vector,
+    plan,
+    replay_changelog,
+)
+from services.features.records import BatchFeatureRecord
+from services.features.state import EntityStates
+from shared import topics
+from shared.broker_compat_faust import faust_options
+from shared.contracts import PredictRequest, decode, encode
+from shared.errors import ContractError
+from shared.kafka import DlqWriter
+from shared.logging import get_logger
+from shared.pipeline import DEAD_LETTERS
+from shared.settings import Settings
+
+SERVICE = "features"
+log = get_logger(__name__)
+
+ENTITY_KINDS = tuple(FEATURES_OF)
+ENTITIES_TABLE = "entities"
+RECOVERY_BATCH_RECORDS = 8
+
+
+def lookup_topics(settings: Settings) -> dict[str, topics.Topic]:
+    """The internal topics a request travels on to the owner of an entity."""
+    return {
+        kind: topics.Topic(
+            f"{settings.features_app_id}-lookup-{kind}",
+            f"requests on their way to the owner of their {kind}, keyed by {kind} id",
+            settings.partitions,
+        )
+        for kind in ENTITY_KINDS
+    }
+
+
+def changelog_topic(settings: Settings) -> topics.Topic:
+    """The changelog of the ``entities`` table, created up front like every topic."""
+    return topics.Topic(
+        f"{settings.features_app_id}-{ENTITIES_TABLE}-changelog",
+        "accepted events, a batch per record: what the entity state is rebuilt from",
+        settings.partitions,
+        # keys are unique, so compaction keeps everything and time bounds it, as
+        # Kafka Streams does for its window stores
+        {
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(int(settings.features_changelog_retention_s * 1000)),
+        },
+    )
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition the default (murmur2) partitioner gives ``key``, as producers do."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class EntityTable(Table):
+    """An event-sourced faust table: its changelog is the log of accepted events.
+
+    Each changelog record is a batch of raw events; folding the records of a
+    partition in order gives that partition's ``EntityStates``. The table's
+    key-value interface is unused.
+    """
+
+    def __init__(self, app: BulkApp, settings: Settings) -> None:
+        changelog = app.topic(
+            changelog_topic(settings).name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            acks=False,
+        )
+        super().__init__(
+            app,
+            name=ENTITIES_TABLE,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            changelog_topic=changelog,
+            # recovery folds this many records (each up to ~2k events) per call on the
+            # event loop: small enough that the side port keeps answering meanwhile
+            recovery_buffer_size=RECOVERY_BATCH_RECORDS,
+        )
+        self.allowed_lateness_s = settings.features_allowed_lateness_s
+        self.by_partition: dict[int, EntityStates] = {}
+        # last changelog offset folded in by recovery, per partition
+        self._recovered_to: dict[int, int] = {}
+
+    def states(self, partition: int) -> EntityStates:
+        states = self.by_partition.get(partition)
+        if states is None:
+            states = self.by_partition[partition] = EntityStates(self.allowed_lateness_s)
+        return states
+
+    def all_states(self) -> list[EntityStates]:
+        return list(self.by_partition.values())
+
+    def record(self, partition: int, accepted: Sequence[bytes], key: str) -> None:
+        """Append accepted events to the partition's changelog (no await: see bulk.py)."""
+        for index, record in enumerate(changelog_records(accepted)):
+            self.send_changelog(
+                partition,
+                f"{key}:{index}".encode(),
+                record,
+                key_serializer="raw",
+                value_serializer="raw",
+            )
+
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        for event in batch:
+            partition = event.message.partition
+            recovered = replay_changelog(self.states(partition), event.message.value)
+            metrics.RECOVERED.inc(recovered)
+            self._recovered_to[partition] = event.message.offset
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        # a partition kept across a rebalance resumes recovery where it stopped:
+        # records written since (our own) fold in again as duplicates
+        return self._recovered_to.get(tp.partition)
+
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        self._forget(tp.partition for tp in revoked if tp.topic == self.changelog_topic_name)
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        kept = {tp.partition for tp in active_tps}
+        self._forget(p for p in list(self.by_partition) if p not in kept)
+        await super().on_recovery_completed(active_tps, standby_tps)
+
+    def _forget(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self.by_partition.pop(partition, None)
+            self._recovered_to.pop(partition, None)
+            with contextlib.suppress(KeyError):  # it had no events yet
+                metrics.CONSUMED_OFFSET.remove(str(partition))
+
+
+class FeaturesWorker:
+    """The faust app and its wiring; ``SideServices`` (``__main__.py``) runs next to it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = BulkApp(
+            settings.features_app_id,
+            embedded=settings.embedded,
+            fetch_max_wait_ms=settings.features_fetch_max_wait_ms,
+            **faust_options(settings),
+            # the side port serves HTTP (shared health kit); faust's assignor still
+            # tells every worker where the others' side ports are (table routing)
+            web_enabled=False,
+            canonical_url=f"http://{settings.features_host}:{settings.features_port}",
+            topic_partitions=settings.partitions,
+            table_standby_replicas=0,
+            store="memory://",
+        )
+        self.entities = EntityTable(self.app, settings)
+        self.app.tables.add(self.entities)
+        self.batch: BatchFeatureCache | None = None
+        self.dlq: DlqWriter | None = None
+        self._started = False
+        self._held: tuple[int, frozenset[int]] = (-1, frozenset())
+
+        raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        self.app.bulk_topic(self.app.topic(topics.EVENTS.name, **raw), self.on_events)
+        self.enriched_topic = self.app.topic(topics.PREDICT_ENRICHED.name, **raw)
+        self.lookup_topics = {
+            kind: self.app.topic(topic.name, **raw)
+            for kind, topic in lookup_topics(settings).items()
+        }
+        self.app.agent(self.app.topic(topics.PREDICT_REQUESTS.name, **raw), name="requests")(
+            self._agent(self._on_request)
+        )
+        for kind, topic in self.lookup_topics.items():
+            self.app.agent(topic, name=f"lookup-{kind}")(self._agent(self._on_lookup))
+        self.app.task(self._mark_started)
+
+    # --- readiness ---------------------------------------------------------------------
+
+    async def _mark_started(self) -> None:
+        self._started = True
+
+    def readiness(self) -> bool | str:
+        if not self._started:
+            return "the faust app has not started"
+        if self.app.rebalancing or self.app.in_recovery:
+            return "rebalancing or recovering tables"
+        if not self.app.tables.recovery.completed.is_set():
+            return "tables not recovered yet"
+        if not any(tp.topic == topics.EVENTS.name for tp in self.app.consumer.assignment()):
+            return f"no partition of {topics.EVENTS.name} assigned"
+        if self.batch is None or not self.batch.caught_up:
+            return "batch features not loaded yet"
+        return True
+
+    # --- events ------------------------------------------------------------------------
+
+    async def on_events(self, messages: list[Message]) -> None:
+        """Apply a fetched batch of events, per partition; late and bad ones go to the DLQ."""
+        by_partition: dict[int, list[Message]] = {}
+        for message in messages:
+            by_partition.setdefault(message.partition, []).append(message)
+        dead: list[tuple[Message, str, str]] = []
+        # every state change and its changelog record happen before the first await
+        for partition, batch in by_partition.items():
+            admitted = admit_events(
+                self.entities.states(partition), [m.value or b"" for m in batch]
+            )
+            if admitted.accepted:
+                key = f"{partition}:{batch[0].offset}"
+                self.entities.record(partition, admitted.accepted, key)
+            metrics.EVENTS.labels("accepted").inc(len(admitted.accepted))
+            metrics.EVENTS.labels("duplicate").inc(admitted.duplicates)
+            for rejected in admitted.rejected:
+                metrics.EVENTS.labels(rejected.reason).inc()
+                dead.append((batch[rejected.index], rejected.reason, rejected.error))
+            metrics.CONSUMED_OFFSET.labels(str(partition)).set(batch[-1].offset + 1)
+        # concurrently: a burst of late events must not take a round trip each
+        await asyncio.gather(*(self._dead_letter(m, error, reason) for m, reason, error in dead))
+
+    # --- requests ----------------------------------------------------------------------
+
+    def _agent(
+        self, handle: Callable[[bytes], Awaitable[None]]
+    ) -> Callable[[StreamT], Awaitable[None]]:
+        """An agent body that handles each record and sends what it cannot handle to the DLQ."""
+
+        async def agent(stream: StreamT) -> None:
+            async for event in stream.events():
+                try:
+                    await handle(event.message.value or b"")
+                except ContractError as exc:
+                    await self._dead_letter(event.message, exc, "schema" if exc.field else "decode")
+                except Exception as exc:  # faust would ack and drop it: keep it in the DLQ
+                    log.exception("request_failed", offset=event.message.offset)
+                    await self._dead_letter(event.message, exc, "handler")
+
+        return agent
+
+    async def _on_request(self, value: bytes) -> None:
+        request = decode(value, PredictRequest)
+        assert isinstance(request, PredictRequest)
+        await self._continue(plan(request))
+
+    async def _on_lookup(self, value: bytes) -> None:
+        # the lookup topics are partitioned like rtml.events: the entity lives here
+        lookup = Lookup.from_bytes(value)
+        if lookup.next_entity is None:
+            raise ContractError("pending", "a lookup record with nothing left to look up")
+        await self._continue(self._look_up_here(lookup, "kafka"))
+
+    async def _continue(self, lookup: Lookup) -> None:
+        """Run the lookups this worker holds; forward to the owner of the next one, or finish."""
+        while (entity := lookup.next_entity) is not None:
+            kind, entity_id = entity
+            if not self.holds(entity_id):
+                topic = self.lookup_topics[kind]
+                await topic.send(key=entity_id.encode(), value=lookup.to_bytes())
+                return
+            lookup = self._look_up_here(lookup, "local")
+        vector = feature_vector(lookup, self.batch_records())
+        message = enriched(lookup, vector, time.time())
+        await self.enriched_topic.send(key=message.key, value=encode(message))
+        metrics.observe(vector, "kafka")
+
+    def _look_up_here(self, lookup: Lookup, where: str) -> Lookup:
+        kind, entity_id = lookup.next_entity  # type: ignore[misc]
+        metrics.LOOKUPS.labels(kind, where).inc()
+        found = entity_features(
+            self.entities.all_states(), kind, entity_id, lookup.request.ts, self.batch_records()
+        )
+        return advance(lookup, found)
+
+    def holds(self, entity_id: str) -> bool:
+        """Whether this worker holds the partition of ``entity_id``'s events."""
+        return partition_of(entity_id.encode(), self.settings.partitions) in self._held_partitions()
+
+    def _held_partitions(self) -> frozenset[int]:
+        # the consumer builds a new set on every assignment() call: ask once per generation
+        generation = self.app.consumer_generation_id
+        if self._held[0] != generation:
+            assignment = self.app.consumer.assignment()
+            held = frozenset(tp.partition for tp in assignment if tp.topic == topics.EVENTS.name)
+            self._held = (generation, held)
+        return self._held[1]
+
+    def batch_records(self) -> Mapping[str, BatchFeatureRecord]:
+        return self.batch.records if self.batch is not None else {}
+
+    async def _dead_letter(self, message: Message, error: BaseException | str, reason: str) -> None:
+        assert self.dlq is not None, "the DLQ writer starts before the app"
+        DEAD_LETTERS.labels(SERVICE, reason).inc()
+        await self.dlq.send(
+            message.value or b"",
+            error,
+            reason,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+        )

@@ -1,0 +1,53 @@
+"""``rtml batch features``: recompute batch features from an event log and publish them."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+from aiokafka.errors import KafkaError
+
+from services.features.batch import compute_batch_features, item_embedding_records, publish
+from services.simulator.eventlog import read_event_log
+from shared.errors import RtmlError
+from shared.settings import get_settings
+
+PROGRESS_EVERY = 50_000
+
+
+@click.command("features")
+@click.argument("log", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="compute and print, publish nothing")
+def batch_features(log: Path, dry_run: bool) -> None:
+    """Batch features (historical prep and travel times) from the event log LOG, and
+    the item embeddings of the Open Bandit Dataset, published to rtml.features.batch;
+    re-running sends only what changed."""
+
+    def progress(count: int) -> None:
+        if count % PROGRESS_EVERY == 0:
+            click.echo(f"read {count} messages", err=True)
+
+    try:
+        records = compute_batch_features(read_event_log(log), on_message=progress)
+    except RtmlError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        records += item_embedding_records()
+    except ModuleNotFoundError:
+        click.echo("obp is not installed: no item embeddings (pip install --no-deps obp==0.4.1)")
+    click.echo(f"computed the batch features of {len(records)} entities from {log}")
+    if dry_run:
+        for record in records:
+            values = ", ".join(
+                f"{n}={v:.3f}" for n, v in zip(record.names, record.values, strict=True)
+            )
+            click.echo(
+                f"{record.entity}: {values} (as of ts={record.ts}, {record.n_events} events)"
+            )
+        return
+    try:
+        published = asyncio.run(publish(get_settings(), records))
+    except (RtmlError, KafkaError) as exc:
+        raise click.ClickException(f"publishing failed: {exc}") from exc
+    click.echo(f"published {published.sent} records ({published.unchanged} unchanged)")

@@ -1,0 +1,196 @@
+"""What the features are: eta@1 and recs@1 names, order, windows, defaults.
+
+Shared by the streaming state, the reference implementation and the batch job,
+so that the three agree on definitions while computing them independently.
+
+Every streaming feature is **point in time**: its value for a request at event
+time ``t`` is a function of the accepted events with ``ts <= t`` of the entity
+it describes, whatever the order they arrived in. Windows are half-open on the
+left, ``t - width < ts <= t``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+from shared.contracts import Message, PredictRequest
+
+if TYPE_CHECKING:
+    from services.features.records import BatchFeatureRecord
+
+EntityKind = Literal["restaurant", "zone", "session", "item"]
+
+ENTITY_OF_KEY_FIELD: dict[str, EntityKind] = {
+    "restaurant_id": "restaurant",
+    "zone_id": "zone",
+    "session_id": "session",
+}
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    LATE = "late"
+
+
+def entity_key(kind: EntityKind, entity_id: str) -> str:
+    """How an entity is named where kinds share a key space (``rtml.features.batch``)."""
+    return f"{kind}:{entity_id}"
+
+
+def entity_of(event: Message) -> tuple[EntityKind, str]:
+    """The entity an event belongs to: the one its topic key names."""
+    kind = ENTITY_OF_KEY_FIELD.get(type(event).KEY_FIELD)
+    if kind is None:
+        raise ValueError(f"{type(event).SCHEMA} events are not keyed by an entity")
+    return kind, str(getattr(event, type(event).KEY_FIELD))
+
+
+ETA_FEATURE_SET = "eta@1"
+
+REQUEST_FEATURES = ("distance_km", "n_items", "hour_of_day", "day_of_week")
+RESTAURANT_FEATURES = (
+    "restaurant_active_orders",
+    "restaurant_orders_10m",
+    "restaurant_orders_30m",
+    "restaurant_mean_prep_min_60m",
+)
+ZONE_FEATURES = ("zone_couriers_idle", "zone_mean_delivery_min_30m")
+RESTAURANT_BATCH_FEATURES = ("restaurant_hist_prep_mean_min", "restaurant_hist_prep_p90_min")
+ZONE_BATCH_FEATURES = ("zone_hist_travel_min_per_km",)
+
+ETA_FEATURES = (
+    *REQUEST_FEATURES,
+    "restaurant_active_orders",
+    "restaurant_orders_10m",
+    "restaurant_orders_30m",
+    "zone_couriers_idle",
+    "zone_mean_delivery_min_30m",
+    "restaurant_mean_prep_min_60m",
+    *RESTAURANT_BATCH_FEATURES,
+    *ZONE_BATCH_FEATURES,
+)
+
+# --- recs@1: session features -----------------------------------------------------
+
+RECS_FEATURE_SET = "recs@1"
+# how many of the session's latest viewed and clicked items, most recent first
+LAST_ITEMS = 5
+SESSION_WINDOW_S = 1800.0
+# item_feature_0 (numeric) and one-hot item_feature_1/2/3 (12 + 21 + 7 values) of
+# the Open Bandit Dataset's item_context.csv
+ITEM_EMBEDDING_DIM = 41
+USER_FEATURES = tuple(f"user_feature_{i}" for i in range(4))
+RECS_REQUEST_FEATURES = ("hour_of_day", "day_of_week", *USER_FEATURES)
+SESSION_FEATURES = (
+    *(f"last_viewed_{i}" for i in range(1, LAST_ITEMS + 1)),
+    *(f"last_clicked_{i}" for i in range(1, LAST_ITEMS + 1)),
+    "session_views_30m",
+    "session_clicks_30m",
+    *(f"session_emb_{i}" for i in range(ITEM_EMBEDDING_DIM)),
+)
+RECS_FEATURES = (*RECS_REQUEST_FEATURES, *SESSION_FEATURES)
+ITEM_EMBEDDING_NAMES = tuple(f"item_emb_{i}" for i in range(ITEM_EMBEDDING_DIM))
+# an empty slot of a last-N list, and the user features a request did not give
+NO_ITEM = -1.0
+
+ORDERS_SHORT_WINDOW_S = 600.0
+ORDERS_LONG_WINDOW_S = 1800.0
+DELIVERY_WINDOW_S = 1800.0
+PREP_WINDOW_S = 3600.0
+# the longest look-back of any windowed feature: history older than the
+# watermark minus lateness minus this can never be in a window again
+MAX_WINDOW_S = max(
+    ORDERS_SHORT_WINDOW_S, ORDERS_LONG_WINDOW_S, DELIVERY_WINDOW_S, PREP_WINDOW_S, SESSION_WINDOW_S
+)
+
+# An order not picked up within this long after it was placed, and a courier
+# assignment not delivered within this long, are abandoned: they stop counting
+# as active / busy. It bounds the state a lost event could otherwise pin forever.
+OPEN_SPAN_MAX_S = 3 * 3600.0
+
+# Cold-start values: what a feature is when its entity is unknown, or a mean
+# has nothing in its window. Population priors of the simulated marketplace,
+# finite so that every consumer of the vector can use it as is; the
+# ``defaulted`` flag says when one was used.
+DEFAULTS: dict[str, float] = {
+    "distance_km": 3.0,
+    "n_items": 2.0,
+    "restaurant_active_orders": 0.0,
+    "restaurant_orders_10m": 0.0,
+    "restaurant_orders_30m": 0.0,
+    "restaurant_mean_prep_min_60m": 15.0,
+    "zone_couriers_idle": 0.0,
+    "zone_mean_delivery_min_30m": 35.0,
+    "restaurant_hist_prep_mean_min": 15.0,
+    "restaurant_hist_prep_p90_min": 25.0,
+    "zone_hist_travel_min_per_km": 3.0,
+    **dict.fromkeys(USER_FEATURES, NO_ITEM),
+    **dict.fromkeys(SESSION_FEATURES, 0.0),
+    **{
+        f"last_{kind}_{i}": NO_ITEM
+        for kind in ("viewed", "clicked")
+        for i in range(1, LAST_ITEMS + 1)
+    },
+}
+
+
+class FeatureValue(NamedTuple):
+    """One feature of one request: its value, freshness and fallback flag."""
+
+    value: float
+    # event-time age (s) of the newest event behind the value; None when there is none
+    freshness_s: float | None
+    defaulted: bool
+
+
+def default(name: str) -> FeatureValue:
+    return FeatureValue(DEFAULTS[name], None, True)
+
+
+def request_features(request: PredictRequest) -> dict[str, FeatureValue]:
+    """Inputs of the request's task (eta: distance_km, n_items; recs: the user features)
+    and the hour and weekday (UTC) of its ts."""
+    when = datetime.fromtimestamp(request.ts, UTC)
+    inputs = ("distance_km", "n_items") if request.task == "eta" else USER_FEATURES
+    features = {
+        name: FeatureValue(request.inputs[name], None, False)
+        if name in request.inputs
+        else default(name)
+        for name in inputs
+    }
+    features["hour_of_day"] = FeatureValue(float(when.hour), None, False)
+    features["day_of_week"] = FeatureValue(float(when.weekday()), None, False)
+    return features
+
+
+def batch_features(
+    records: Mapping[str, BatchFeatureRecord],
+    kind: EntityKind,
+    entity_id: str | None,
+    names: tuple[str, ...],
+    t: float,
+) -> dict[str, FeatureValue]:
+    """The entity's batch features; fresh as of the newest event the batch job used."""
+    record = records.get(entity_key(kind, entity_id)) if entity_id is not None else None
+    features: dict[str, FeatureValue] = {}
+    for name in names:
+        value = record.value(name) if record is not None else None
+        features[name] = (
+            default(name) if value is None else FeatureValue(value, t - record.ts, False)  # type: ignore[union-attr]
+        )
+    return features
+
+
+def item_embedding(records: Mapping[str, BatchFeatureRecord], item_id: int) -> list[float] | None:
+    """The precomputed embedding of an item (``item:<id>`` on rtml.features.batch)."""
+    record = records.get(entity_key("item", str(item_id)))
+    return None if record is None else record.values
+
+
+def mean_embedding(embeddings: list[list[float]]) -> list[float]:
+    return [math.fsum(column) / len(embeddings) for column in zip(*embeddings, strict=True)]

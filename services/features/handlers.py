@@ -1,0 +1,251 @@
+"""The features service's pure logic: admit events, look up, assemble vectors. No I/O.
+
+Adapters (``app.py`` for Kafka, ``http.py`` for HTTP) call these; neither
+adds logic of its own, so both wirings give the same answers.
+
+A request needs features of several entities whose state lives on whichever
+worker owns each entity's partition. So enrichment is a **lookup plan**: the
+request's entities in a fixed order (restaurant, then zone); each step runs
+where that entity lives and adds its features to a ``Lookup`` that travels with
+the request; the last step assembles the vector.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from services.features.definitions import (
+    ETA_FEATURE_SET,
+    ETA_FEATURES,
+    RECS_FEATURE_SET,
+    RECS_FEATURES,
+    RESTAURANT_BATCH_FEATURES,
+    RESTAURANT_FEATURES,
+    SESSION_FEATURES,
+    ZONE_BATCH_FEATURES,
+    ZONE_FEATURES,
+    EntityKind,
+    FeatureValue,
+    Outcome,
+    batch_features,
+    default,
+    request_features,
+)
+from services.features.records import BatchFeatureRecord
+from services.features.state import EntityStates
+from shared.contracts import (
+    DOMAIN_EVENTS,
+    FeatureVector,
+    Message,
+    PredictEnriched,
+    PredictRequest,
+    Task,
+    decode,
+    from_wire,
+    unpack,
+)
+from shared.errors import ContractError
+
+# per task, the entities a request names (kind, entities field), in the order its lookups run
+PLANS: dict[Task, tuple[tuple[EntityKind, str], ...]] = {
+    "eta": (("restaurant", "restaurant_id"), ("zone", "zone_id")),
+    "recs": (("session", "session_id"),),
+}
+# a changelog record holds a batch of events; Kafka's default request limit is 1 MiB
+CHANGELOG_RECORD_MAX_BYTES = 256 * 1024
+FEATURES_OF: dict[EntityKind, tuple[str, ...]] = {
+    "restaurant": RESTAURANT_FEATURES,
+    "zone": ZONE_FEATURES,
+    "session": SESSION_FEATURES,
+}
+
+
+# --- events ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An event that was not counted, with why (the DLQ reason) and where it came from."""
+
+    index: int
+    reason: str
+    error: str
+
+
+@dataclass
+class AdmittedBatch:
+    """What one fetched batch of raw events did to the state of its partition."""
+
+    # the raw bytes of every accepted event, in admission order: the changelog record
+    accepted: list[bytes] = field(default_factory=list)
+    duplicates: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def admit_events(states: EntityStates, raw_events: Sequence[bytes]) -> AdmittedBatch:
+    """Decode and apply ``raw_events`` (one partition's, in offset order) to ``states``."""
+    batch = AdmittedBatch()
+    for index, raw in enumerate(raw_events):
+        try:
+            event = decode(raw, DOMAIN_EVENTS)
+            outcome = states.apply(event)
+        except ContractError as exc:
+            batch.rejected.append(Rejected(index, "schema" if exc.field else "decode", str(exc)))
+            continue
+        if outcome is Outcome.ACCEPTED:
+            batch.accepted.append(raw)
+        elif outcome is Outcome.DUPLICATE:
+            batch.duplicates += 1
+        else:
+            batch.rejected.append(Rejected(index, "late", _late_reason(states, event)))
+    return batch
+
+
+def _late_reason(states: EntityStates, event: Message) -> str:
+    return (
+        f"{type(event).SCHEMA} {event.id} at ts={event.ts} is more than "
+        f"{states.allowed_lateness_s:g}s older than the newest event of its entity"
+    )
+
+
+def replay_changelog(states: EntityStates, record: bytes) -> int:
+    """Re-apply one changelog record (a batch of accepted events); how many were new."""
+    outcomes = [
+        states.apply(decode(raw, DOMAIN_EVENTS)) for raw in msgpack.unpackb(record, raw=False)
+    ]
+    return outcomes.count(Outcome.ACCEPTED)
+
+
+def changelog_records(accepted: Sequence[bytes]) -> list[bytes]:
+    """The accepted events as changelog records, each well under the producer's request limit."""
+    records: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for raw in accepted:
+        packed_size = len(raw) + 5  # msgpack's bin header is at most 5 bytes
+        if chunk and size + packed_size > CHANGELOG_RECORD_MAX_BYTES:
+            records.append(msgpack.packb(chunk, use_bin_type=True))
+            chunk, size = [], 0
+        chunk.append(raw)
+        size += packed_size
+    if chunk:
+        records.append(msgpack.packb(chunk, use_bin_type=True))
+    return records
+
+
+# --- lookups -------------------------------------------------------------------------
+
+
+@dataclass
+class Lookup:
+    """A request on its way through its lookup plan, with the features found so far."""
+
+    request: PredictRequest
+    # (kind, entity id) still to visit, first one next
+    pending: list[tuple[EntityKind, str]]
+    found: dict[str, FeatureValue] = field(default_factory=dict)
+    # wall clock when the service first saw the request, for timings_ms
+    received_at: float = field(default_factory=time.time)
+
+    @property
+    def next_entity(self) -> tuple[EntityKind, str] | None:
+        return self.pending[0] if self.pending else None
+
+    def to_bytes(self) -> bytes:
+        return msgpack.packb(
+            {
+                "request": self.request.to_wire(),
+                "pending": self.pending,
+                "found": {name: list(value) for name, value in self.found.items()},
+                "received_at": self.received_at,
+            },
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Lookup:
+        body: dict[str, Any] = unpack(data)
+        return cls(
+            request=from_wire(body["request"], PredictRequest),  # type: ignore[arg-type]
+            pending=[(kind, entity_id) for kind, entity_id in body["pending"]],
+            found={name: FeatureValue(*value) for name, value in body["found"].items()},
+            received_at=body["received_at"],
+        )
+
+
+def plan(request: PredictRequest) -> Lookup:
+    """The lookups a request needs. Entities it does not name are cold starts."""
+    pending: list[tuple[EntityKind, str]] = []
+    found: dict[str, FeatureValue] = {}
+    for kind, field_name in PLANS[request.task]:
+        entity_id = request.entities.get(field_name)
+        if entity_id is None:
+            found.update({name: default(name) for name in FEATURES_OF[kind]})
+        else:
+            pending.append((kind, entity_id))
+    return Lookup(request, pending, found)
+
+
+def entity_features(
+    states: Sequence[EntityStates],
+    kind: EntityKind,
+    entity_id: str,
+    t: float,
+    batch: Mapping[str, BatchFeatureRecord],
+) -> dict[str, FeatureValue]:
+    """The streaming features of one entity as of ``t``, from the states that hold it."""
+    for partition_states in states:
+        state = partition_states.get(kind, entity_id)
+        if state is not None:
+            return state.features_at(t, batch)
+    return {name: default(name) for name in FEATURES_OF[kind]}
+
+
+def advance(lookup: Lookup, features: Mapping[str, FeatureValue]) -> Lookup:
+    """The lookup after its next entity's features were found."""
+    return Lookup(
+        lookup.request, lookup.pending[1:], {**lookup.found, **features}, lookup.received_at
+    )
+
+
+def feature_vector(lookup: Lookup, batch: Mapping[str, BatchFeatureRecord]) -> FeatureVector:
+    """The finished lookup as its task's vector (eta@1 or recs@1), with request and
+    batch features added."""
+    request = lookup.request
+    features = {**lookup.found, **request_features(request)}
+    if request.task == "eta":
+        entities, t = request.entities, request.ts
+        restaurant, zone = entities.get("restaurant_id"), entities.get("zone_id")
+        features.update(
+            batch_features(batch, "restaurant", restaurant, RESTAURANT_BATCH_FEATURES, t)
+        )
+        features.update(batch_features(batch, "zone", zone, ZONE_BATCH_FEATURES, t))
+        feature_set, names = ETA_FEATURE_SET, ETA_FEATURES
+    else:
+        feature_set, names = RECS_FEATURE_SET, RECS_FEATURES
+    return FeatureVector(
+        feature_set=feature_set,
+        names=list(names),
+        values=[features[name].value for name in names],
+        freshness_s=[features[name].freshness_s for name in names],
+        defaulted=[features[name].defaulted for name in names],
+    )
+
+
+def enriched(lookup: Lookup, vector: FeatureVector, now: float) -> PredictEnriched:
+    request = lookup.request
+    return PredictEnriched(
+        id=request.id,
+        ts=request.ts,
+        task=request.task,
+        entities=request.entities,
+        request_ts=request.ts,
+        received_at=request.received_at,
+        features=vector,
+        timings_ms={"features": round((now - lookup.received_at) * 1000.0, 3)},
+    )

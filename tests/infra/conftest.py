@@ -1,0 +1,31 @@
+"""Fixtures for the offline checks of the image, manifests and Tiltfile.
+
+The tools they need: `kubectl` with kustomize >= 4 (on PATH, or $RTML_KUBECTL),
+`kubernetes-validate` and `starlark-pyo3` (PyPI). Outside CI a missing tool
+skips the tests that need it, saying which; with CI=true it fails them, since
+CI installs every one (.ci/run).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.infra import k8s
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    return k8s.kubectl()
+
+
+@pytest.fixture(scope="session")
+def rendered(kubectl: str) -> dict[str, list[dict]]:
+    """Every overlay (and optional component combination), rendered once."""
+    return {name: k8s.render(kubectl, path) for name, path in k8s.render_targets().items()}
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return k8s.ROOT

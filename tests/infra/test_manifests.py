@@ -1,0 +1,387 @@
+"""Offline checks of infra/k8s: every overlay renders with kustomize, every object
+validates against the Kubernetes schemas, and the manifests agree with the code
+(services, modules, ports, settings, topics command). No cluster needed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.infra import k8s
+
+TARGETS = list(k8s.render_targets())
+
+
+# ------------------------------------------------------ render and validate --
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_renders_and_validates_against_kubernetes_schemas(rendered, target):
+    kubernetes_validate = k8s.import_or_missing("kubernetes_validate", "kubernetes-validate")
+    objects = rendered[target]
+    assert objects, f"{target} rendered nothing"
+    bundled = kubernetes_validate.utils.all_versions()  # sorted: "1.25.0" ... "1.37.0"
+    floor = tuple(int(x) for x in k8s.MIN_KUBERNETES.split(".")[:2])
+    supported = [v for v in bundled if tuple(int(x) for x in v.split(".")[:2]) >= floor]
+    assert supported, f"kubernetes-validate bundles no schema >= {k8s.MIN_KUBERNETES}"
+    versions = sorted({supported[0], supported[-1]})
+    errors = []
+    for obj in objects:
+        for version in versions:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                path = "/".join(str(p) for p in exc.path)
+                errors.append(
+                    f"{obj['kind']}/{obj['metadata']['name']} (k8s {version}) "
+                    f"at {path or '/'}: {exc.message}"
+                )
+            except kubernetes_validate.SchemaNotFoundError as exc:
+                errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message}")
+    assert not errors, "\n".join(errors)
+    keys = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects]
+    assert len(keys) == len(set(keys)), f"duplicate objects in {target}"
+
+
+def test_base_renders(kubectl):
+    objects = [d for d in yaml.safe_load_all(k8s.kustomize_build(kubectl, k8s.BASE)) if d]
+    assert k8s.rtml_service_deployments(objects)
+
+
+# ------------------------------------------- services <-> Deployments, both ways --
+
+
+def test_every_service_has_a_base_manifest_listed_in_the_kustomization():
+    listed = k8s.base_resources()
+    for name in sorted(k8s.deployable_services()):
+        assert (k8s.BASE / f"{name}.yaml").is_file(), (
+            f"services/{name} has a __main__.py but no infra/k8s/base/{name}.yaml "
+            "(docs/DEPLOY.md 'Adding a service'; or list it in NOT_DEPLOYMENTS with the reason)"
+        )
+        assert f"{name}.yaml" in listed, (
+            f"infra/k8s/base/kustomization.yaml does not list {name}.yaml"
+        )
+
+
+def test_exclusions_are_real_folders_and_documented(root):
+    deploy_doc = (root / "docs" / "DEPLOY.md").read_text()
+    for name in k8s.NOT_DEPLOYMENTS:
+        assert (k8s.SERVICES_DIR / name).is_dir(), f"NOT_DEPLOYMENTS names services/{name}, gone"
+        assert f"services/{name}" in deploy_doc, f"docs/DEPLOY.md does not explain services/{name}"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_services_and_deployments_match_both_ways(rendered, target):
+    deployments = k8s.rtml_service_deployments(rendered[target])
+    expected = k8s.deployable_services()
+    assert "ingestion" in expected
+    missing = expected - set(deployments)
+    assert not missing, f"{target}: no Deployment for services {sorted(missing)}"
+    for name, deployment in deployments.items():
+        (container,) = k8s.pod_spec(deployment)["containers"]
+        module = k8s.container_module(container)
+        assert module == f"services.{name}", (
+            f"{target}: Deployment {name} runs {module!r}, expected services.{name}"
+        )
+        assert k8s.module_exists(module), (
+            f"{target}: Deployment {name} runs {module}, which has no __main__.py"
+        )
+        assert name not in k8s.NOT_DEPLOYMENTS, f"{target}: {name} is excluded yet deployed"
+        labels = k8s.pod_template_labels(deployment)
+        assert labels.get("app.kubernetes.io/name") == name
+        assert deployment["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": name}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_rtml_container_runs_the_rtml_image(rendered, target):
+    image = "rtml" if target == "dev" else None
+    for name, workload in k8s.workloads(rendered[target]).items():
+        if workload["metadata"]["labels"].get("app.kubernetes.io/part-of") != "rtml":
+            continue
+        for container in k8s.containers(workload):
+            if image:
+                assert container["image"] == image, f"{name}: image {container['image']}"
+            else:  # prod: a registry image with an explicit, non-latest tag
+                ref = container["image"]
+                assert "/" in ref and re.search(r":[\w.-]+$", ref.split("/")[-1]), ref
+                assert not ref.endswith(":latest"), ref
+
+
+# ----------------------------------------------------------- ports and probes --
+
+
+def _read_by_code(env_name: str, service: str) -> bool:
+    """Does the code read this RTML_* variable? (a setting, or named in the source)"""
+    from shared.settings import Settings
+
+    field = env_name.removeprefix("RTML_").lower()
+    if field in Settings.model_fields:
+        return True
+    sources = [*(k8s.SERVICES_DIR / service).rglob("*.py"), *(k8s.ROOT / "shared").glob("*.py")]
+    return any(env_name in p.read_text() or field in p.read_text() for p in sources)
+
+
+def _service_port(container: dict, name: str) -> tuple[str, int]:
+    env = k8s.env_values(container)
+    port_envs = [k for k in env if k8s.PORT_ENV.match(k) and k not in k8s.NON_HTTP_PORT_ENVS]
+    assert len(port_envs) == 1, (
+        f"Deployment {name} must set exactly one RTML_*_PORT (its HTTP side port), has {port_envs}"
+    )
+    (port_env,) = port_envs
+    return port_env, int(env[port_env])
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_probes_ports_and_scrape_annotations_use_the_port_the_service_listens_on(rendered, target):
+    from rtml.stack import SERVICES as REGISTRY
+
+    for name, deployment in k8s.rtml_service_deployments(rendered[target]).items():
+        (container,) = k8s.pod_spec(deployment)["containers"]
+        port_env, port = _service_port(container, name)
+        assert _read_by_code(port_env, name), f"{name}: no code reads {port_env}"
+        for spec in REGISTRY:  # `rtml up` knows the same service by the same variable
+            if spec.module == f"services.{name}":
+                assert spec.port_env == port_env, f"{name}: rtml/stack.py says {spec.port_env}"
+        # the HTTP server must bind beyond loopback, or the kubelet cannot reach it
+        host_env = port_env.removesuffix("_PORT") + "_HOST"
+        if _read_by_code(host_env, name):
+            assert k8s.env_values(container).get(host_env) == "0.0.0.0", (
+                f"{name}: set {host_env}=0.0.0.0 (the default 127.0.0.1 is unreachable)"
+            )
+
+        declared = {p["containerPort"] for p in container.get("ports", [])}
+        assert port in declared, f"{name}: {port_env}={port} but containerPorts are {declared}"
+        assert k8s.resolve_port(container, "http") == port, f"{name}: port 'http' != {port}"
+        expected = {
+            "startupProbe": "/healthz",
+            "livenessProbe": "/healthz",
+            "readinessProbe": "/readyz",
+        }
+        for probe_name, path in expected.items():
+            probe = container.get(probe_name)
+            assert probe, f"{name}: no {probe_name}"
+            http = probe.get("httpGet")
+            assert http and http["path"] == path, f"{name}: {probe_name} must GET {path}"
+            assert k8s.resolve_port(container, http["port"]) == port, (
+                f"{name}: {probe_name} probes port {http['port']}, the service listens on {port}"
+            )
+        annotations = k8s.pod_annotations(deployment)
+        assert annotations.get("prometheus.io/scrape") == "true", name
+        assert annotations.get("prometheus.io/path") == "/metrics", name
+        assert annotations.get("prometheus.io/port") == str(port), name
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_services_select_pods_and_target_declared_ports(rendered, target):
+    objects = rendered[target]
+    workloads = k8s.workloads(objects)
+    services = k8s.by_kind(objects, "Service")
+    for frontend in k8s.HTTP_FRONTENDS & set(k8s.rtml_service_deployments(objects)):
+        assert frontend in services, f"{target}: {frontend} takes traffic but has no Service"
+    for name, service in services.items():
+        selected = [
+            w
+            for w in workloads.values()
+            if k8s.selector_matches(service["spec"].get("selector", {}), k8s.pod_template_labels(w))
+        ]
+        assert len(selected) == 1, f"{target}: Service {name} selects {len(selected)} workloads"
+        (container, *_) = k8s.pod_spec(selected[0])["containers"]
+        for port in service["spec"]["ports"]:
+            k8s.resolve_port(container, port.get("targetPort", port["port"]))
+
+
+# ------------------------------------------------------ config and references --
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_reference_resolves(rendered, target):
+    objects = rendered[target]
+    present = {(o["kind"], o["metadata"]["name"]) for o in objects} | k8s.EXTERNAL[target]
+    for name, workload in k8s.workloads(objects).items():
+        spec = k8s.pod_spec(workload)
+        refs = []
+        for container in k8s.containers(workload):
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    refs.append(("ConfigMap", source["configMapRef"]))
+                if "secretRef" in source:
+                    refs.append(("Secret", source["secretRef"]))
+            volumes = {v["name"] for v in spec.get("volumes", [])}
+            claims = {
+                t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])
+            }
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes | claims, (
+                    f"{name}: mount of unknown volume {mount['name']}"
+                )
+        for volume in spec.get("volumes", []):
+            if "persistentVolumeClaim" in volume:
+                refs.append(
+                    (
+                        "PersistentVolumeClaim",
+                        {"name": volume["persistentVolumeClaim"]["claimName"]},
+                    )
+                )
+            if "secret" in volume:
+                refs.append(
+                    ("Secret", {"name": volume["secret"]["secretName"], **volume["secret"]})
+                )
+            if "configMap" in volume:
+                refs.append(("ConfigMap", volume["configMap"]))
+        for kind, ref in refs:
+            if not ref.get("optional"):
+                assert (kind, ref["name"]) in present, (
+                    f"{target}: {name} needs {kind} {ref['name']}"
+                )
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_config_keys_are_settings_the_code_reads(rendered, target):
+    from shared.settings import Settings
+
+    data = k8s.config_data(rendered[target])
+    sources = "\n".join(
+        p.read_text() for d in ("shared", "services", "rtml") for p in (k8s.ROOT / d).rglob("*.py")
+    )
+    for key in data:
+        field = key.removeprefix("RTML_").lower()
+        assert key.startswith("RTML_") and (field in Settings.model_fields or key in sources), (
+            f"{target}: ConfigMap key {key} is read by no code (a typo?)"
+        )
+    assert data.get("RTML_KAFKA_BOOTSTRAP"), f"{target}: RTML_KAFKA_BOOTSTRAP is not set"
+    Settings.model_validate({k.removeprefix("RTML_").lower(): v for k, v in data.items()})
+
+
+def test_dev_bootstrap_is_the_redpanda_statefulset(rendered):
+    objects = rendered["dev"]
+    (sts,) = k8s.by_kind(objects, "StatefulSet").values()
+    host, port = k8s.config_data(objects)["RTML_KAFKA_BOOTSTRAP"].split(":")
+    assert host == f"{sts['metadata']['name']}-0.{sts['spec']['serviceName']}"
+    assert sts["spec"]["serviceName"] in k8s.by_kind(objects, "Service")
+    (container,) = k8s.pod_spec(sts)["containers"]
+    assert k8s.resolve_port(container, "kafka") == int(port)
+    assert f"--advertise-kafka-addr=internal://{host}:{port}" in container["args"]
+    assert sts["spec"]["volumeClaimTemplates"], "the dev broker keeps its data on a PVC"
+
+
+def test_prod_uses_sasl_and_documents_its_secret(rendered, root):
+    data = k8s.config_data(rendered["prod"])
+    assert data["RTML_KAFKA_SECURITY_PROTOCOL"] in {"SASL_SSL", "SASL_PLAINTEXT"}
+    assert data.get("RTML_KAFKA_SASL_MECHANISM")
+    assert "redpanda" not in {
+        w["metadata"]["name"] for w in k8s.workloads(rendered["prod"]).values()
+    }
+    example = (root / "infra/k8s/overlays/prod/secrets.env.example").read_text()
+    for key in ("RTML_INGEST_TOKEN", "RTML_KAFKA_SASL_USERNAME", "RTML_KAFKA_SASL_PASSWORD"):
+        assert re.search(rf"^{key}=", example, re.M), f"secrets.env.example lacks {key}"
+
+
+# ------------------------------------------------------ resources and scaling --
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_container_has_requests_limits_and_runs_unprivileged(rendered, target):
+    for name, workload in k8s.workloads(rendered[target]).items():
+        pod_security = k8s.pod_spec(workload).get("securityContext", {})
+        for container in k8s.containers(workload):
+            resources = container.get("resources", {})
+            for resource in ("cpu", "memory"):
+                request = resources.get("requests", {}).get(resource)
+                limit = resources.get("limits", {}).get(resource)
+                assert request and limit, f"{target}: {name} needs {resource} request and limit"
+                assert k8s.quantity(request) <= k8s.quantity(limit), f"{target}: {name} {resource}"
+            security = {**pod_security, **container.get("securityContext", {})}
+            assert security.get("runAsNonRoot") is True, f"{target}: {name} may run as root"
+            assert security.get("allowPrivilegeEscalation") is False, name
+
+
+def test_prod_replicas_stay_within_partitions_with_disruption_budgets(rendered):
+    objects = rendered["prod"]
+    partitions = int(k8s.config_data(objects)["RTML_PARTITIONS"])
+    budgets = k8s.by_kind(objects, "PodDisruptionBudget")
+    deployments = k8s.rtml_service_deployments(objects)
+    for name in k8s.SCALED_IN_PROD & set(deployments):
+        assert deployments[name]["spec"].get("replicas", 1) > 1, f"prod should scale {name} out"
+    for name, deployment in deployments.items():
+        replicas = deployment["spec"].get("replicas", 1)
+        if name not in k8s.NOT_PARTITION_BOUND:
+            assert replicas <= partitions, (
+                f"{name}: {replicas} replicas but {partitions} partitions: the extra ones idle"
+            )
+        labels = k8s.pod_template_labels(deployment)
+        covering = [
+            b
+            for b in budgets.values()
+            if k8s.selector_matches(b["spec"]["selector"]["matchLabels"], labels)
+        ]
+        if replicas > 1:
+            assert len(covering) == 1, f"{name} has {replicas} replicas and {len(covering)} PDBs"
+            spec = covering[0]["spec"]
+            if "minAvailable" in spec:
+                assert int(spec["minAvailable"]) < replicas, f"{name}: the PDB would block drains"
+    for name, budget in budgets.items():
+        matched = [
+            w
+            for w in k8s.workloads(objects).values()
+            if k8s.selector_matches(
+                budget["spec"]["selector"]["matchLabels"], k8s.pod_template_labels(w)
+            )
+        ]
+        assert matched, f"PodDisruptionBudget {name} selects no workload"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_model_store_and_warehouse_claims(rendered, target):
+    objects = rendered[target]
+    claims = k8s.by_kind(objects, "PersistentVolumeClaim")
+    data = k8s.config_data(objects)
+    paths = {"rtml-models": data["RTML_MODEL_STORE"], "rtml-warehouse": data["RTML_WAREHOUSE"]}
+    for claim in paths:
+        assert claim in claims, f"{target}: no PersistentVolumeClaim {claim}"
+        if target.startswith("prod"):
+            assert claims[claim]["spec"]["accessModes"] == ["ReadWriteMany"], claim
+    # whoever mounts a claim mounts it where the settings say it is
+    for name, workload in k8s.workloads(objects).items():
+        volumes = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in k8s.pod_spec(workload).get("volumes", [])
+            if "persistentVolumeClaim" in v
+        }
+        for container in k8s.containers(workload):
+            for mount in container.get("volumeMounts", []):
+                claim = volumes.get(mount["name"])
+                if claim in paths:
+                    assert mount["mountPath"] == paths[claim], f"{name} mounts {claim} elsewhere"
+
+
+# ----------------------------------------------------------- jobs and dev mode --
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_topic_job_runs_the_rtml_topics_command(rendered, target):
+    import tomllib
+
+    from rtml.cli import main as cli
+
+    jobs = k8s.by_kind(rendered[target], "Job")
+    assert "rtml-topics" in jobs, f"{target}: no topic-creation Job"
+    (container,) = k8s.pod_spec(jobs["rtml-topics"])["containers"]
+    program, command = container["command"]
+    scripts = tomllib.loads((k8s.ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert program in scripts and command in cli.commands, container["command"]
+
+
+def test_dev_runs_services_under_the_reloader(rendered, root):
+    for name, deployment in k8s.rtml_service_deployments(rendered["dev"]).items():
+        (container,) = k8s.pod_spec(deployment)["containers"]
+        reloader = "/app/infra/docker/devreload.py"
+        assert container["command"] == ["python", reloader, "-m", f"services.{name}"]
+    assert (root / "infra/docker/devreload.py").is_file()
+    for target in TARGETS:
+        if target != "dev":
+            for deployment in k8s.rtml_service_deployments(rendered[target]).values():
+                assert "devreload" not in " ".join(
+                    k8s.pod_spec(deployment)["containers"][0]["command"]
+                )

@@ -21,6 +21,7 @@ from services.collector.app import SERVICE, CollectorWorker, changelog_topics, j
 from services.collector.config import CollectorSettings
 from services.collector.warehouse_writer import WarehouseWriter
 from shared import topics
+from shared.faust_worker import run_worker
 from shared.kafka import DlqWriter, client_kwargs, ensure_topics, start_producer
 from shared.logging import configure_logging, get_logger
 from shared.service import HealthEndpoints, serve
@@ -87,17 +88,12 @@ def main() -> None:
     settings, config = get_settings(), CollectorSettings()
     configure_logging(SERVICE, settings.log_level)
     asyncio.run(prepare_topics(settings, config))
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    worker = CollectorWorker(settings, config)
-    faust.Worker(
-        worker.app,
-        SideServices(worker),
-        loop=loop,
-        loglevel=settings.log_level,
-        quiet=True,
-        override_logging=False,
-    ).execute_from_commandline()
+
+    def build() -> tuple[faust.App, SideServices]:
+        worker = CollectorWorker(settings, config)
+        return worker.app, SideServices(worker)
+
+    run_worker(build, settings.log_level)
 
 
 if __name__ == "__main__":

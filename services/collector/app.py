@@ -53,6 +53,7 @@ from shared import topics
 from shared.broker_compat_faust import CompatApp, faust_options
 from shared.contracts import Prediction, encode
 from shared.errors import ContractError
+from shared.faust_worker import recovered_and_assigned
 from shared.kafka import DlqWriter, send_all
 from shared.logging import get_logger
 from shared.pipeline import DEAD_LETTERS
@@ -178,13 +179,7 @@ class CollectorWorker:
     def readiness(self) -> bool | str:
         if not self._started:
             return "the faust app has not started"
-        if self.app.rebalancing or self.app.in_recovery:
-            return "rebalancing or recovering tables"
-        if not self.app.tables.recovery.completed.is_set():
-            return "tables not recovered yet"
-        if not any(tp.topic == self.join_topic_name for tp in self.app.consumer.assignment()):
-            return f"no partition of {self.join_topic_name} assigned"
-        return True
+        return recovered_and_assigned(self.app, self.join_topic_name)
 
     # --- re-keying ---------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from services.features.app import SERVICE, FeaturesWorker, changelog_topic, look
 from services.features.batch_cache import BatchFeatureCache
 from services.features.http_adapter import HttpAdapter
 from shared import topics
+from shared.faust_worker import run_worker
 from shared.kafka import DlqWriter, client_kwargs, ensure_topics, start_consumer, start_producer
 from shared.logging import configure_logging, get_logger
 from shared.service import HealthEndpoints, serve
@@ -92,17 +93,12 @@ def main() -> None:
     settings = get_settings()
     configure_logging(SERVICE, settings.log_level)
     asyncio.run(prepare_topics(settings))
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    worker = FeaturesWorker(settings)
-    faust.Worker(
-        worker.app,
-        SideServices(worker),
-        loop=loop,
-        loglevel=settings.log_level,
-        quiet=True,
-        override_logging=False,
-    ).execute_from_commandline()
+
+    def build() -> tuple[faust.App, SideServices]:
+        worker = FeaturesWorker(settings)
+        return worker.app, SideServices(worker)
+
+    run_worker(build, settings.log_level)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,7 @@ from shared import topics
 from shared.broker_compat_faust import faust_options
 from shared.contracts import PredictRequest, decode, encode
 from shared.errors import ContractError
+from shared.faust_worker import recovered_and_assigned
 from shared.kafka import DlqWriter
 from shared.logging import get_logger
 from shared.pipeline import DEAD_LETTERS
@@ -258,12 +259,9 @@ class FeaturesWorker:
     def readiness(self) -> bool | str:
         if not self._started:
             return "the faust app has not started"
-        if self.app.rebalancing or self.app.in_recovery:
-            return "rebalancing or recovering tables"
-        if not self.app.tables.recovery.completed.is_set():
-            return "tables not recovered yet"
-        if not any(tp.topic == topics.EVENTS.name for tp in self.app.consumer.assignment()):
-            return f"no partition of {topics.EVENTS.name} assigned"
+        assigned = recovered_and_assigned(self.app, topics.EVENTS.name)
+        if assigned is not True:
+            return assigned
         if self.batch is None or not self.batch.caught_up:
             return "batch features not loaded yet"
         return True

@@ -28,8 +28,13 @@ from tests.helpers import wait_http
 def make_events(count: int) -> list[OrderPlaced]:
     return [
         OrderPlaced(
-            id=f"bench-{i}", ts=1_700_000_000 + i, order_id=f"o{i}", restaurant_id=f"r{i % 200}",
-            zone_id=f"z{i % 8}", distance_km=1.0 + i % 7, n_items=1 + i % 4,
+            id=f"bench-{i}",
+            ts=1_700_000_000 + i,
+            order_id=f"o{i}",
+            restaurant_id=f"r{i % 200}",
+            zone_id=f"z{i % 8}",
+            distance_km=1.0 + i % 7,
+            n_items=1 + i % 4,
         )  # fmt: skip
         for i in range(count)
     ]
@@ -41,7 +46,9 @@ async def raw_producer_loop(settings: Settings, events: list[OrderPlaced]) -> fl
     payloads = [(encode(e), e.key) for e in events]
     try:
         with Stopwatch() as watch:
-            acks = [await producer.send(topics.EVENTS.name, value, key=key) for value, key in payloads]
+            acks = [
+                await producer.send(topics.EVENTS.name, value, key=key) for value, key in payloads
+            ]
             await asyncio.gather(*acks)
     finally:
         await producer.stop()
@@ -60,9 +67,13 @@ async def through_ingestion(url: str, events: list[OrderPlaced], clients: int, b
     async def client(http: aiohttp.ClientSession) -> None:
         while not queue.empty():
             body = queue.get_nowait()
-            async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+            async with http.post(
+                url, data=body, headers={"Content-Type": "application/json"}
+            ) as response:
                 if response.status != 200:
-                    raise RuntimeError(f"ingestion answered {response.status}: {await response.text()}")
+                    raise RuntimeError(
+                        f"ingestion answered {response.status}: {await response.text()}"
+                    )
 
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -76,13 +87,25 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker) -> None:
     await ensure_topics(settings)
     events = make_events(args.events)
     port = free_port()
-    env = {**os.environ, "RTML_KAFKA_PORT": str(broker.port), "RTML_INGEST_PORT": str(port), "RTML_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "RTML_KAFKA_PORT": str(broker.port),
+        "RTML_INGEST_PORT": str(port),
+        "RTML_LOG_LEVEL": "WARNING",
+    }
     service = subprocess.Popen([sys.executable, "-m", "services.ingestion"], env=env)
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
-        await through_ingestion(f"http://127.0.0.1:{port}/v1/events", events[: args.events // 10], args.clients, args.batch)  # warm-up
+        await through_ingestion(
+            f"http://127.0.0.1:{port}/v1/events",
+            events[: args.events // 10],
+            args.clients,
+            args.batch,
+        )  # warm-up
         raw = await raw_producer_loop(settings, events)
-        http = await through_ingestion(f"http://127.0.0.1:{port}/v1/events", events, args.clients, args.batch)
+        http = await through_ingestion(
+            f"http://127.0.0.1:{port}/v1/events", events, args.clients, args.batch
+        )
         rss = peak_rss_mib(service.pid)
     finally:
         service.send_signal(signal.SIGTERM)
@@ -96,7 +119,9 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--batch", type=int, default=100)

@@ -60,7 +60,9 @@ def broker() -> None:
 
 
 @main.command()
-@click.option("--ready-timeout", default=90.0, show_default=True, help="seconds to wait for /readyz")
+@click.option(
+    "--ready-timeout", default=90.0, show_default=True, help="seconds to wait for /readyz"
+)
 def up(ready_timeout: float) -> None:
     """Start the broker (unless external) and every service; Ctrl-C stops all."""
     from rtml.stack import SERVICES

@@ -84,7 +84,9 @@ class Clock:
 
 
 class Demo:
-    def __init__(self, plan_: DemoPlan, seed: int, workdir: Path, say: Callable[[str], None]) -> None:
+    def __init__(
+        self, plan_: DemoPlan, seed: int, workdir: Path, say: Callable[[str], None]
+    ) -> None:
         self.plan = plan_
         self.workdir = workdir
         self.say = say
@@ -113,10 +115,14 @@ class Demo:
         log_path = self.workdir / "warmup.evl"
         write_event_log(log_path, warmup)
         table = eta_examples_from_log(warmup)
-        candidate = table_candidate(table, "eta", {"source": "event_log", "path": str(log_path), "examples": len(table)})
+        candidate = table_candidate(
+            table, "eta", {"source": "event_log", "path": str(log_path), "examples": len(table)}
+        )
         record = register(self.store, candidate)
         self.store.set_champion("eta", record.version)
-        self.say(f"  first model {record.version}: {len(table)} examples, holdout MAE {candidate.metrics['holdout_mae']:.1f} min")
+        self.say(
+            f"  first model {record.version}: {len(table)} examples, holdout MAE {candidate.metrics['holdout_mae']:.1f} min"
+        )
         return record, compute_batch_features(warmup)
 
     async def run(self, settings: Settings, env: dict[str, str]) -> Summary:
@@ -127,7 +133,9 @@ class Demo:
         await publish(settings, batch)
         producer = await start_producer(settings)
         try:
-            await announce(producer, first, "registered", "stage 1: from scratch on the warm-up log")
+            await announce(
+                producer, first, "registered", "stage 1: from scratch on the warm-up log"
+            )
             await announce(producer, first, "promoted", "the first model")
         finally:
             await producer.stop()
@@ -170,7 +178,9 @@ class Demo:
                 self.world.run((self.plan.warmup_h + self.plan.live_h) * HOUR), IngestionClient(http, url, None),
                 self.plan.speedup, on_progress=progress,
             )  # fmt: skip
-        self.say(f"  sent {stats.events} events and {stats.predict_requests} predict requests ({stats.failed} failed)")
+        self.say(
+            f"  sent {stats.events} events and {stats.predict_requests} predict requests ({stats.failed} failed)"
+        )
         if stats.failed:
             self.failures.append(f"{stats.failed} requests to ingestion failed")
 
@@ -178,7 +188,9 @@ class Demo:
         """Let the last predictions, labels and a pending fine-tune land."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            announcements = only(ModelAnnouncement, [m for _, m in await read_all(settings, topics.MODELS.name)])
+            announcements = only(
+                ModelAnnouncement, [m for _, m in await read_all(settings, topics.MODELS.name)]
+            )
             if any(a.parent_version for a in announcements):
                 break
             await asyncio.sleep(3)
@@ -187,11 +199,19 @@ class Demo:
     async def _summary(self, settings: Settings) -> Summary:
         contents = {
             topic.name: [m for _, m in await read_all(settings, topic.name)]
-            for topic in (topics.EVENTS, topics.PREDICTIONS, topics.TRAINING_EXAMPLES, topics.MODELS, topics.DLQ)
+            for topic in (
+                topics.EVENTS,
+                topics.PREDICTIONS,
+                topics.TRAINING_EXAMPLES,
+                topics.MODELS,
+                topics.DLQ,
+            )
         }
         announcements = only(ModelAnnouncement, contents[topics.MODELS.name])
         first_child = min((a.ts for a in announcements if a.parent_version), default=None)
-        phases = Phases(self.storm_ts, self.clock.event_time_at(first_child) if first_child else None)
+        phases = Phases(
+            self.storm_ts, self.clock.event_time_at(first_child) if first_child else None
+        )
         return summarize(
             len(contents[topics.EVENTS.name]), only(Prediction, contents[topics.PREDICTIONS.name]),
             only(TrainingExample, contents[topics.TRAINING_EXAMPLES.name]), announcements,
@@ -208,7 +228,9 @@ def report(summary: Summary) -> list[str]:
         f"  training examples       {summary.examples:,} (predictions joined with their delivery)",
     ]
     if summary.latency_ms:
-        lines.append(f"  latency, ingestion -> scored   p50 {summary.latency_ms['p50']:.1f} ms   p99 {summary.latency_ms['p99']:.1f} ms")
+        lines.append(
+            f"  latency, ingestion -> scored   p50 {summary.latency_ms['p50']:.1f} ms   p99 {summary.latency_ms['p99']:.1f} ms"
+        )
     lines.append("  mean absolute error (minutes):")
     for phase, value in summary.mae.items():
         lines.append(f"    {phase:<48} {'—' if value is None else f'{value:.2f}'}")
@@ -233,7 +255,9 @@ def verdict(summary: Summary, failures: list[str]) -> list[str]:
     return problems
 
 
-async def run_demo(plan_name: str, seed: int, workdir: Path | None, say: Callable[[str], None]) -> int:
+async def run_demo(
+    plan_name: str, seed: int, workdir: Path | None, say: Callable[[str], None]
+) -> int:
     plan_ = PLANS[plan_name]
     base = Settings()
     own_dir = workdir is None
@@ -255,7 +279,9 @@ async def run_demo(plan_name: str, seed: int, workdir: Path | None, say: Callabl
             broker = stack.enter_context(EmbeddedBroker(port=base.kafka_port))
             env["RTML_KAFKA_PORT"] = str(broker.port)
             say(f"  embedded broker on {broker.bootstrap} (memory only)")
-        summary = await demo.run(Settings(kafka_port=int(env.get("RTML_KAFKA_PORT", base.kafka_port))), env)
+        summary = await demo.run(
+            Settings(kafka_port=int(env.get("RTML_KAFKA_PORT", base.kafka_port))), env
+        )
     for line in report(summary):
         say(line)
     problems = verdict(summary, demo.failures)

@@ -44,7 +44,9 @@ def summarize(
 ) -> Summary:  # fmt: skip
     summary = Summary(events=events, predictions=len(predictions), examples=len(examples))
     summary.latency_ms = latency_percentiles(predictions)
-    fine_tuned = {a.model_version for a in announcements if a.action == "registered" and a.parent_version}
+    fine_tuned = {
+        a.model_version for a in announcements if a.action == "registered" and a.parent_version
+    }
     summary.mae = mae_by_phase(examples, phases, fine_tuned)
     summary.models = list(announcements)
     summary.traffic_share = traffic_share(predictions, since_ts=phases.adapted_ts)
@@ -70,8 +72,12 @@ def mae_by_phase(
     later = [e for e in examples if e.request_ts >= adapted]
     return {
         "before the storm": _mae(e for e in examples if e.request_ts < phases.storm_ts),
-        "first hour of the storm": _mae(e for e in examples if phases.storm_ts <= e.request_ts < storm_end),
-        "after continual learning (fine-tuned versions)": _mae(e for e in later if e.model_version in fine_tuned),
+        "first hour of the storm": _mae(
+            e for e in examples if phases.storm_ts <= e.request_ts < storm_end
+        ),
+        "after continual learning (fine-tuned versions)": _mae(
+            e for e in later if e.model_version in fine_tuned
+        ),
         "same period, older versions": _mae(e for e in later if e.model_version not in fine_tuned),
     }
 

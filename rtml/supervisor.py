@@ -53,7 +53,9 @@ class Supervised:
                 return
             if time.monotonic() - self.started_at > STABLE_AFTER_S:
                 self.backoff_s = 0.5
-            log.warning("service_exited", service=self.spec.name, code=code, restart_in_s=self.backoff_s)
+            log.warning(
+                "service_exited", service=self.spec.name, code=code, restart_in_s=self.backoff_s
+            )
             self.restarts += 1
             await asyncio.sleep(self.backoff_s)
             self.backoff_s = min(self.backoff_s * 2, MAX_BACKOFF_S)

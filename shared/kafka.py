@@ -148,7 +148,9 @@ async def read_all(settings: Settings, topic: str) -> list[tuple[ConsumerRecord,
     decoded message (None where it does not decode); for reports and checks."""
     consumer = await start_consumer(settings, group_id=None)
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(await _partitions_of(consumer, topic))]
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(await _partitions_of(consumer, topic))
+        ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await broker_compat.end_offsets(consumer, partitions, settings.embedded)

@@ -29,7 +29,9 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 PROCESSED = Counter("rtml_messages_processed_total", "messages handled", ["service", "topic"])
-DEAD_LETTERS = Counter("rtml_dlq_messages_total", "messages sent to rtml.dlq", ["service", "reason"])
+DEAD_LETTERS = Counter(
+    "rtml_dlq_messages_total", "messages sent to rtml.dlq", ["service", "reason"]
+)
 BATCH_SECONDS = Histogram("rtml_batch_seconds", "time to process one fetched batch", ["service"])
 
 # a consumer that has not committed for this long while records wait is stuck
@@ -91,7 +93,9 @@ class Pipeline:
         delivering: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
-                batches = await self._consumer.getmany(timeout_ms=100, max_records=self._max_records)
+                batches = await self._consumer.getmany(
+                    timeout_ms=100, max_records=self._max_records
+                )
                 self.last_progress = time.monotonic()
                 if not batches:
                     continue
@@ -115,11 +119,15 @@ class Pipeline:
         return await self._handle(incoming)
 
     async def _deliver(
-        self, batches: dict[TopicPartition, list[ConsumerRecord]], outgoing: list[Outgoing], started: float
+        self,
+        batches: dict[TopicPartition, list[ConsumerRecord]],
+        outgoing: list[Outgoing],
+        started: float,
     ) -> None:
         """Send, wait for every ack, then commit: the order that makes it at-least-once."""
         await send_all(
-            self._producer, [(out.topic, out.key or out.message.key, encode(out.message)) for out in outgoing]
+            self._producer,
+            [(out.topic, out.key or out.message.key, encode(out.message)) for out in outgoing],
         )
         try:
             await self._consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})

@@ -98,7 +98,9 @@ class Warehouse:
                 resume[source] = max(resume.get(source, 0), last + 1)
         return resume
 
-    def files(self, task: str, since_ts: float | None = None, until_ts: float | None = None) -> list[Path]:
+    def files(
+        self, task: str, since_ts: float | None = None, until_ts: float | None = None
+    ) -> list[Path]:
         """The files of a task whose hour overlaps [since_ts, until_ts)."""
         first = hour_of(since_ts) if since_ts is not None else ""
         last = hour_of(until_ts) if until_ts is not None else "~"
@@ -122,7 +124,9 @@ class Warehouse:
             keep &= label_ts >= since_ts
         if until_ts is not None:
             keep &= label_ts < until_ts
-        table = table.filter(pa.array(keep)).sort_by([("label_ts", "ascending"), ("id", "ascending")])
+        table = table.filter(pa.array(keep)).sort_by(
+            [("label_ts", "ascending"), ("id", "ascending")]
+        )
         _, first_seen = np.unique(table["id"].to_numpy(zero_copy_only=False), return_index=True)
         table = table.take(pa.array(np.sort(first_seen)))
         return _as_example_table(table, files)
@@ -147,7 +151,9 @@ class Warehouse:
 
     def _write_run(self, run: list[Located]) -> Path:
         first, last = run[0], run[-1]
-        directory = self.root / f"task={first.example.task}" / f"hour={hour_of(first.example.label_ts)}"
+        directory = (
+            self.root / f"task={first.example.task}" / f"hour={hour_of(first.example.label_ts)}"
+        )
         directory.mkdir(parents=True, exist_ok=True)
         final = directory / f"{first.source}-{first.offset:012d}-{last.offset:012d}.parquet"
         temporary = directory / f".{final.name}.{uuid.uuid4().hex}.tmp"

@@ -24,7 +24,9 @@ async def read_topic(
 ) -> list[Message]:
     """Every message of ``topic`` from the beginning, once ``expected`` have arrived
     (or the timeout passed: the caller's assertion then shows what was missing)."""
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, fetch_max_wait_ms=5)
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(settings), enable_auto_commit=False, fetch_max_wait_ms=5
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]

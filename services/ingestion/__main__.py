@@ -6,7 +6,6 @@ import asyncio
 
 from services.ingestion.app import Ingestion
 from services.ingestion.predictions import PredictionWaiter
-from shared import topics
 from shared.kafka import ensure_topics, start_consumer, start_producer
 from shared.logging import configure_logging, get_logger
 from shared.service import HealthEndpoints, run_until_signalled, serve
@@ -21,7 +20,9 @@ async def main(stop: asyncio.Event) -> None:
     log = get_logger(SERVICE)
     await ensure_topics(settings)
     producer = await start_producer(settings)
-    waiter = PredictionWaiter(await start_consumer(settings, group_id=None, auto_offset_reset="latest"))
+    waiter = PredictionWaiter(
+        await start_consumer(settings, group_id=None, auto_offset_reset="latest")
+    )
     await waiter.start()
     ingestion = Ingestion(settings, producer, waiter)
     health = HealthEndpoints()

@@ -31,9 +31,7 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 EVENTS_ACCEPTED = Counter("rtml_ingest_events_accepted_total", "events acknowledged by the broker")
-REQUESTS_REJECTED = Counter(
-    "rtml_ingest_requests_rejected_total", "requests refused", ["status"]
-)
+REQUESTS_REJECTED = Counter("rtml_ingest_requests_rejected_total", "requests refused", ["status"])
 PREDICT_REQUESTS = Counter("rtml_ingest_predict_requests_total", "predict requests accepted")
 LATENCY = Histogram("rtml_ingest_request_seconds", "HTTP handling time", ["route"])
 
@@ -134,7 +132,9 @@ class Ingestion:
     async def _publish(self, topic: str, messages: Sequence[Message]) -> web.Response | None:
         """Send and wait for the broker's acks; a 503 response if they do not come."""
         try:
-            await asyncio.wait_for(self._send_all(topic, messages), self._settings.ingest_ack_timeout_s)
+            await asyncio.wait_for(
+                self._send_all(topic, messages), self._settings.ingest_ack_timeout_s
+            )
             return None
         except (KafkaError, TimeoutError) as exc:
             self._recheck_topics = True
@@ -164,7 +164,11 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
             raise
         if exc.status == 413:
             REQUESTS_REJECTED.labels("413").inc()
-        headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+        headers = {
+            k: v
+            for k, v in exc.headers.items()
+            if k.lower() not in ("content-type", "content-length")
+        }
         # aiohttp's default text is "STATUS: Reason"; a specific text says more
         detail = exc.reason if (exc.text or "").startswith(f"{exc.status}:") else exc.text
         return web.json_response({"error": detail}, status=exc.status, headers=headers)
@@ -180,6 +184,9 @@ def _wait_ms(request: web.Request) -> int:
 def _bad_request(exc: BadRequest) -> web.Response:
     REQUESTS_REJECTED.labels("400").inc()
     return web.json_response(
-        {"error": "invalid request; nothing was written", "problems": [p.to_json() for p in exc.problems]},
+        {
+            "error": "invalid request; nothing was written",
+            "problems": [p.to_json() for p in exc.problems],
+        },
         status=400,
     )

@@ -52,7 +52,9 @@ def validate_events(items: list[Any], max_batch: int) -> list[Message]:
     if not items:
         raise BadRequest([Problem(-1, "body", "no events")])
     if len(items) > max_batch:
-        raise BadRequest([Problem(-1, "body", f"{len(items)} events exceed the batch limit {max_batch}")])
+        raise BadRequest(
+            [Problem(-1, "body", f"{len(items)} events exceed the batch limit {max_batch}")]
+        )
     events: list[Message] = []
     problems: list[Problem] = []
     for index, item in enumerate(items):

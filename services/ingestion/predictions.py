@@ -50,7 +50,9 @@ class PredictionWaiter:
 
     async def _run(self) -> None:
         async for record in self._consumer:
-            future = self._pending.pop(record.key.decode(errors="replace"), None) if record.key else None
+            future = (
+                self._pending.pop(record.key.decode(errors="replace"), None) if record.key else None
+            )
             if future is None or future.done():
                 continue
             try:

@@ -15,14 +15,34 @@ def experiment() -> None:
 
 
 @experiment.command("ab-vs-bandit")
-@click.option("--rate", type=float, default=0.01, show_default=True, help="conversion rate of arm A")
-@click.option("--lift", type=float, default=0.05, show_default=True, help="relative lift of arm B over A")
-@click.option("--delta", type=float, default=0.05, show_default=True, help="error probability for best-arm identification")
+@click.option(
+    "--rate", type=float, default=0.01, show_default=True, help="conversion rate of arm A"
+)
+@click.option(
+    "--lift", type=float, default=0.05, show_default=True, help="relative lift of arm B over A"
+)
+@click.option(
+    "--delta",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="error probability for best-arm identification",
+)
 @click.option("--runs", type=int, default=100, show_default=True)
-@click.option("--cap", type=int, default=10_000_000, show_default=True, help="samples after which a run is undecided")
+@click.option(
+    "--cap",
+    type=int,
+    default=10_000_000,
+    show_default=True,
+    help="samples after which a run is undecided",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch", type=int, default=1000, show_default=True, help="samples between posterior updates")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="write a PNG here")
+@click.option(
+    "--batch", type=int, default=1000, show_default=True, help="samples between posterior updates"
+)
+@click.option(
+    "--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="write a PNG here"
+)
 @click.option("--json", "as_json", is_flag=True, help="print the whole table as JSON")
 def ab_vs_bandit(
     rate: float, lift: float, delta: float, runs: int, cap: int, seed: int, batch: int,

@@ -17,11 +17,30 @@ from shared.settings import get_settings
 @click.option("--scenario", type=click.Choice(SCENARIOS), default="none", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--hours", type=float, default=4.0, show_default=True, help="simulated hours")
-@click.option("--shift-at", type=float, default=2.0, show_default=True, help="simulated hours before the scenario's shift")
+@click.option(
+    "--shift-at",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="simulated hours before the scenario's shift",
+)
 @click.option("--orders-per-hour", type=float, default=120.0, show_default=True)
-@click.option("--speedup", type=float, default=60.0, show_default=True, help="event time / wall time; 0 = as fast as possible")
-@click.option("--target", default=None, help="ingestion URL [default: http://127.0.0.1:$RTML_INGEST_PORT]")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="write an event log file instead of sending")
+@click.option(
+    "--speedup",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="event time / wall time; 0 = as fast as possible",
+)
+@click.option(
+    "--target", default=None, help="ingestion URL [default: http://127.0.0.1:$RTML_INGEST_PORT]"
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="write an event log file instead of sending",
+)
 def simulate_command(
     scenario: str, seed: int, hours: float, shift_at: float, orders_per_hour: float,
     speedup: float, target: str | None, out: str | None,
@@ -32,7 +51,9 @@ def simulate_command(
     )  # fmt: skip
     duration_s = hours * 3600
     if out:
-        with click.progressbar(simulate(config, duration_s), label="simulating", length=None) as messages:
+        with click.progressbar(
+            simulate(config, duration_s), label="simulating", length=None
+        ) as messages:
             written = write_event_log(out, messages)
         click.echo(f"wrote {written} messages to {out}")
         return
@@ -57,4 +78,9 @@ async def _send(config: SimConfig, duration_s: float, url: str, token: str | Non
             done[0] = elapsed
 
         async with aiohttp.ClientSession() as http:
-            return await drive(simulate(config, duration_s), IngestionClient(http, url, token), speedup, on_progress=advance)
+            return await drive(
+                simulate(config, duration_s),
+                IngestionClient(http, url, token),
+                speedup,
+                on_progress=advance,
+            )

@@ -52,11 +52,15 @@ class IngestionClient:
             reraise=True,
         ):
             with attempt:
-                async with self._http.post(f"{self._base}{path}", json=body, headers=self._headers) as response:
+                async with self._http.post(
+                    f"{self._base}{path}", json=body, headers=self._headers
+                ) as response:
                     if response.status in (502, 503, 504):
                         raise RetryableStatus(f"{path} answered {response.status}")
                     if response.status >= 400:
-                        raise RuntimeError(f"{path} answered {response.status}: {await response.text()}")
+                        raise RuntimeError(
+                            f"{path} answered {response.status}: {await response.text()}"
+                        )
 
 
 def predict_body(request: PredictRequest) -> dict[str, object]:

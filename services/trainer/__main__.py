@@ -40,7 +40,9 @@ async def main(stop: asyncio.Event) -> None:
     async def announce_registered(record: ModelRecord, reason: str) -> None:
         await announce(producer, record, "registered", reason)
 
-    trainer = Trainer(config, ModelStore(config.model_store), Warehouse(config.warehouse), announce_registered)
+    trainer = Trainer(
+        config, ModelStore(config.model_store), Warehouse(config.warehouse), announce_registered
+    )
 
     async def observe(batch: Sequence[Incoming]) -> list[Outgoing]:
         for item in batch:
@@ -56,7 +58,12 @@ async def main(stop: asyncio.Event) -> None:
     tasks = [asyncio.create_task(pipeline.run(stop))]
     if config.retrain_interval > 0:
         tasks.append(asyncio.create_task(_every(config.retrain_interval, trainer.scheduled, stop)))
-    log.info("ready", task=config.trainer_task, retrain_interval=config.retrain_interval, mode=config.retrain_mode)
+    log.info(
+        "ready",
+        task=config.trainer_task,
+        retrain_interval=config.retrain_interval,
+        mode=config.retrain_mode,
+    )
     await stop.wait()
     log.info("stopping")
     await asyncio.gather(*tasks, return_exceptions=True)

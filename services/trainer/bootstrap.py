@@ -31,7 +31,9 @@ def eta_examples_from_log(messages: Iterable[Message]) -> ExampleTable:
         if request.entities.get("order_id") in minutes
     ]
     if not rows:
-        return ExampleTable(np.array([], dtype=object), np.empty((0, 0)), np.array([]), np.array([]), "", [], [])
+        return ExampleTable(
+            np.array([], dtype=object), np.empty((0, 0)), np.array([]), np.array([]), "", [], []
+        )
     names = rows[0][1].names
     return ExampleTable(
         ids=np.array([request.id for request, _ in rows], dtype=object),

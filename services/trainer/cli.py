@@ -26,16 +26,30 @@ from shared.warehouse import Warehouse
 
 @click.command("train")
 @click.option("--task", type=click.Choice(["eta", "recs"]), default="eta", show_default=True)
-@click.option("--from-scratch", "mode", flag_value="scratch", default=True, help="stage 1: a new model")
-@click.option("--fine-tune", "mode", flag_value="finetune", help="stage 3: warm-start the champion on newer examples")
+@click.option(
+    "--from-scratch", "mode", flag_value="scratch", default=True, help="stage 1: a new model"
+)
+@click.option(
+    "--fine-tune",
+    "mode",
+    flag_value="finetune",
+    help="stage 3: warm-start the champion on newer examples",
+)
 @click.option("--event-log", type=click.Path(exists=True, dir_okay=False), default=None,
               help="train on a stored event log instead of the warehouse (bootstrap)")  # fmt: skip
 @click.option("--discard-after-use", is_flag=True, help="delete the examples a fine-tune consumed")
 @click.option("--champion/--no-champion", default=True, show_default=True,
               help="make the new version the champion if the task has none")  # fmt: skip
-@click.option("--announce/--no-announce", default=True, show_default=True, help="announce on rtml.models")
+@click.option(
+    "--announce/--no-announce", default=True, show_default=True, help="announce on rtml.models"
+)
 def train_command(
-    task: Task, mode: str, event_log: str | None, discard_after_use: bool, champion: bool, announce: bool
+    task: Task,
+    mode: str,
+    event_log: str | None,
+    discard_after_use: bool,
+    champion: bool,
+    announce: bool,
 ) -> None:
     """Train a model version and register it in the model store."""
     config = TrainerSettings()
@@ -46,9 +60,13 @@ def train_command(
     except NotEnoughData as exc:
         raise click.ClickException(str(exc)) from exc
     if not candidate.better_than_parent:
-        raise click.ClickException(f"the fine-tune is worse than its parent on the holdout: {candidate.metrics}")
+        raise click.ClickException(
+            f"the fine-tune is worse than its parent on the holdout: {candidate.metrics}"
+        )
     record = register(store, candidate)
-    click.echo(f"registered {record.version} (parent {record.parent_version}); metrics {record.metrics}")
+    click.echo(
+        f"registered {record.version} (parent {record.parent_version}); metrics {record.metrics}"
+    )
     if champion and store.champion(task) is None:
         store.set_champion(task, record.version)
         click.echo(f"{record.version} is the {task} champion")
@@ -58,11 +76,15 @@ def train_command(
         _announce(record)
 
 
-def _candidate(task: Task, mode: str, event_log: str | None, store: ModelStore, warehouse: Warehouse) -> Candidate:
+def _candidate(
+    task: Task, mode: str, event_log: str | None, store: ModelStore, warehouse: Warehouse
+) -> Candidate:
     if mode == "finetune":
         current = store.champion(task) or store.latest(task)
         if current is None:
-            raise click.ClickException(f"no {task} model to fine-tune; train one --from-scratch first")
+            raise click.ClickException(
+                f"no {task} model to fine-tune; train one --from-scratch first"
+            )
         return fine_tune_candidate(warehouse, store, current.version)
     if event_log is None:
         return scratch_candidate(warehouse, task)

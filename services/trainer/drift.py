@@ -51,7 +51,9 @@ class DriftMonitor:
         }
         self._observed = 0
 
-    def observe(self, absolute_error: float, features: dict[str, float], ts: float) -> DriftSignal | None:
+    def observe(
+        self, absolute_error: float, features: dict[str, float], ts: float
+    ) -> DriftSignal | None:
         self._observed += 1
         self._error.update(absolute_error)
         fired = self._error.drift_detected
@@ -66,7 +68,9 @@ class DriftMonitor:
         return None
 
 
-def feature_baseline(X: np.ndarray, names: list[str], monitored: list[str]) -> dict[str, tuple[float, float]]:
+def feature_baseline(
+    X: np.ndarray, names: list[str], monitored: list[str]
+) -> dict[str, tuple[float, float]]:
     """Mean and std of the monitored columns of training data (std floored to avoid /0)."""
     columns = {name: X[:, names.index(name)] for name in monitored}
     return {name: (float(col.mean()), max(float(col.std()), 1e-6)) for name, col in columns.items()}

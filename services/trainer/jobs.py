@@ -79,7 +79,15 @@ def fine_tune_candidate(
         "holdout_mae": mae(run.booster, table.X[holdout], table.y[holdout]),
         "parent_holdout_mae": mae(parent, table.X[holdout], table.y[holdout]),
     }
-    return Candidate(run, record.task, table.feature_set, data_range(table, record.task), metrics, parent_version, table)
+    return Candidate(
+        run,
+        record.task,
+        table.feature_set,
+        data_range(table, record.task),
+        metrics,
+        parent_version,
+        table,
+    )
 
 
 def register(store: ModelStore, candidate: Candidate, **hooks: Any) -> ModelRecord:

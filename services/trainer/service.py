@@ -56,7 +56,11 @@ class Trainer:
         if self._already_seen(example.id):
             return
         champion = self.store.champion(self.settings.trainer_task)
-        if champion is None or example.model_version != champion.version or not isinstance(example.prediction, float):
+        if (
+            champion is None
+            or example.model_version != champion.version
+            or not isinstance(example.prediction, float)
+        ):
             return
         monitor = self._monitor_of(champion)
         values = dict(zip(example.features.names, example.features.values, strict=True))
@@ -70,16 +74,22 @@ class Trainer:
     async def scheduled(self) -> None:
         trigger = f"schedule every {self.settings.retrain_interval:.0f}s"
         if self.settings.retrain_mode == "scratch":
-            await self._train(trigger, lambda: scratch_candidate(self.warehouse, self.settings.trainer_task))
+            await self._train(
+                trigger, lambda: scratch_candidate(self.warehouse, self.settings.trainer_task)
+            )
         else:
             await self.fine_tune(trigger)
 
-    async def fine_tune(self, trigger: str, signal: DriftSignal | None = None) -> ModelRecord | None:
+    async def fine_tune(
+        self, trigger: str, signal: DriftSignal | None = None
+    ) -> ModelRecord | None:
         champion = self.store.champion(self.settings.trainer_task)
         if champion is None:
             log.info("fine_tune_skipped", trigger=trigger, reason="no champion yet")
             return None
-        record = await self._train(trigger, lambda: fine_tune_candidate(self.warehouse, self.store, champion.version))
+        record = await self._train(
+            trigger, lambda: fine_tune_candidate(self.warehouse, self.store, champion.version)
+        )
         if record is not None and signal is not None:
             self._monitor = None  # the new model's error is the new normal
         return record
@@ -95,7 +105,12 @@ class Trainer:
             return await self._keep_or_drop(trigger, candidate)
 
     async def _keep_or_drop(self, trigger: str, candidate: Candidate) -> ModelRecord | None:
-        decision = dict(trigger=trigger, parent=candidate.parent_version, range=_brief(candidate), **candidate.metrics)
+        decision = dict(
+            trigger=trigger,
+            parent=candidate.parent_version,
+            range=_brief(candidate),
+            **candidate.metrics,
+        )
         if not candidate.better_than_parent:
             TRAININGS.labels(trigger.split()[0], "worse_than_parent").inc()
             log.info("candidate_dropped", **decision)
@@ -108,7 +123,9 @@ class Trainer:
         if self.store.champion(record.task) is None:
             self.store.set_champion(record.task, record.version)
         if self.settings.discard_after_use and candidate.parent_version is not None:
-            decision["discarded"] = await asyncio.to_thread(discard_consumed, self.warehouse, candidate)
+            decision["discarded"] = await asyncio.to_thread(
+                discard_consumed, self.warehouse, candidate
+            )
         TRAININGS.labels(trigger.split()[0], "registered").inc()
         log.info("model_registered", version=record.version, **decision)
         return record

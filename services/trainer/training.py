@@ -37,7 +37,9 @@ def train_from_scratch(
 ) -> TrainingRun:  # fmt: skip
     chosen = {**DEFAULT_PARAMS, **(params or {})}
     booster = xgb.train(chosen, _matrix(X, y, feature_names), num_boost_round=rounds)
-    return TrainingRun(booster, chosen, rounds, {"train_mae": mae(booster, X, y), "n_train": float(len(y))})
+    return TrainingRun(
+        booster, chosen, rounds, {"train_mae": mae(booster, X, y), "n_train": float(len(y))}
+    )
 
 
 def fine_tune(
@@ -46,8 +48,12 @@ def fine_tune(
 ) -> TrainingRun:  # fmt: skip
     """Continued training: new trees fitted to the parent's residuals on new data only."""
     chosen = {**DEFAULT_PARAMS, **(params or {})}
-    booster = xgb.train(chosen, _matrix(X, y, feature_names), num_boost_round=rounds, xgb_model=parent)
-    return TrainingRun(booster, chosen, rounds, {"train_mae": mae(booster, X, y), "n_train": float(len(y))})
+    booster = xgb.train(
+        chosen, _matrix(X, y, feature_names), num_boost_round=rounds, xgb_model=parent
+    )
+    return TrainingRun(
+        booster, chosen, rounds, {"train_mae": mae(booster, X, y), "n_train": float(len(y))}
+    )
 
 
 def mae(booster: xgb.Booster, X: np.ndarray, y: np.ndarray) -> float:

@@ -79,7 +79,9 @@ async def test_end_offsets_equal_the_high_watermark(settings: Settings) -> None:
     assert ends == {partitions[0]: 1000, partitions[1]: 0}
 
 
-async def test_a_produced_message_is_fetched_within_tens_of_milliseconds(settings: Settings) -> None:
+async def test_a_produced_message_is_fetched_within_tens_of_milliseconds(
+    settings: Settings,
+) -> None:
     topic = scratch_topic(1)
     await ensure_topics(settings, [topic])
     tp = TopicPartition(topic.name, 0)
@@ -98,7 +100,9 @@ async def test_a_produced_message_is_fetched_within_tens_of_milliseconds(setting
         await producer.stop()
         await consumer.stop()
     # a broker that only answers fetches at the end of the wait shows ~250 ms here
-    assert statistics.median(delays) < 0.1, f"median produce->fetch {statistics.median(delays):.3f}s"
+    assert statistics.median(delays) < 0.1, (
+        f"median produce->fetch {statistics.median(delays):.3f}s"
+    )
 
 
 async def test_committed_offsets_survive_a_consumer_restart(settings: Settings) -> None:

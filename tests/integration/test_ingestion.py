@@ -7,11 +7,10 @@ import time
 from collections.abc import Iterator
 
 import aiohttp
-import msgpack
 import pytest
 
 from shared import topics
-from shared.contracts import FeatureVector, Message, OrderPlaced, Prediction, decode, encode
+from shared.contracts import FeatureVector, Message, OrderPlaced, Prediction, encode
 from shared.embedded_broker import EmbeddedBroker, free_port
 from shared.kafka import start_producer
 from shared.settings import Settings
@@ -35,7 +34,9 @@ def ingestion_env(kafka_port: int, http_port: int, **extra: str) -> dict[str, st
 @pytest.fixture(scope="module")
 def ingestion(broker: EmbeddedBroker) -> Iterator[str]:
     port = free_port()
-    with service_process("services.ingestion", ingestion_env(broker.port, port), f"http://127.0.0.1:{port}/readyz"):
+    with service_process(
+        "services.ingestion", ingestion_env(broker.port, port), f"http://127.0.0.1:{port}/readyz"
+    ):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -49,11 +50,15 @@ def order(order_id: str, **changes: object) -> dict:
 
 async def post(url: str, body: object, headers: dict | None = None, **kwargs) -> tuple[int, dict]:
     async with aiohttp.ClientSession() as http:
-        async with http.post(url, json=body, headers=AUTH if headers is None else headers, **kwargs) as response:
+        async with http.post(
+            url, json=body, headers=AUTH if headers is None else headers, **kwargs
+        ) as response:
             return response.status, await response.json(content_type=None)
 
 
-async def events_with_order_ids(settings: Settings, order_ids: set[str], expected: int) -> list[Message]:
+async def events_with_order_ids(
+    settings: Settings, order_ids: set[str], expected: int
+) -> list[Message]:
     messages = await read_topic(settings, topics.EVENTS.name, expected=expected, timeout_s=10)
     return [m for m in messages if getattr(m, "order_id", None) in order_ids]
 
@@ -78,18 +83,29 @@ async def test_msgpack_body_is_accepted(ingestion: str, settings: Settings) -> N
     assert await events_with_order_ids(settings, {"packed"}, expected=1) == [event]
 
 
-async def test_batch_with_a_bad_event_writes_nothing_and_names_it(ingestion: str, settings: Settings) -> None:
+async def test_batch_with_a_bad_event_writes_nothing_and_names_it(
+    ingestion: str, settings: Settings
+) -> None:
     batch = [order("batch-ok-1"), order("batch-bad", n_items=0), order("batch-ok-2")]
     status, body = await post(f"{ingestion}/v1/events", batch)
     assert status == 400
-    assert body["problems"] == [{"index": 1, "field": "n_items", "reason": "Input should be greater than or equal to 1"}]
+    assert body["problems"] == [
+        {"index": 1, "field": "n_items", "reason": "Input should be greater than or equal to 1"}
+    ]
     await asyncio.sleep(0.5)
-    assert await events_with_order_ids(settings, {"batch-ok-1", "batch-ok-2", "batch-bad"}, expected=10**9) == []
+    assert (
+        await events_with_order_ids(
+            settings, {"batch-ok-1", "batch-ok-2", "batch-bad"}, expected=10**9
+        )
+        == []
+    )
 
 
 async def test_missing_or_wrong_token_is_401(ingestion: str) -> None:
     assert (await post(f"{ingestion}/v1/events", order("t"), headers={}))[0] == 401
-    assert (await post(f"{ingestion}/v1/events", order("t"), headers={"Authorization": "Bearer nope"}))[0] == 401
+    assert (
+        await post(f"{ingestion}/v1/events", order("t"), headers={"Authorization": "Bearer nope"})
+    )[0] == 401
     # health endpoints stay open for probes
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{ingestion}/healthz") as response:
@@ -110,8 +126,14 @@ async def test_oversize_body_is_413(ingestion: str) -> None:
             assert response.status == 413
 
 
-async def test_predict_returns_202_with_the_request_id_or_the_prediction(ingestion: str, settings: Settings) -> None:
-    request = {"task": "eta", "entities": {"restaurant_id": "r1", "zone_id": "z1"}, "inputs": {"distance_km": 3.0}}
+async def test_predict_returns_202_with_the_request_id_or_the_prediction(
+    ingestion: str, settings: Settings
+) -> None:
+    request = {
+        "task": "eta",
+        "entities": {"restaurant_id": "r1", "zone_id": "z1"},
+        "inputs": {"distance_km": 3.0},
+    }
     status, body = await post(f"{ingestion}/v1/predict", request)
     assert status == 202 and len(body["request_id"]) == 32
 
@@ -122,7 +144,9 @@ async def test_predict_returns_202_with_the_request_id_or_the_prediction(ingesti
     producer = await start_producer(settings)
     try:
         prediction = _prediction_for(predict.id)
-        await producer.send_and_wait(topics.PREDICTIONS.name, encode(prediction), key=predict.id.encode())
+        await producer.send_and_wait(
+            topics.PREDICTIONS.name, encode(prediction), key=predict.id.encode()
+        )
     finally:
         await producer.stop()
     status, body = await answer
@@ -138,7 +162,13 @@ async def test_predict_validation_names_the_field(ingestion: str) -> None:
 
 
 def _prediction_for(request_id: str) -> Prediction:
-    features = FeatureVector(feature_set="eta@1", names=["distance_km"], values=[3.0], freshness_s=[None], defaulted=[False])
+    features = FeatureVector(
+        feature_set="eta@1",
+        names=["distance_km"],
+        values=[3.0],
+        freshness_s=[None],
+        defaulted=[False],
+    )
     return Prediction(
         id=request_id, ts=time.time(), task="eta", request_ts=time.time(),
         features=features, model_version="v1", prediction=31.5,

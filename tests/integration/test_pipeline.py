@@ -21,7 +21,9 @@ async def test_good_records_flow_and_bad_ones_reach_the_dlq(settings: Settings) 
     sink = topics.Topic(f"test.pipeline.out.{uuid.uuid4().hex[:8]}", "out", 1)
     await ensure_topics(settings, [source, sink])
     run_id = uuid.uuid4().hex
-    rewards = [Reward(id=f"{run_id}-{i}", ts=1.0, task="eta", arm="v1", reward=float(i)) for i in range(6)]
+    rewards = [
+        Reward(id=f"{run_id}-{i}", ts=1.0, task="eta", arm="v1", reward=float(i)) for i in range(6)
+    ]
 
     async def double_rewards(batch: Sequence[Incoming]) -> list[Outgoing]:
         out = []

@@ -20,16 +20,25 @@ def bootstrap_champion(root) -> None:
     X = np.random.default_rng(0).random((50, 3))
     booster = xgb.train({"nthread": 1}, xgb.DMatrix(X, label=X.sum(axis=1)), num_boost_round=2)
     store = ModelStore(root)
-    record = store.register(booster, task="eta", feature_set="test@1", data_range={}, params={}, metrics={})
+    record = store.register(
+        booster, task="eta", feature_set="test@1", data_range={}, params={}, metrics={}
+    )
     store.set_champion("eta", record.version)
 
 
 def test_rtml_up_reports_ready_accepts_an_event_and_stops_on_sigterm(tmp_path) -> None:
     bootstrap_champion(tmp_path)
     ports = {spec.port_env: str(free_port()) for spec in SERVICES}
-    env = {**os.environ, "RTML_KAFKA_PORT": str(free_port()), "RTML_MODEL_STORE": str(tmp_path), **ports}
+    env = {
+        **os.environ,
+        "RTML_KAFKA_PORT": str(free_port()),
+        "RTML_MODEL_STORE": str(tmp_path),
+        **ports,
+    }
     env.pop("RTML_KAFKA_BOOTSTRAP", None)
-    up = subprocess.Popen(["rtml", "up", "--ready-timeout", "60"], env=env, stdout=subprocess.PIPE, text=True)
+    up = subprocess.Popen(
+        ["rtml", "up", "--ready-timeout", "60"], env=env, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert up.stdout is not None
         lines = []
@@ -41,7 +50,12 @@ def test_rtml_up_reports_ready_accepts_an_event_and_stops_on_sigterm(tmp_path) -
         for spec in SERVICES:
             row = next(line for line in lines if line.startswith(f"{spec.name} "))
             assert " ready " in row, table
-        event = {"schema": "courier_online", "ts": 1_700_000_000, "courier_id": "c1", "zone_id": "z1"}
+        event = {
+            "schema": "courier_online",
+            "ts": 1_700_000_000,
+            "courier_id": "c1",
+            "zone_id": "z1",
+        }
         request = urllib.request.Request(
             f"http://127.0.0.1:{ports['RTML_INGEST_PORT']}/v1/events",
             data=json.dumps(event).encode(),

@@ -24,14 +24,20 @@ def ingestion_url(broker: EmbeddedBroker) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-async def test_every_simulated_message_reaches_its_topic(ingestion_url: str, settings: Settings) -> None:
+async def test_every_simulated_message_reaches_its_topic(
+    ingestion_url: str, settings: Settings
+) -> None:
     config = SimConfig(seed=11, id_prefix="drive11")
     messages = list(simulate(config, duration_s=1800))
     sent_events = {m.id for m in messages if not isinstance(m, PredictRequest)}
     sent_requests = {m.id for m in messages if isinstance(m, PredictRequest)}
     async with aiohttp.ClientSession() as http:
         stats = await drive(messages, IngestionClient(http, ingestion_url, None), speedup=0)
-    assert (stats.events, stats.predict_requests, stats.failed) == (len(sent_events), len(sent_requests), 0)
+    assert (stats.events, stats.predict_requests, stats.failed) == (
+        len(sent_events),
+        len(sent_requests),
+        0,
+    )
 
     events = await read_topic(settings, topics.EVENTS.name, expected=len(sent_events))
     assert sent_events <= {e.id for e in events}

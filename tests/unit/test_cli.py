@@ -20,7 +20,9 @@ def test_experiment_cli_prints_the_json_headline() -> None:
 
 
 def test_every_subcommand_is_mounted() -> None:
-    assert {"broker", "up", "topics", "simulate", "experiment", "train", "models"} <= set(main.commands)
+    assert {"broker", "up", "topics", "simulate", "experiment", "train", "models"} <= set(
+        main.commands
+    )
 
 
 def test_train_from_scratch_then_fine_tune_from_the_warehouse(tmp_path, monkeypatch) -> None:

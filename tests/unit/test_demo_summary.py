@@ -7,7 +7,9 @@ from shared.contracts import FeatureVector, ModelAnnouncement, Prediction, Train
 
 T0 = 1_717_412_400.0
 STORM = T0 + 3600
-FEATURES = FeatureVector(feature_set="eta@1", names=["d"], values=[1.0], freshness_s=[None], defaulted=[False])
+FEATURES = FeatureVector(
+    feature_set="eta@1", names=["d"], values=[1.0], freshness_s=[None], defaulted=[False]
+)
 SHA = "0" * 64
 
 
@@ -18,7 +20,9 @@ def example(request_ts: float, version: str, predicted: float, actual: float) ->
     )  # fmt: skip
 
 
-def announcement(version: str, parent: str | None, action: str = "registered", ts: float = 0.0) -> ModelAnnouncement:
+def announcement(
+    version: str, parent: str | None, action: str = "registered", ts: float = 0.0
+) -> ModelAnnouncement:
     return ModelAnnouncement(
         ts=ts, task="eta", model_version=version, action=action, parent_version=parent,
         sha256=SHA, feature_set="eta@1", reason="drift on error" if parent else "",
@@ -48,17 +52,33 @@ def test_without_adaptation_the_later_phases_are_empty() -> None:
 
 def test_traffic_share_counts_requests_since_the_given_time() -> None:
     def prediction(ts: float, version: str) -> Prediction:
-        return Prediction(ts=ts, task="eta", request_ts=ts, features=FEATURES, model_version=version, prediction=1.0)
+        return Prediction(
+            ts=ts,
+            task="eta",
+            request_ts=ts,
+            features=FEATURES,
+            model_version=version,
+            prediction=1.0,
+        )
 
-    predictions = [prediction(T0, "v1"), prediction(STORM, "v1"), prediction(STORM, "v2"), prediction(STORM, "v2")]
+    predictions = [
+        prediction(T0, "v1"),
+        prediction(STORM, "v1"),
+        prediction(STORM, "v2"),
+        prediction(STORM, "v2"),
+    ]
     assert traffic_share(predictions, since_ts=STORM) == pytest.approx({"v2": 2 / 3, "v1": 1 / 3})
 
 
 def test_lineage_is_drawn_as_a_tree_with_reasons_and_the_champion() -> None:
-    lines = lineage_lines([announcement("v1", None), announcement("v2", "v1"), announcement("v2", "v1", "promoted")])
+    lines = lineage_lines(
+        [announcement("v1", None), announcement("v2", "v1"), announcement("v2", "v1", "promoted")]
+    )
     assert lines == ["v1", "  └─ v2 [champion] — drift on error"]
 
 
 def test_summary_names_the_fine_tuned_versions() -> None:
-    summary = summarize(10, [], [], [announcement("v1", None), announcement("v2", "v1")], [], Phases(STORM, None))
+    summary = summarize(
+        10, [], [], [announcement("v1", None), announcement("v2", "v1")], [], Phases(STORM, None)
+    )
     assert [a.model_version for a in summary.fine_tuned] == ["v2"] and summary.events == 10

@@ -94,6 +94,9 @@ class Demo:
             seed=seed, orders_per_hour=plan_.orders_per_hour, n_couriers=plan_.couriers,
             n_restaurants=plan_.restaurants, n_zones=plan_.zones, scenario="storm",
             shift_at_s=(plan_.warmup_h + plan_.storm_after_h) * HOUR,
+            # the storm slows every ride but sends no courier home: a clean shift a
+            # fine-tune can learn, rather than a backlog that grows all evening
+            storm_courier_share=1.0,
         )  # fmt: skip
         self.world = Marketplace(self.config)
         self.clock = Clock()

@@ -15,6 +15,7 @@ from services.trainer.training import (
     TrainingRun,
     fine_tune,
     mae,
+    recency_weights,
     split_holdout,
     train_from_scratch,
 )
@@ -73,7 +74,10 @@ def fine_tune_candidate(
     since = record.data_range.get("until_label_ts")
     table = _enough(warehouse.read(record.task, since_ts=since), record.task)
     train, holdout = split_holdout(len(table))
-    run = fine_tune(parent, table.X[train], table.y[train], table.feature_names, **_rounds(rounds))
+    run = fine_tune(
+        parent, table.X[train], table.y[train], table.feature_names,
+        weights=recency_weights(table.label_ts[train]), **_rounds(rounds),
+    )  # fmt: skip
     metrics = {
         **run.metrics,
         "holdout_mae": mae(run.booster, table.X[holdout], table.y[holdout]),

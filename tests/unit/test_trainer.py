@@ -77,3 +77,9 @@ def test_a_shift_in_a_monitored_feature_fires_its_detector() -> None:
     signals = [monitor.observe(2.0, dict(zip(NAMES, row, strict=True)), 1.0) for row in X_scarce]
     fired = [s for s in signals if s is not None]
     assert fired and fired[0].source == "feature:couriers_idle"
+
+
+def test_recency_weights_halve_per_half_life() -> None:
+    from services.trainer.training import recency_weights
+
+    np.testing.assert_allclose(recency_weights(np.array([0.0, 1800.0, 3600.0]), 1800.0), [0.25, 0.5, 1.0])

@@ -8,6 +8,10 @@ import time
 from pathlib import Path
 
 import psutil
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared.kafka import client_kwargs
+from shared.settings import Settings
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -32,3 +36,23 @@ class Stopwatch:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.started
+
+
+async def append_rate(settings: Settings, topic: str, count: int) -> float:
+    """Messages/s between the first and the last append to ``topic``, leaving out the
+    first batch (its time is not measured from anything)."""
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        assigned = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        stamps: list[int] = []
+        while len(stamps) < count:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                stamps.extend(r.timestamp for r in records)
+    finally:
+        await consumer.stop()
+    first, last = min(stamps), max(stamps)
+    return sum(1 for s in stamps if s > first) / ((last - first) / 1000)

@@ -32,15 +32,14 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import xgboost as xgb
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from benchmarks._common import machine, peak_rss_mib
+from benchmarks._common import append_rate, machine, peak_rss_mib
 from services.prediction.app import PredictionApp
 from services.prediction.handlers import LoadedModel, Scorer
 from shared import topics
 from shared.contracts import FeatureVector, PredictRouted, encode
 from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import client_kwargs, ensure_topics, start_consumer, start_producer
+from shared.kafka import ensure_topics, start_consumer, start_producer
 from shared.model_store import ModelStore
 from shared.settings import Settings
 from tests.helpers import wait_http
@@ -245,24 +244,7 @@ async def produce(settings: Settings, requests: list[PredictRouted]) -> None:
 
 
 async def prediction_rate(settings: Settings, count: int) -> float:
-    """Predictions/s between the first and the last append to rtml.predictions,
-    leaving out the first batch (its time is not measured from anything)."""
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topics.PREDICTIONS.name) or set()
-        assigned = [TopicPartition(topics.PREDICTIONS.name, p) for p in partitions]
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        stamps: list[int] = []
-        while len(stamps) < count:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                stamps.extend(r.timestamp for r in records)
-    finally:
-        await consumer.stop()
-    first, last = min(stamps), max(stamps)
-    after_first = sum(1 for s in stamps if s > first)
-    return after_first / ((last - first) / 1000)
+    return await append_rate(settings, topics.PREDICTIONS.name, count)
 
 
 async def score_over_http(url: str, requests: list[PredictRouted]) -> tuple[float, float]:

@@ -33,9 +33,8 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from benchmarks._common import Stopwatch, machine, peak_rss_mib
+from benchmarks._common import Stopwatch, append_rate, machine, peak_rss_mib
 from services.router.handlers import Router, RouterConfig
 from services.router.ledger import LogPosition
 from services.router.policies import Policy, make_policy
@@ -49,7 +48,7 @@ from shared.contracts import (
     encode,
 )
 from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import client_kwargs, ensure_topics, start_producer
+from shared.kafka import ensure_topics, start_producer
 from shared.settings import Settings
 from tests.helpers import wait_http
 
@@ -178,26 +177,6 @@ async def produce(settings: Settings, topic: str, messages: list[Message]) -> No
         await asyncio.gather(*acks)
     finally:
         await producer.stop()
-
-
-async def append_rate(settings: Settings, topic: str, count: int) -> float:
-    """Messages/s between the first and the last append to ``topic``, leaving out the
-    first batch (its time is not measured from anything)."""
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        assigned = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        stamps: list[int] = []
-        while len(stamps) < count:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                stamps.extend(r.timestamp for r in records)
-    finally:
-        await consumer.stop()
-    first, last = min(stamps), max(stamps)
-    return sum(1 for s in stamps if s > first) / ((last - first) / 1000)
 
 
 def processed(url: str) -> float:

@@ -90,11 +90,12 @@ def _mount_subcommands() -> None:
     from services.prediction.cli import models
     from services.router.cli import experiment
     from services.simulator.cli import simulate_command
-    from services.trainer.cli import train_command
+    from services.trainer.cli import skew_command, train_command
 
     main.add_command(simulate_command)
     main.add_command(experiment)
     main.add_command(train_command)
+    main.add_command(skew_command)
     main.add_command(models)
     batch.add_command(batch_features)
 

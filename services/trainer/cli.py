@@ -137,3 +137,29 @@ class _spinner:
 
     def __exit__(self, *exc: object) -> None:
         click.echo(" done" if exc[0] is None else " failed")
+
+
+@click.command("skew")
+@click.option("--task", type=click.Choice(["eta"]), default="eta", show_default=True)
+@click.option("--event-log", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="the event log the logged features should follow from")  # fmt: skip
+def skew_command(task: Task, event_log: str) -> None:
+    """Compare the features logged in the warehouse with their recomputation from
+    an event log by the reference implementation; exit 1 on any mismatch."""
+    from services.features.batch import compute_batch_features
+    from services.features.reference import eta_vectors
+    from services.simulator.eventlog import read_event_log
+    from services.trainer.skew import skew_report
+
+    messages = list(read_event_log(event_log))
+    batch = {record.entity: record for record in compute_batch_features(messages)}
+    reference = {request.id: vector for request, vector in eta_vectors(messages, batch=batch)}
+    report = skew_report(Warehouse(TrainerSettings().warehouse).read(task), reference)
+    click.echo(f"compared {report.compared} logged vectors ({report.missing} not in the log)")
+    for name, count in report.mismatches.most_common():
+        click.echo(f"  {name}: {count} mismatches")
+    for request_id, name, logged, expected in report.first:
+        click.echo(f"  e.g. {request_id} {name}: logged {logged!r}, recomputed {expected!r}")
+    if not report.clean:
+        raise SystemExit(1)
+    click.echo("no mismatch: the training data are what was served")

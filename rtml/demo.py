@@ -117,7 +117,8 @@ class Demo:
         warmup = list(self.world.run(self.plan.warmup_h * HOUR))
         log_path = self.workdir / "warmup.evl"
         write_event_log(log_path, warmup)
-        table = eta_examples_from_log(warmup)
+        batch = compute_batch_features(warmup)
+        table = eta_examples_from_log(warmup, batch)
         candidate = table_candidate(
             table, "eta", {"source": "event_log", "path": str(log_path), "examples": len(table)}
         )
@@ -126,7 +127,7 @@ class Demo:
         self.say(
             f"  first model {record.version}: {len(table)} examples, holdout MAE {candidate.metrics['holdout_mae']:.1f} min"
         )
-        return record, compute_batch_features(warmup)
+        return record, batch
 
     async def run(self, settings: Settings, env: dict[str, str]) -> Summary:
         from services.features.batch import publish

@@ -116,7 +116,7 @@ class Warehouse:
         """Examples with since_ts <= label_ts < until_ts, each id once, in label-time order."""
         files = self.files(task, since_ts, until_ts)
         if not files:
-            return _empty_table()
+            return empty_table()
         table = pa.concat_tables(pq.read_table(path, schema=SCHEMA) for path in files)
         label_ts = table["label_ts"].to_numpy()
         keep = np.ones(len(table), dtype=bool)
@@ -222,7 +222,7 @@ def _as_example_table(table: pa.Table, files: list[Path]) -> ExampleTable:
     )
 
 
-def _empty_table() -> ExampleTable:
+def empty_table() -> ExampleTable:
     return ExampleTable(
         ids=np.array([], dtype=object),
         X=np.empty((0, 0)),

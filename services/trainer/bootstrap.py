@@ -4,36 +4,42 @@ features service, labels from ``order_delivered``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 import numpy as np
 
-from shared.contracts import Message, OrderDelivered
-from shared.warehouse import ExampleTable
+from services.features.batch import compute_batch_features
+from services.features.records import BatchFeatureRecord
+from services.features.reference import eta_vectors
+from shared.contracts import FeatureVector, Message, OrderDelivered, PredictRequest
+from shared.warehouse import ExampleTable, empty_table
 
 MINUTE = 60.0
 
 
-def eta_examples_from_log(messages: Iterable[Message]) -> ExampleTable:
-    """The batch features the live service would serve (computed from the same
-    log, as ``rtml batch features`` publishes them) go into the vectors too."""
-    from services.features.batch import compute_batch_features
-    from services.features.reference import eta_vectors
+def reference_vectors(
+    messages: Sequence[Message], batch: Sequence[BatchFeatureRecord] | None = None
+) -> list[tuple[PredictRequest, FeatureVector]]:
+    """Every eta request of the log with its reference vector, batch features
+    included as the live service would serve them (``rtml batch features`` on the
+    same log, unless the records are given)."""
+    records = compute_batch_features(messages) if batch is None else batch
+    return eta_vectors(messages, batch={record.entity: record for record in records})
 
-    messages = list(messages)
-    batch = {record.entity: record for record in compute_batch_features(messages)}
+
+def eta_examples_from_log(
+    messages: Sequence[Message], batch: Sequence[BatchFeatureRecord] | None = None
+) -> ExampleTable:
     minutes = {
         m.order_id: (m.ts - m.placed_ts) / MINUTE for m in messages if isinstance(m, OrderDelivered)
     }
     rows = [
         (request, vector)
-        for request, vector in eta_vectors(messages, batch=batch)
+        for request, vector in reference_vectors(messages, batch)
         if request.entities.get("order_id") in minutes
     ]
     if not rows:
-        return ExampleTable(
-            np.array([], dtype=object), np.empty((0, 0)), np.array([]), np.array([]), "", [], []
-        )
+        return empty_table()
     names = rows[0][1].names
     return ExampleTable(
         ids=np.array([request.id for request, _ in rows], dtype=object),

@@ -91,7 +91,7 @@ def _candidate(
     from services.simulator.eventlog import read_event_log
     from services.trainer.bootstrap import eta_examples_from_log
 
-    table = eta_examples_from_log(read_event_log(event_log))
+    table = eta_examples_from_log(list(read_event_log(event_log)))
     source = {"source": "event_log", "path": str(Path(event_log).resolve()), "sha256": _sha256(event_log),
               "examples": len(table)}  # fmt: skip
     return table_candidate(table, task, source)
@@ -146,14 +146,12 @@ class _spinner:
 def skew_command(task: Task, event_log: str) -> None:
     """Compare the features logged in the warehouse with their recomputation from
     an event log by the reference implementation; exit 1 on any mismatch."""
-    from services.features.batch import compute_batch_features
-    from services.features.reference import eta_vectors
     from services.simulator.eventlog import read_event_log
+    from services.trainer.bootstrap import reference_vectors
     from services.trainer.skew import skew_report
 
     messages = list(read_event_log(event_log))
-    batch = {record.entity: record for record in compute_batch_features(messages)}
-    reference = {request.id: vector for request, vector in eta_vectors(messages, batch=batch)}
+    reference = {request.id: vector for request, vector in reference_vectors(messages)}
     report = skew_report(Warehouse(TrainerSettings().warehouse).read(task), reference)
     click.echo(f"compared {report.compared} logged vectors ({report.missing} not in the log)")
     for name, count in report.mismatches.most_common():

@@ -82,7 +82,12 @@ def up(ready_timeout: float) -> None:
 
 @main.group()
 def batch() -> None:
-    """Batch jobs: features from an event log."""
+    """Batch jobs: features and predictions computed on an interval."""
+
+
+@main.group()
+def evaluate() -> None:
+    """Offline evaluation of policies on logged data and standard benchmarks."""
 
 
 def _mount_subcommands() -> None:

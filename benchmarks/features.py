@@ -6,8 +6,12 @@ One run, one embedded broker, the same simulated events on rtml.events:
 - plain faust agent: a faust agent (``stream.take_events``, this repo's compat
   transport) that only decodes: what faust's per-record path allows;
 - the features worker (``python -m services.features``) with every eta
-  feature on: admission, state, changelog writes; then two workers of one app
-  started together, splitting the partitions (scale-out on the same cores);
+  feature on: admission, state, changelog writes;
+- the scale-out sweep: 1, 2, 3 ... workers of one app (``--workers``) splitting
+  the 6 partitions, each count on a broker of its own: the group settles on an
+  empty topic, the same events go in at once (librdkafka, faster than any
+  group here), and the rate is the drain of that backlog; peak RSS of each
+  worker;
 - Quix Streams (the peer to beat): counts of orders per restaurant over 10 and
   30 minutes in event time, with its RocksDB state and changelogs; once with
   sliding windows (the worker's semantics: exact counts over the last 10/30
@@ -24,7 +28,9 @@ first start and a restart, for a second worker to join, and for a survivor to
 take over after kill -9.
 
 Usage: python -m benchmarks.features [--events 200000] [--latency-seconds 20]
-       [--agent-events 30000] [--quix-events 30000] [--skip-group-timings]
+       [--agent-events 30000] [--quix-events 30000] [--workers 1,2,3]
+       [--sweep-only] [--skip-group-timings]
+(--sweep-only: the raw baseline and the worker sweep, nothing else)
 Quix Streams is a benchmark-only dependency: pip install quixstreams
 """
 
@@ -42,10 +48,11 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import aiohttp
+import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks._common import machine, peak_rss_mib
@@ -303,7 +310,11 @@ def features_worker(
         yield process, f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
-        process.wait(30)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:  # a busy machine: do not leave it behind
+            process.kill()
+            process.wait()
 
 
 def applied_events(url: str) -> float:
@@ -391,6 +402,96 @@ def group_timings() -> dict[str, float]:
                     time.sleep(0.05)
                 timings["kill -9 to takeover"] = time.perf_counter() - killed
     return timings
+
+
+# --- scale-out: 1, 2, 3 ... workers of one app -----------------------------------------
+
+
+@contextmanager
+def features_workers(settings: Settings, count: int) -> Iterator[list]:
+    """``count`` workers of one app (one consumer group), started together and settled:
+    every one ready, so assigned partitions of its own, after the last join's rebalance."""
+    with ExitStack() as stack:
+        workers = [stack.enter_context(features_worker(settings)) for _ in range(count)]
+        for _ in range(2):  # a later member's join rebalances the earlier ones
+            for _, url in workers:
+                wait_http(f"{url}/readyz", timeout_s=120)
+        yield workers
+
+
+def produce_fast(settings: Settings, records: Sequence[tuple[bytes, bytes]], topic: str) -> None:
+    """Send pre-encoded records with librdkafka (confluent-kafka, which Quix Streams
+    brings): ~4x aiokafka's rate, so a backlog builds even against three workers."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "linger.ms": 5,
+            "batch.size": 1 << 20,
+            # the Java client's partitioner, as aiokafka's: the workers place entities by it
+            "partitioner": "murmur2_random",
+        }
+    )
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:  # the local queue is full: let librdkafka send
+                producer.poll(0.05)
+    if producer.flush(120):
+        raise RuntimeError("records left unsent")
+
+
+@dataclass(frozen=True)
+class Scaling:
+    workers: int
+    rate: Rate
+    rss_mib: list[float]  # each worker's peak
+    cpu_s: float  # the workers' user + system CPU seconds while they drained
+    broker_cpu_s: float
+
+    def cpu_us_per_event(self, seconds: float) -> float:
+        return seconds / self.rate.events * 1e6
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+
+
+def scaling_sweep(events: Sequence[Message], counts: Sequence[int]) -> list[Scaling]:
+    """Events/s of 1, 2, 3 ... workers of one app, each count on a broker of its own.
+
+    The workers start and settle on an empty rtml.events; then the events go in
+    at once and the clock runs from the first event applied after the last one is
+    on the topic to the last event applied: a drain of the backlog by a settled
+    group, with no producer beside it and no rebalance in it (joins and
+    takeovers are start-up costs, measured by the group timings). CPU seconds
+    are counted over the same window: on a machine shared with other work the
+    rate follows the CPU share the workers get, the CPU per event does not."""
+    records = [(m.key, encode(m)) for m in events]
+    results = []
+    for count in counts:
+        print(f"{count} features worker(s) of one app ...", flush=True)
+        with EmbeddedBroker(port=free_port()) as broker:
+            settings = Settings(kafka_port=broker.port)
+            asyncio.run(ensure_topics(settings))
+            with features_workers(settings, count) as workers:
+                produce_fast(settings, records, topics.EVENTS.name)
+                pids = [p.pid for p, _ in workers]
+                cpu_before = cpu_seconds(pids), cpu_seconds([broker.process.pid])
+                rate = measure_workers(workers, len(records))
+                used = cpu_seconds(pids) - cpu_before[0]
+                broker_used = cpu_seconds([broker.process.pid]) - cpu_before[1]
+                results.append(
+                    Scaling(count, rate, [peak_rss_mib(p) for p in pids], used, broker_used)
+                )
+        if rate.events < len(records) / 4:
+            raise RuntimeError(
+                f"{count} workers drained most events while they went in: more --events"
+            )
+    return results
 
 
 # --- latency -----------------------------------------------------------------------
@@ -546,6 +647,15 @@ def main() -> None:
     parser.add_argument(
         "--quix-events", type=int, default=30_000, help="events for Quix Streams (0: skip it)"
     )
+    parser.add_argument(
+        "--workers",
+        type=worker_counts,
+        default=[1, 2, 3],
+        help="worker counts of the scale-out sweep, e.g. 1,2,3",
+    )
+    parser.add_argument(
+        "--sweep-only", action="store_true", help="only the raw baseline and the worker sweep"
+    )
     parser.add_argument("--skip-group-timings", action="store_true")
     parser.add_argument("--peer", choices=sorted(PEERS), help=argparse.SUPPRESS)
     parser.add_argument("--kafka-port", type=int, help=argparse.SUPPRESS)
@@ -557,45 +667,64 @@ def main() -> None:
         )
         return
 
-    print(f"machine: {machine()}")
-    print(f"simulating {args.events:,} events and {args.latency_seconds:.0f}s of steady load")
-    events, later_events, requests = workload(args.events, args.latency_seconds)
+    print(f"machine: {machine()}, load average {os.getloadavg()[0]:.1f}")
+    latency_s = 0.0 if args.sweep_only else args.latency_seconds
+    print(f"simulating {args.events:,} events and {latency_s:.0f}s of steady load")
+    events, later_events, requests = workload(args.events, latency_s)
     with EmbeddedBroker(port=free_port()) as broker:
         settings = Settings(kafka_port=broker.port)
         asyncio.run(ensure_topics(settings))
         asyncio.run(produce(settings, events, topics.EVENTS.name))
         print("raw aiokafka consume + decode ...", flush=True)
         raw = run_peer("raw", settings, len(events))
-        print(f"plain faust agent, decode only, first {args.agent_events:,} events ...", flush=True)
-        agent = run_peer("faust-agent", settings, min(args.agent_events, len(events)))
-        print("features worker, every eta feature ...", flush=True)
-        print("two features workers of one app, started together ...", flush=True)
-        with (
-            features_worker(settings, "bench-two") as one,
-            features_worker(settings, "bench-two") as two,
-        ):
-            two_workers = measure_workers([one, two], len(events))
-        with features_worker(settings) as (process, url):
-            worker = measure_workers([(process, url)], len(events))
-            wait_http(f"{url}/readyz")
-            load = f"{REQUEST_RATE} req/s under {EVENT_RATE} events/s"
-            print(f"kafka enrichment latency, {load}, {args.latency_seconds:.0f}s ...", flush=True)
-            split = int(args.latency_seconds * EVENT_RATE)
-            kafka_ms, kafka_ev, kafka_rq = asyncio.run(
-                kafka_latency(settings, later_events[:split], requests, args.latency_seconds)
-            )
-            print("http enrichment latency (POST /v1/enrich), same load ...", flush=True)
-            http_ms, http_ev, http_rq = asyncio.run(
-                http_latency(
-                    settings, url, later_events[split:], requests, args.latency_seconds / 2
-                )
-            )
-            worker_rss = peak_rss_mib(process.pid)
-        quix: list[tuple[str, Rate]] = []
-        for window in ("sliding", "tumbling") if args.quix_events else ():
-            print(f"quix streams, {window} 10m/30m order counts per restaurant ...", flush=True)
-            n_quix = min(args.quix_events, len(events))
-            quix.append((window, run_peer(f"quix-{window}", settings, n_quix)))
+        if not args.sweep_only:
+            full_run(args, settings, events, later_events, requests, raw)
+    sweep = scaling_sweep(events, args.workers)
+    print_sweep(raw, sweep, settings.partitions)
+    if not (args.sweep_only or args.skip_group_timings):
+        print("\nworker start, restart and takeover (a fresh broker) ...", flush=True)
+        for label, seconds in group_timings().items():
+            print(f"{label}: {seconds:.1f} s")
+
+
+def worker_counts(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",")]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("worker counts are positive integers, e.g. 1,2,3")
+    return counts
+
+
+def full_run(
+    args: argparse.Namespace,
+    settings: Settings,
+    events: Sequence[Message],
+    later_events: Sequence[Message],
+    requests: Sequence[PredictRequest],
+    raw: Rate,
+) -> None:
+    """The plain faust agent, one worker with its latency runs, Quix Streams; printed."""
+    print(f"plain faust agent, decode only, first {args.agent_events:,} events ...", flush=True)
+    agent = run_peer("faust-agent", settings, min(args.agent_events, len(events)))
+    print("features worker, every eta feature ...", flush=True)
+    with features_worker(settings) as (process, url):
+        worker = measure_workers([(process, url)], len(events))
+        wait_http(f"{url}/readyz")
+        load = f"{REQUEST_RATE} req/s under {EVENT_RATE} events/s"
+        print(f"kafka enrichment latency, {load}, {args.latency_seconds:.0f}s ...", flush=True)
+        split = int(args.latency_seconds * EVENT_RATE)
+        kafka_ms, kafka_ev, kafka_rq = asyncio.run(
+            kafka_latency(settings, later_events[:split], requests, args.latency_seconds)
+        )
+        print("http enrichment latency (POST /v1/enrich), same load ...", flush=True)
+        http_ms, http_ev, http_rq = asyncio.run(
+            http_latency(settings, url, later_events[split:], requests, args.latency_seconds / 2)
+        )
+        worker_rss = peak_rss_mib(process.pid)
+    quix: list[tuple[str, Rate]] = []
+    for window in ("sliding", "tumbling") if args.quix_events else ():
+        print(f"quix streams, {window} 10m/30m order counts per restaurant ...", flush=True)
+        n_quix = min(args.quix_events, len(events))
+        quix.append((window, run_peer(f"quix-{window}", settings, n_quix)))
 
     print()
     print(f"{'run':<44} {'events':>9} {'events/s':>10} {'vs raw':>7} {'peak RSS':>10}")
@@ -603,7 +732,6 @@ def main() -> None:
         ("raw aiokafka consume + decode (ceiling)", raw),
         ("plain faust agent, decode only", agent),
         ("features worker, all eta features", worker),
-        ("two features workers (split partitions)", two_workers),
     ]
     rows += [(f"quix streams, {window} 10m+30m counts", rate) for window, rate in quix]
     for label, rate in rows:
@@ -625,10 +753,27 @@ def main() -> None:
             f"events at {ev:.0f}/s)"
         )
     print(f"features worker peak RSS after the latency runs: {worker_rss:.1f} MiB")
-    if not args.skip_group_timings:
-        print("\nworker start, restart and takeover (a fresh broker) ...", flush=True)
-        for label, seconds in group_timings().items():
-            print(f"{label}: {seconds:.1f} s")
+
+
+def print_sweep(raw: Rate, sweep: Sequence[Scaling], partitions: int) -> None:
+    print(
+        f"\nscale-out on {partitions} partitions, {os.cpu_count()} cores (drain by a settled group)"
+    )
+    print(
+        f"{'workers':>7} {'events':>9} {'events/s':>10} {'vs raw':>7} {'vs 1':>6} "
+        f"{'CPU us/event':>12} {'broker':>7}  peak RSS per worker"
+    )
+    one = next((s.rate.per_s for s in sweep if s.workers == 1), math.nan)
+    for point in sweep:
+        rate, each = point.rate, " / ".join(f"{mib:.0f}" for mib in point.rss_mib)
+        print(
+            f"{point.workers:>7} {rate.events:>9,} {rate.per_s:>10,.0f} "
+            f"{rate.per_s / raw.per_s:>7.2f} {rate.per_s / one:>6.2f} "
+            f"{point.cpu_us_per_event(point.cpu_s):>12.1f} "
+            f"{point.cpu_us_per_event(point.broker_cpu_s):>7.1f}  {each} MiB"
+        )
+    print(f"raw aiokafka consume + decode (ceiling): {raw.per_s:,.0f} events/s")
+    print(f"load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import click
 
@@ -63,17 +64,26 @@ def broker() -> None:
 @click.option(
     "--ready-timeout", default=90.0, show_default=True, help="seconds to wait for /readyz"
 )
-def up(ready_timeout: float) -> None:
+@click.option(
+    "--wiring",
+    type=click.Choice(["event", "request"]),
+    default="event",
+    show_default=True,
+    help="request: also run the gateway (POST /v1/predict calling features, router and "
+    "prediction over HTTP, port $RTML_GATEWAY_PORT)",
+)
+def up(ready_timeout: float, wiring: str) -> None:
     """Start the broker (unless external) and every service; Ctrl-C stops all."""
-    from rtml.stack import SERVICES
+    from rtml.stack import Wiring, services_for
     from rtml.supervisor import run_stack
     from shared.kafka import ensure_topics
 
     settings = get_settings()
+    specs = services_for(cast(Wiring, wiring))
 
     async def run(bootstrap: str) -> int:
         await ensure_topics(settings.model_copy(update={"kafka_bootstrap": bootstrap}))
-        return await run_stack(SERVICES, bootstrap, _stop_event(), ready_timeout)
+        return await run_stack(specs, bootstrap, _stop_event(), ready_timeout)
 
     with _broker_if_embedded() as bootstrap:
         code = asyncio.run(run(bootstrap))
@@ -93,6 +103,8 @@ def evaluate() -> None:
 def _mount_subcommands() -> None:
     from services.features.cli import batch_features
     from services.prediction.cli import models
+    from services.recs.cli import batch_predict, evaluate_recs
+    from services.router.bakeoff_cli import cb_bakeoff
     from services.router.cli import experiment
     from services.simulator.cli import simulate_command
     from services.trainer.cli import skew_command, train_command
@@ -103,6 +115,9 @@ def _mount_subcommands() -> None:
     main.add_command(skew_command)
     main.add_command(models)
     batch.add_command(batch_features)
+    batch.add_command(batch_predict)
+    evaluate.add_command(evaluate_recs)
+    evaluate.add_command(cb_bakeoff)
 
 
 @main.command()

@@ -1,8 +1,17 @@
-"""The services ``rtml up`` runs, in start order. Later services register here."""
+"""The services ``rtml up`` runs, in start order. Later services register here.
+
+``SERVICES`` is the event-driven stack (``rtml up``, ``rtml demo``). The
+request-driven wiring (``rtml up --wiring request``) runs the same services
+plus ``GATEWAY``, which calls features, router and prediction over HTTP.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+Wiring = Literal["event", "request"]
+WIRINGS: tuple[Wiring, ...] = ("event", "request")
 
 
 @dataclass(frozen=True)
@@ -61,3 +70,16 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "dashboard", "services.dashboard", "RTML_DASHBOARD_PORT", 8090, "live dashboard at /"
     ),
 )
+
+GATEWAY = ServiceSpec(
+    "gateway",
+    "services.gateway",
+    "RTML_GATEWAY_PORT",
+    8086,
+    "request-driven wiring: POST /v1/predict -> features, router, prediction over HTTP",
+)
+
+
+def services_for(wiring: Wiring) -> tuple[ServiceSpec, ...]:
+    """What ``rtml up --wiring WIRING`` runs, in start order."""
+    return SERVICES + (GATEWAY,) if wiring == "request" else SERVICES

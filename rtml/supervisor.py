@@ -4,10 +4,12 @@ subprocesses, restarted on crash with backoff, stopped together."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -68,7 +70,8 @@ class Supervised:
             await asyncio.wait_for(self.process.wait(), STOP_GRACE_S)
         except TimeoutError:
             log.warning("service_killed", service=self.spec.name, after_s=STOP_GRACE_S)
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                self.process.kill()
             await self.process.wait()
 
 
@@ -111,12 +114,34 @@ async def _status(http: aiohttp.ClientSession, url: str) -> str:
         return DOWN
 
 
+@contextlib.asynccontextmanager
+async def started(
+    specs: tuple[ServiceSpec, ...], env: dict[str, str], ready_timeout_s: float
+) -> AsyncIterator[list[Supervised]]:
+    """The services started together and ready, without restarts: for tests and benchmarks
+    that stop and start a service themselves (``terminate()``, ``start()``). All are
+    terminated on the way out."""
+    children = plan(specs, env)
+    try:
+        for child in children:
+            await child.start()
+        status = await wait_ready(children, ready_timeout_s)
+        not_ready = {name: why for name, why in status.items() if why != READY}
+        if not_ready:
+            raise RuntimeError(f"not ready within {ready_timeout_s} s: {not_ready}")
+        yield children
+    finally:
+        await asyncio.gather(*(child.terminate() for child in children))
+
+
 def render_table(children: list[Supervised], status: dict[str, str], bootstrap: str) -> str:
     rows = [("service", "url", "status", "what"), ("kafka", bootstrap, READY, "broker")]
     for child in children:
         rows.append((child.spec.name, child.url, status[child.spec.name], child.spec.description))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows
+    )
 
 
 async def run_stack(

@@ -33,6 +33,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from shared import broker_compat
+from shared.faust_worker import WatchedApp
 from shared.settings import Settings
 
 # what faust's aiokafka driver hard-codes
@@ -68,7 +69,7 @@ class CompatTransport(faust_aiokafka.Transport):
     Consumer: ClassVar[type[faust_aiokafka.Consumer]] = CompatConsumer
 
 
-class CompatApp(faust.App):
+class CompatApp(WatchedApp):
     """A faust app whose consumer knows the broker it runs on."""
 
     Transport: ClassVar[type[faust_aiokafka.Transport]] = CompatTransport

@@ -276,9 +276,14 @@ class Reward(Message):
     """A bandit reward; ``id`` is the request id, so a repeat is recognisable."""
 
     SCHEMA = "reward"
+    # 1.1: features
+    VERSION = (1, 1)
     task: Task
     arm: str = Field(min_length=1)
     reward: float
+    # the feature vector the decision was made with (recs): what a contextual policy
+    # learns from, carried here so that each reward can be folded on its own
+    features: FeatureVector | None = None
 
 
 class ModelAnnouncement(Message):
@@ -312,6 +317,8 @@ class RouterState(Message):
 
     SCHEMA = "router_state"
     KEY_FIELD = "task"
+    # a snapshot may hold packed arrays (bytes): JSON shows them as base64
+    model_config = ConfigDict(ser_json_bytes="base64")
     task: Task
     policy: str
     decisions: int = Field(ge=0)
@@ -321,6 +328,29 @@ class RouterState(Message):
     snapshot: dict[str, Any] = Field(default_factory=dict)
     # per rewards partition, the next offset not yet folded into the posteriors
     reward_offsets: dict[str, int] = Field(default_factory=dict)
+
+
+class BatchPrediction(Message):
+    """One segment's precomputed recommendations (compacted ``rtml.batch.predictions``)."""
+
+    SCHEMA = "batch_prediction"
+    KEY_FIELD = "segment"
+    task: Task
+    # "<campaign>/<segment>"; "<campaign>/global" is the list for visitors of no known segment
+    segment: str = Field(min_length=1, max_length=256)
+    items: list[int] = Field(max_length=1000)
+    scores: list[float] = Field(max_length=1000)
+    # the logged rounds and clicks the list was computed from
+    n_rounds: int = Field(ge=0)
+    n_clicks: int = Field(ge=0)
+
+    @field_validator("scores")
+    @classmethod
+    def _one_score_per_item(cls, scores: list[float], info: Any) -> list[float]:
+        items = info.data.get("items")
+        if items is not None and len(scores) != len(items):
+            raise ValueError(f"has {len(scores)} scores for {len(items)} items")
+        return scores
 
 
 class DlqRecord(Message):
@@ -345,6 +375,7 @@ PREDICT_CHAIN: tuple[type[Message], ...] = (
     Reward,
     ModelAnnouncement,
     RouterState,
+    BatchPrediction,
     DlqRecord,
 )
 
@@ -358,17 +389,20 @@ def encode(message: Message) -> bytes:
     return msgpack.packb(message.to_wire(), use_bin_type=True)
 
 
-def unpack(data: bytes) -> Any:
+def unpack(data: bytes | None) -> Any:
     """msgpack bytes -> Python object, with the limits untrusted input needs."""
+    if data is None:  # a Kafka record with a null value (a tombstone)
+        raise ContractError("", "no message: the record's value is null")
     if len(data) > MAX_MESSAGE_BYTES:
         raise ContractError("", f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise ContractError("", f"not decodable msgpack: {exc}") from exc
+        # StackError (nested too deeply) comes without a message
+        raise ContractError("", f"not decodable msgpack: {str(exc) or type(exc).__name__}") from exc
 
 
-def decode(data: bytes, expect: type[Message] | tuple[type[Message], ...] = ()) -> Message:
+def decode(data: bytes | None, expect: type[Message] | tuple[type[Message], ...] = ()) -> Message:
     """msgpack bytes -> a validated message; ``expect`` narrows the accepted kinds."""
     return from_wire(unpack(data), expect)
 
@@ -407,7 +441,8 @@ def _kind_of(body: dict[str, Any]) -> type[Message]:
 @lru_cache(maxsize=64)
 def _parse_version(version: str) -> tuple[int, int] | None:
     major, _, minor = version.partition(".")
-    if not (major.isdigit() and minor.isdigit()):
+    # ASCII digits, and few: int() refuses "²" and strings of thousands of digits
+    if not all(part.isascii() and part.isdigit() and len(part) <= 9 for part in (major, minor)):
         return None
     return int(major), int(minor)
 

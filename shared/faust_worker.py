@@ -1,23 +1,119 @@
-"""What every faust service of rtml does the same way: run, and say if it is ready."""
+"""What every faust service of rtml does the same way: run, and say if it is ready.
+
+Readiness tells the truth about processing, not only about membership: an
+agent that raised (faust restarts it, and has acked the record it was on) or
+a consumer that stopped committing while records wait makes ``/readyz`` fail.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import faust
+from faust.types import TP, AgentT
 from mode import Service
+from prometheus_client import Counter
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+AGENT_CRASHES = Counter(
+    "rtml_faust_agent_crashes_total",
+    "faust agents that raised (faust restarts them and has acked the record they were on)",
+    ["app", "agent"],
+)
+
+# after an agent crash the app is not ready for this long, so a probe sees it
+CRASH_NOT_READY_S = 30.0
+# a partition with records waiting whose committed offset stands still this long is stuck
+STALL_AFTER_S = 15.0
 
 
-def recovered_and_assigned(app: faust.App, topic: str) -> bool | str:
-    """Readiness of a faust app: tables recovered, not rebalancing, ``topic`` assigned."""
+@dataclass(frozen=True)
+class AgentCrash:
+    agent: str
+    error: str
+    at: float
+
+
+class WatchedApp(faust.App):
+    """A faust app that remembers its last agent crash and watches its commits."""
+
+    def __init__(self, id: str, **options: Any) -> None:
+        self.last_agent_crash: AgentCrash | None = None
+        self.commit_watch = CommitWatch()
+        super().__init__(id, **options)
+
+    async def _on_agent_error(self, agent: AgentT, exc: BaseException) -> None:
+        # rtml's agents send what they cannot handle to the DLQ; reaching here means
+        # that failed too (the DLQ itself was unreachable, or a bug outside the handler)
+        AGENT_CRASHES.labels(self.conf.id, agent.name).inc()
+        self.last_agent_crash = AgentCrash(agent.name, repr(exc)[:500], time.monotonic())
+        log.error("agent_crashed", agent=agent.name, error=repr(exc))
+        await super()._on_agent_error(agent, exc)
+
+
+def recovered_and_assigned(app: WatchedApp, topic: str) -> bool | str:
+    """Readiness of a faust app: tables recovered, not rebalancing, ``topic`` assigned,
+    no recent agent crash, commits moving while records wait."""
     if app.rebalancing or app.in_recovery:
         return "rebalancing or recovering tables"
     if not app.tables.recovery.completed.is_set():
         return "tables not recovered yet"
-    if not any(tp.topic == topic for tp in app.consumer.assignment()):
+    assignment = app.consumer.assignment()
+    if not any(tp.topic == topic for tp in assignment):
         return f"no partition of {topic} assigned"
-    return True
+    crash = app.last_agent_crash
+    if crash is not None and time.monotonic() - crash.at < CRASH_NOT_READY_S:
+        return f"agent {crash.agent} crashed: {crash.error}"
+    return app.commit_watch.verdict(_commit_positions(app, assignment))
+
+
+def _commit_positions(app: WatchedApp, assignment: set[TP]) -> dict[TP, tuple[int, int]]:
+    """(committed, end) of every assigned partition whose offsets the app commits."""
+    consumer = app.consumer
+    positions = {}
+    for tp in assignment:
+        if not app.topics.acks_enabled_for(tp.topic):
+            continue  # changelogs: read by recovery, never committed
+        end = consumer.highwater(tp)
+        if end is not None:
+            positions[tp] = (consumer._committed_offset.get(tp) or 0, end)
+    return positions
+
+
+class CommitWatch:
+    """Whether committed offsets still move while records wait behind them.
+
+    Fed on every readiness probe: a partition whose committed offset is below
+    its end and has not moved for ``stall_after_s`` is stuck (a hung handler,
+    a consumer that lost the broker, a commit loop that died).
+    """
+
+    def __init__(self, stall_after_s: float = STALL_AFTER_S) -> None:
+        self.stall_after_s = stall_after_s
+        self._since: dict[TP, tuple[int, float]] = {}
+
+    def verdict(self, positions: Mapping[TP, tuple[int, int]]) -> bool | str:
+        now = time.monotonic()
+        stuck = []
+        for tp, (committed, end) in positions.items():
+            last, since = self._since.get(tp, (None, now))
+            if committed != last or committed >= end:
+                self._since[tp] = (committed, now)
+            elif now - since > self.stall_after_s:
+                stuck.append(f"{tp.topic}[{tp.partition}] at {committed} of {end}")
+        for tp in set(self._since) - set(positions):
+            del self._since[tp]
+        if stuck:
+            return f"no commit for {self.stall_after_s:.0f}s with records waiting: " + ", ".join(
+                sorted(stuck)
+            )
+        return True
 
 
 def run_worker(build: Callable[[], tuple[faust.App, Service]], log_level: str) -> None:

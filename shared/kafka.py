@@ -198,7 +198,9 @@ class DlqWriter:
             service=self._service,
             reason=reason,
             error_class=type(error).__name__ if isinstance(error, BaseException) else "str",
-            error=str(error)[:2000],
+            # as long as the contract allows: a longer one (an error quoting a huge
+            # input) would fail validation here and crash the caller's loop
+            error=str(error)[: DlqRecord.model_config["str_max_length"]],
             topic=topic,
             partition=partition,
             offset=offset,

@@ -20,12 +20,16 @@ import asyncio
 import builtins
 import hashlib
 import inspect
+import itertools
 import json
 import math
 import os
 import re
 import secrets
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import metadata
@@ -286,14 +290,22 @@ class ModelStore:
 
     # --- reading --------------------------------------------------------------
 
-    def load(self, version: str) -> tuple[xgb.Booster, ModelRecord]:
-        """The booster and its record, after checking the artifact is safe and unmodified."""
+    def load(
+        self, version: str, *, probe_in_child: bool = False
+    ) -> tuple[xgb.Booster, ModelRecord]:
+        """The booster and its record, after checking the artifact is safe and unmodified.
+
+        ``probe_in_child``: first load it and score one row in a child process
+        (``probe_artifact``), for a caller that a crashing artifact must not take down.
+        """
         record = self.record(version)
         try:
             artifact = (self._version_dir(version) / ARTIFACT_NAME).read_bytes()
         except FileNotFoundError:
             raise IntegrityError(f"{version} has a record but no artifact") from None
         verify_artifact(artifact, expected_sha256=record.sha256, version=version)
+        if probe_in_child:
+            probe_artifact(artifact, version=version)
         booster = xgb.Booster()
         try:
             booster.load_model(bytearray(artifact))
@@ -408,6 +420,54 @@ def verify_artifact(artifact: bytes, *, expected_sha256: str, version: str) -> N
             f"{version}: artifact sha256 is {actual} but the record says {expected_sha256}; "
             "it was modified after registration"
         )
+
+
+# Loads the artifact from stdin and scores one row of zeros. A tampered tree
+# (node indices out of range, say) passes the format and hash checks when its
+# record was re-signed, loads fine, and then makes XGBoost read out of bounds
+# (SIGSEGV) when it predicts: only a separate process survives that.
+_PROBE = """
+import sys
+# optional integrations xgboost imports when present: a quarter of the CPU without them
+for name in ("sklearn", "pandas", "pyarrow", "dask", "cupy"):
+    sys.modules[name] = None
+import numpy, xgboost
+booster = xgboost.Booster()
+booster.load_model(bytearray(sys.stdin.buffer.read()))
+booster.set_param({"nthread": 1})
+booster.inplace_predict(numpy.zeros((1, max(1, booster.num_features())), dtype=numpy.float32))
+"""
+PROBE_TIMEOUT_S = 120.0
+
+
+def probe_artifact(artifact: bytes, *, version: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Load ``artifact`` and score one row in a child process; IntegrityError unless it
+    exits cleanly."""
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", _PROBE],
+            input=artifact,
+            capture_output=True,
+            timeout=timeout_s,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise IntegrityError(
+            f"{version}: loading and scoring the artifact in a child process did not finish "
+            f"within {timeout_s:g}s; it was not loaded"
+        ) from None
+    if child.returncode == 0:
+        return
+    if child.returncode < 0:
+        how = f"crashed with {signal.Signals(-child.returncode).name}"
+    else:
+        last_line = (child.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]
+        how = f"failed (exit {child.returncode}: {last_line[:300]})"
+    raise IntegrityError(
+        f"{version}: XGBoost {how} loading and scoring the artifact in a child process; "
+        "it was not loaded (a tampered or corrupt model)"
+    )
 
 
 def looks_like_xgboost_model(artifact: bytes) -> bool:
@@ -556,7 +616,7 @@ def render_lineage_tree(store: ModelStore, version: str) -> str:
     children_by_parent: dict[str | None, list[ModelRecord]] = {}
     for record in store.list(target.task):
         children_by_parent.setdefault(record.parent_version, []).append(record)
-    next_in_chain = {parent.version: [child] for parent, child in zip(ancestry, ancestry[1:])}
+    next_in_chain = {parent.version: [child] for parent, child in itertools.pairwise(ancestry)}
 
     def shown_children(record: ModelRecord) -> list[ModelRecord]:
         return next_in_chain.get(record.version) or children_by_parent.get(record.version, [])

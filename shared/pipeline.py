@@ -25,6 +25,7 @@ from shared.contracts import Message, decode, encode
 from shared.errors import ContractError
 from shared.kafka import DlqWriter, send_all
 from shared.logging import get_logger
+from shared.service import BrokerProbe
 
 log = get_logger(__name__)
 
@@ -34,8 +35,8 @@ DEAD_LETTERS = Counter(
 )
 BATCH_SECONDS = Histogram("rtml_batch_seconds", "time to process one fetched batch", ["service"])
 
-# a consumer that has not committed for this long while records wait is stuck
-STALL_AFTER_S = 30.0
+# a loop that has not finished a fetch for this long is stuck (a hung handler or commit)
+STALL_AFTER_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,15 @@ class Pipeline:
         self._dlq = DlqWriter(producer, service)
         self.last_progress = time.monotonic()
         self.crashed: BaseException | None = None
+        self.broker = BrokerProbe(producer.client)
 
     def readiness(self) -> bool | str:
-        """For /readyz: assigned partitions, alive loop, progress when records arrive."""
+        """For /readyz: alive loop, broker answering, partitions assigned, fetches finishing."""
         if self.crashed is not None:
             return f"processing loop crashed: {self.crashed!r}"
+        broker = self.broker.readiness()
+        if broker is not True:
+            return broker
         if not self._consumer.assignment():
             return "no partitions assigned"
         if time.monotonic() - self.last_progress > STALL_AFTER_S:
@@ -91,6 +96,7 @@ class Pipeline:
         # committed, the next batch is fetched, decoded and handled: the loop is
         # bound by round trips to the broker far more than by CPU.
         delivering: asyncio.Task[None] | None = None
+        probing = asyncio.create_task(self.broker.run(stop))
         try:
             while not stop.is_set():
                 batches = await self._consumer.getmany(
@@ -112,6 +118,8 @@ class Pipeline:
             self.crashed = exc
             log.exception("pipeline_crashed", service=self.service)
             raise
+        finally:
+            probing.cancel()
 
     async def _prepare(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> list[Outgoing]:
         records = [record for partition in batches.values() for record in partition]

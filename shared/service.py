@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -59,6 +61,54 @@ class HealthEndpoints:
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         response.charset = "utf-8"
         return response
+
+
+class BrokerProbe:
+    """Whether the broker answered a metadata request lately.
+
+    aiokafka notices a hung broker only when a request times out (40 s), and a
+    consumer that fetches nothing looks the same as an idle one; a small request
+    every ``every_s`` makes a lost or hung broker show on ``/readyz`` within
+    ``stale_after_s``, and a recovered one as soon as it answers again.
+    """
+
+    def __init__(
+        self, client: Any, every_s: float = 1.0, timeout_s: float = 2.0, stale_after_s: float = 5.0
+    ) -> None:
+        self._client = client  # an AIOKafkaClient, e.g. a producer's ``client``
+        self._every_s = every_s
+        self._timeout_s = timeout_s
+        self._stale_after_s = stale_after_s
+        self.last_answer = time.monotonic()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(self._client.fetch_all_metadata(), self._timeout_s)
+                self.last_answer = time.monotonic()
+            except Exception as exc:  # any failure is the answer: the broker did not reply
+                log.debug("broker_probe_failed", error=repr(exc))
+            try:
+                await asyncio.wait_for(stop.wait(), self._every_s)
+            except TimeoutError:
+                pass
+
+    def start(self) -> Callable[[], Awaitable[None]]:
+        """Probe in the background until the returned coroutine function is awaited."""
+        stop = asyncio.Event()
+        probing = asyncio.create_task(self.run(stop), name="broker-probe")
+
+        async def stop_probing() -> None:
+            stop.set()
+            await probing
+
+        return stop_probing
+
+    def readiness(self) -> bool | str:
+        silent_for = time.monotonic() - self.last_answer
+        if silent_for > self._stale_after_s:
+            return f"the broker has not answered for {silent_for:.0f}s"
+        return True
 
 
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -60,13 +60,17 @@ class Settings(BaseSettings):
     # faust's consumer waits this long for data per fetch (None: 5 ms on the embedded
     # broker, which does not answer a fetch early; faust's own 1500 ms on Kafka)
     features_fetch_max_wait_ms: int | None = Field(default=None, ge=1)
+    # how long a lookup waits for the worker to apply the events that were in its entity's
+    # partition when its request was fetched (read-your-writes); then it is served stale
+    features_freshness_wait_ms: float = Field(default=200.0, ge=0)
     # time-based retention of the event changelogs on a real Kafka: must cover the
     # longest-lived state (open orders, online couriers) plus downtime to survive
     features_changelog_retention_s: float = Field(default=2 * 86400.0, gt=0)
 
     router_host: str = "127.0.0.1"
     router_port: int = 8082
-    # the routing policy of each task (services.router.policies.POLICY_NAMES), its
+    # the routing policy of each task (services.router.policies.POLICY_NAMES, or for
+    # recs services.router.contextual.CONTEXTUAL_POLICY_NAMES), its
     # constructor parameters as JSON (e.g. {"epsilon": 0.05}), and the prior a new
     # arm joins with (e.g. {"alpha": 1, "beta": 1})
     router_policy_eta: str = "thompson_beta"
@@ -75,6 +79,11 @@ class Settings(BaseSettings):
     router_params_recs: dict[str, Any] = Field(default_factory=dict)
     router_prior_eta: dict[str, float] = Field(default_factory=dict)
     router_prior_recs: dict[str, float] = Field(default_factory=dict)
+    # recs with a contextual policy (linucb, linear_ts, epsilon_greedy_linear) routes
+    # items: the campaign's item count and the category count of each user feature
+    # (the Open Bandit Dataset's "all" campaign by default)
+    router_recs_items: int = Field(default=80, ge=1)
+    router_recs_user_feature_sizes: list[int] = Field(default_factory=lambda: [3, 5, 9, 9])
     # a newly announced version gets at least this share of its task's traffic
     # until it has folded router_new_arm_min_pulls rewards
     router_new_arm_min_share: float = Field(default=0.05, ge=0, le=1)
@@ -93,6 +102,17 @@ class Settings(BaseSettings):
     router_promote_every: int = Field(default=1000, ge=1)
     router_promote_min_p_best: float = Field(default=0.95, gt=0, le=1)
     router_promote_max_loss: float = Field(default=0.01, gt=0)
+
+    # the request-driven wiring's gateway (rtml up --wiring request): per request it
+    # calls features, router and prediction over HTTP; an upstream URL left unset is
+    # that service's host and port above
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8086
+    gateway_features_url: str | None = None
+    gateway_router_url: str | None = None
+    gateway_prediction_url: str | None = None
+    # how long the gateway waits for one upstream's answer
+    gateway_upstream_timeout_s: float = Field(default=2.0, gt=0)
 
     @property
     def embedded(self) -> bool:

@@ -73,11 +73,15 @@ def wait_http(url: str, timeout_s: float = 30.0, status: int = 200) -> None:
 
 
 @contextmanager
-def service_process(module: str, env: dict[str, str], ready_url: str) -> Iterator[subprocess.Popen]:
-    """Run ``python -m module`` until /readyz answers; SIGTERM it afterwards."""
+def service_process(
+    module: str, env: dict[str, str], ready_url: str, ready_timeout_s: float = 90.0
+) -> Iterator[subprocess.Popen]:
+    """Run ``python -m module`` until /readyz answers; SIGTERM it afterwards. The timeout
+    leaves room for a loaded machine (a prediction service probes every model in a child
+    process before it is ready)."""
     process = subprocess.Popen([sys.executable, "-m", module], env={**os.environ, **env})
     try:
-        wait_http(ready_url)
+        wait_http(ready_url, timeout_s=ready_timeout_s)
         yield process
     finally:
         if process.poll() is None:

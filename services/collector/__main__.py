@@ -24,7 +24,7 @@ from shared import topics
 from shared.faust_worker import run_worker
 from shared.kafka import DlqWriter, client_kwargs, ensure_topics, start_producer
 from shared.logging import configure_logging, get_logger
-from shared.service import HealthEndpoints, serve
+from shared.service import BrokerProbe, HealthEndpoints, serve
 from shared.settings import Settings, get_settings
 
 log = get_logger(SERVICE)
@@ -51,7 +51,11 @@ class SideServices(Service):
         writer = WarehouseWriter(settings, config, worker.dlq)
         await writer.start()
         self._cleanups.append(writer.stop)
+        # faust notices a lost or hung broker late, and an idle consumer looks healthy
+        probe = BrokerProbe(producer.client)
+        self._cleanups.append(probe.start())
         health = HealthEndpoints()
+        health.add_ready_check("broker", probe.readiness)
         health.add_ready_check("join", worker.readiness)
         health.add_ready_check("warehouse", writer.readiness)
         runner = await serve(

@@ -195,6 +195,9 @@ class CollectorWorker:
                     rekeyed = rekey(message.value or b"")
                 except ContractError as exc:
                     await self._dead_letter(message, exc, "schema" if exc.field else "decode")
+                except Exception as exc:  # faust would ack and drop it: keep it in the DLQ
+                    log.exception("rekey_failed", source=source, offset=message.offset)
+                    await self._dead_letter(message, exc, "handler")
                 else:
                     if rekeyed is not None:
                         # buffered: faust flushes its producer before it commits the offset

@@ -139,10 +139,16 @@ class JoinState:
             request_ts=prediction.request_ts, label_ts=label_ts,
         )  # fmt: skip
         arm = prediction.arm or prediction.model_version
+        # a recs arm is an item chosen for the request's context: the router's contextual
+        # policy learns from the features it was chosen with
+        features = prediction.features if prediction.task == "recs" else None
         return Joined(
             example,
-            Reward(id=prediction.id, ts=label_ts, task=prediction.task, arm=arm, reward=reward),
-        )
+            Reward(
+                id=prediction.id, ts=label_ts, task=prediction.task, arm=arm, reward=reward,
+                features=features,
+            ),
+        )  # fmt: skip
 
     def _advance(self, ts: float) -> list[Joined]:
         """Move the watermark; close every window that ended before it."""

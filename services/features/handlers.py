@@ -97,6 +97,9 @@ def admit_events(states: EntityStates, raw_events: Sequence[bytes]) -> AdmittedB
         except ContractError as exc:
             batch.rejected.append(Rejected(index, "schema" if exc.field else "decode", str(exc)))
             continue
+        except Exception as exc:  # a bug on one event must not stop its partition
+            batch.rejected.append(Rejected(index, "handler", f"{type(exc).__name__}: {exc}"))
+            continue
         if outcome is Outcome.ACCEPTED:
             batch.accepted.append(raw)
         elif outcome is Outcome.DUPLICATE:

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 
+from services.ingestion.config import IngestionSettings
 from services.ingestion.handlers import (
     BadRequest,
     Problem,
@@ -20,6 +21,7 @@ from services.ingestion.handlers import (
     predict_request,
     validate_events,
 )
+from services.ingestion.openapi import openapi_document
 from services.ingestion.predictions import PredictionWaiter
 from shared import topics
 from shared.contracts import Message, encode, new_id
@@ -42,9 +44,14 @@ MAX_WAIT_MS = 30_000
 
 class Ingestion:
     def __init__(
-        self, settings: Settings, producer: AIOKafkaProducer, waiter: PredictionWaiter
+        self,
+        settings: Settings,
+        producer: AIOKafkaProducer,
+        waiter: PredictionWaiter,
+        limits: IngestionSettings | None = None,
     ) -> None:
         self._settings = settings
+        self._limits = limits or IngestionSettings()
         self._producer = producer
         self._waiter = waiter
         # after a failed send the broker may have come back empty (the embedded
@@ -58,11 +65,26 @@ class Ingestion:
     def app(self, health: HealthEndpoints) -> web.Application:
         app = web.Application(
             client_max_size=self._settings.ingest_max_body_bytes,
-            middlewares=[self._request_id, _json_errors, self._auth, self._limit_body],
+            middlewares=[
+                _hang_up_on_stalled_bodies,
+                self._request_id,
+                _json_errors,
+                self._auth,
+                self._limit_body,
+            ],
         )
         app.router.add_post("/v1/events", self.post_events)
         app.router.add_post("/v1/predict", self.post_predict)
+        app.router.add_get("/openapi.json", self.get_openapi)
         return health.mount(app)
+
+    async def get_openapi(self, _: web.Request) -> web.Response:
+        document = openapi_document(
+            max_batch=self._settings.ingest_max_batch,
+            max_wait_ms=MAX_WAIT_MS,
+            bearer=bool(self._settings.ingest_token),
+        )
+        return web.json_response(document)
 
     @web.middleware
     async def _request_id(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -96,7 +118,7 @@ class Ingestion:
 
     async def post_events(self, request: web.Request) -> web.Response:
         try:
-            items = parse_body(await request.read(), request.content_type)
+            items = parse_body(await self._read_body(request), request.content_type)
             events = validate_events(items, self._settings.ingest_max_batch)
         except BadRequest as exc:
             return _bad_request(exc)
@@ -109,7 +131,7 @@ class Ingestion:
     async def post_predict(self, request: web.Request) -> web.Response:
         try:
             wait_ms = _wait_ms(request)
-            items = parse_body(await request.read(), request.content_type)
+            items = parse_body(await self._read_body(request), request.content_type)
             predict = predict_request(items[0] if len(items) == 1 else items)
         except BadRequest as exc:
             return _bad_request(exc)
@@ -128,6 +150,17 @@ class Ingestion:
             return web.json_response({"request_id": predict.id}, status=202)
         finally:
             self._waiter.forget(predict.id)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The whole body (decompressed, within the size limit) or an HTTP error."""
+        timeout_s = self._limits.ingest_body_timeout_s
+        try:
+            return await asyncio.wait_for(request.read(), timeout_s)
+        except TimeoutError:
+            REQUESTS_REJECTED.labels("408").inc()
+            raise web.HTTPRequestTimeout(
+                reason=f"the body did not arrive within {timeout_s:g}s"
+            ) from None
 
     async def _publish(self, topic: str, messages: Sequence[Message]) -> web.Response | None:
         """Send and wait for the broker's acks; a 503 response if they do not come."""
@@ -155,6 +188,18 @@ class Ingestion:
 
 
 @web.middleware
+async def _hang_up_on_stalled_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Send a 408 at once and close the connection: aiohttp would otherwise go on
+    reading what is left of the stalled body for ten more seconds."""
+    response = await handler(request)
+    if response.status == 408 and request.transport is not None:
+        await response.prepare(request)
+        await response.write_eof()
+        request.transport.close()
+    return response
+
+
+@web.middleware
 async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """HTTP errors as JSON bodies, like every other answer of this API."""
     try:
@@ -176,7 +221,10 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 def _wait_ms(request: web.Request) -> int:
     raw = request.query.get("wait_ms", "0")
-    if not raw.isdigit() or int(raw) > MAX_WAIT_MS:
+    # ASCII digits only (str.isdigit() also takes "²", which int() refuses), and few
+    # of them (int() refuses thousands)
+    plain = raw.isascii() and raw.isdigit() and len(raw) <= len(str(MAX_WAIT_MS))
+    if not plain or int(raw) > MAX_WAIT_MS:
         raise BadRequest([Problem(-1, "wait_ms", f"must be an integer from 0 to {MAX_WAIT_MS}")])
     return int(raw)
 

@@ -11,6 +11,9 @@ from shared.contracts import DOMAIN_EVENTS, Message, PredictRequest, from_wire, 
 from shared.errors import ContractError
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+MSGPACK_INT_MIN, MSGPACK_INT_MAX = -(2**63), 2**64 - 1
+# the field a problem names when the item as a whole is wrong (not a map, say)
+WHOLE_ITEM = "item"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ def parse_body(body: bytes, content_type: str) -> list[Any]:
             raise BadRequest([Problem(-1, "content-type", f"unsupported {content_type!r}")])
     except (ContractError, ValueError) as exc:
         raise BadRequest([Problem(-1, "body", f"not decodable: {exc}")]) from exc
+    except RecursionError:
+        # json nests only as deep as the interpreter's stack allows
+        raise BadRequest([Problem(-1, "body", "not decodable: nested too deeply")]) from None
     if isinstance(document, dict) and isinstance(document.get("events"), list):
         return document["events"]
     return document if isinstance(document, list) else [document]
@@ -59,12 +65,25 @@ def validate_events(items: list[Any], max_batch: int) -> list[Message]:
     problems: list[Problem] = []
     for index, item in enumerate(items):
         try:
-            events.append(from_wire(item, DOMAIN_EVENTS))
+            event = from_wire(item, DOMAIN_EVENTS)
         except ContractError as exc:
-            problems.append(Problem(index, exc.field, exc.reason))
+            problems.append(Problem(index, exc.field or WHOLE_ITEM, exc.reason))
+            continue
+        too_big = _field_beyond_msgpack_ints(event)
+        if too_big:
+            problems.append(Problem(index, too_big, "integer beyond the 64-bit range"))
+        events.append(event)
     if problems:
         raise BadRequest(problems)
     return events
+
+
+def _field_beyond_msgpack_ints(message: Message) -> str | None:
+    """The field whose integer msgpack cannot carry (JSON integers have no bound)."""
+    for name, value in message:
+        if isinstance(value, int) and not MSGPACK_INT_MIN <= value <= MSGPACK_INT_MAX:
+            return name
+    return None
 
 
 def predict_request(item: Any, now: float | None = None) -> PredictRequest:
@@ -76,4 +95,4 @@ def predict_request(item: Any, now: float | None = None) -> PredictRequest:
     try:
         return cast(PredictRequest, from_wire(wire, PredictRequest))
     except ContractError as exc:
-        raise BadRequest([Problem(0, exc.field, exc.reason)]) from exc
+        raise BadRequest([Problem(0, exc.field or WHOLE_ITEM, exc.reason)]) from exc

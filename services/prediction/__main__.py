@@ -9,6 +9,7 @@ from typing import Any
 from services.prediction.app import PredictionApp
 from services.prediction.handlers import Scorer
 from services.prediction.models import ModelFollower
+from services.recs.serving import BatchRecommender, follow_batch_predictions
 from shared import topics
 from shared.contracts import PredictRouted
 from shared.kafka import ensure_topics, start_consumer, start_producer
@@ -29,7 +30,8 @@ async def main(stop: asyncio.Event) -> None:
     await ensure_topics(settings)
     scorer = Scorer()
     follower = ModelFollower(settings, ModelStore(settings.model_store), scorer)
-    app = PredictionApp(scorer)
+    recommender = BatchRecommender()
+    app = PredictionApp(scorer, recommender)
     pipeline: Pipeline | None = None
 
     def consuming() -> bool | str:
@@ -40,6 +42,7 @@ async def main(stop: asyncio.Event) -> None:
     health.add_ready_check("pipeline", consuming)
     # the side port is up first: /healthz answers while the models load
     runner = await serve(app.http_app(health), settings.prediction_host, settings.prediction_port)
+    batch_lists = asyncio.create_task(follow_batch_predictions(settings, recommender))
     try:
         await follower.start()
         # joining the group only with a champion in hand: a replica that cannot
@@ -66,6 +69,8 @@ async def main(stop: asyncio.Event) -> None:
     finally:
         log.info("stopping")
         await runner.cleanup()
+        batch_lists.cancel()
+        await asyncio.gather(batch_lists, return_exceptions=True)
         await follower.stop()
         log.info("stopped")
 

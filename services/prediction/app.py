@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from services.prediction.handlers import FeatureMismatch, NoModel, Scorer
+from services.recs.serving import BatchRecommender, recommend_route
 from shared import topics
 from shared.contracts import Prediction, PredictRouted, from_wire
 from shared.errors import ContractError
@@ -39,8 +40,10 @@ MAX_SCORE_BODY_BYTES = 256 * 1024
 
 
 class PredictionApp:
-    def __init__(self, scorer: Scorer) -> None:
+    def __init__(self, scorer: Scorer, recommender: BatchRecommender | None = None) -> None:
         self._scorer = scorer
+        # stage-1 recs: batch lists served as they are, no model involved
+        self._recommender = recommender
 
     def score(self, routed: Sequence[PredictRouted]) -> list[Prediction]:
         now = time.time()
@@ -64,6 +67,8 @@ class PredictionApp:
     def http_app(self, health: HealthEndpoints) -> web.Application:
         app = web.Application(client_max_size=MAX_SCORE_BODY_BYTES)
         app.router.add_post("/v1/score", self.post_score)
+        if self._recommender is not None:
+            app.router.add_post("/v1/recommend", recommend_route(self._recommender))
         return health.mount(app)
 
     async def post_score(self, request: web.Request) -> web.Response:

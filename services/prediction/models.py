@@ -37,6 +37,11 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 MODEL_LOADS = Counter("rtml_model_loads_total", "model versions loaded", ["outcome"])
+# the alert: a version that was announced but could not be served
+MODEL_LOAD_FAILURES = Counter(
+    "rtml_model_load_failures_total",
+    "model versions refused: unsafe, modified, unreadable, or crashing XGBoost in the probe child",
+)
 MODEL_LOAD_SECONDS = Histogram("rtml_model_load_seconds", "read, verify and parse one version")
 MODELS_LOADED = Gauge("rtml_models_loaded", "model versions held in memory")
 
@@ -45,8 +50,10 @@ def load_verified(
     store: ModelStore, version: str, expected_sha256: str | None, xgb_threads: int
 ) -> LoadedModel:
     """Blocking: the store checks the artifact against its record; this checks the
-    record against what was announced, so a store that disagrees with the topic is refused."""
-    booster, record = store.load(version)
+    record against what was announced, so a store that disagrees with the topic is refused.
+    The artifact is probed in a child process first: one that crashes XGBoost must not
+    take the serving process with it."""
+    booster, record = store.load(version, probe_in_child=True)
     if expected_sha256 is not None and record.sha256 != expected_sha256:
         raise IntegrityError(
             f"{version}: the store holds sha256 {record.sha256} but rtml.models announced "
@@ -159,7 +166,13 @@ class ModelFollower:
         except (ModelStoreError, OSError) as exc:
             self._failures[version] = str(exc)
             MODEL_LOADS.labels("failed").inc()
-            log.error("model_load_failed", version=version, error=str(exc))
+            MODEL_LOAD_FAILURES.inc()
+            log.error(
+                "model_load_failed",
+                version=version,
+                error=str(exc),
+                serving=sorted(self._scorer.snapshot.models),
+            )
             return False
         self._scorer.add(model)
         self._failures.pop(version, None)

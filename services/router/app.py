@@ -19,18 +19,17 @@ from aiohttp import web
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from pydantic import TypeAdapter
 
+from services.router.contextual import ContextualPolicyError
 from services.router.handlers import CHAMPION_FALLBACK, Router
 from shared import topics
-from shared.contracts import PredictEnriched, PredictRouted, RouterState, from_wire
+from shared.contracts import PredictEnriched, PredictRouted, from_wire
 from shared.errors import ContractError
 from shared.pipeline import Incoming, Outgoing
 from shared.service import HealthEndpoints
 
 DECISIONS = Counter("rtml_router_decisions_total", "routing decisions", ["task", "arm"])
 MAX_ROUTE_BODY_BYTES = 256 * 1024
-_STATES = TypeAdapter(list[RouterState])
 
 
 class RouterApp:
@@ -58,19 +57,28 @@ class RouterApp:
     async def post_route(self, request: web.Request) -> web.Response:
         try:
             enriched = parse_enriched(await request.read())
+            routed = self.route(enriched)
         except ContractError as exc:
-            problem = {"index": 0, "field": exc.field, "reason": exc.reason}
-            return web.json_response(
-                {"error": "invalid request; nothing was routed", "problems": [problem]},
-                status=400,
-            )
-        return web.json_response(self.route(enriched).model_dump(mode="json"))
+            return refusal(exc.field, exc.reason)
+        except ContextualPolicyError as exc:
+            # a contextual policy's context is built from the features
+            return refusal("features", str(exc))
+        return web.json_response(routed.model_dump(mode="json"))
 
     async def get_state(self, _: web.Request) -> web.Response:
         now = time.time()
         states = [self._router.state(task, now) for task in self._router.tasks]
-        # pydantic writes an undefined interval (NaN) as null, which JSON can carry
-        return web.Response(body=_STATES.dump_json(states), content_type="application/json")
+        # pydantic writes an undefined interval (NaN) as null, which JSON can carry, and a
+        # packed snapshot's bytes as base64 (RouterState's config, which a list adapter skips)
+        body = "[" + ",".join(state.model_dump_json() for state in states) + "]"
+        return web.Response(text=body, content_type="application/json")
+
+
+def refusal(field: str, reason: str) -> web.Response:
+    problem = {"index": 0, "field": field, "reason": reason}
+    return web.json_response(
+        {"error": "invalid request; nothing was routed", "problems": [problem]}, status=400
+    )
 
 
 def parse_enriched(body: bytes) -> PredictEnriched:

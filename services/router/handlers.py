@@ -17,6 +17,12 @@ Nothing here knows Kafka or HTTP; the adapters (``app.py``, ``rewards.py``,
   it cannot drift from the policy and needs no checkpoint of its own.
 - ``state`` / ``restore``: the checkpoint of a task (posterior, counters and
   the rewards offsets folded), as a RouterState.
+
+A task configured with a contextual policy (``contextual.CONTEXTUAL_POLICY_NAMES``,
+recs only) routes items instead of model versions: each request gets the item
+the policy chooses for its context and the prediction service's champion
+answers (``contextual_routing.py``). Rewards are folded through the same
+ledger; announcements only move its champion, and promotions do not apply.
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ from typing import Any, get_args
 
 import numpy as np
 
+from services.router.contextual_routing import (
+    ContextSpec,
+    ContextualArms,
+    is_contextual,
+)
 from services.router.ledger import Admission, LogPosition, RewardLedger
 from services.router.policies import (
     Policy,
@@ -35,6 +46,7 @@ from services.router.policies import (
     PromotionRule,
     ThompsonBeta,
     ThompsonGaussian,
+    UnknownArm,
     make_policy,
     promotion_decision,
 )
@@ -66,6 +78,8 @@ class TaskConfig:
     # a new arm's exploration floor: at least min_share of traffic until min_pulls rewards
     min_share: float = 0.05
     min_pulls: int = 200
+    # items and user features, for a contextual policy (items as arms)
+    context: ContextSpec = field(default_factory=ContextSpec)
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,10 @@ class RouterConfig:
                 prior=getattr(settings, f"router_prior_{task}"),
                 min_share=settings.router_new_arm_min_share,
                 min_pulls=settings.router_new_arm_min_pulls,
+                context=ContextSpec(
+                    n_items=settings.router_recs_items,
+                    user_feature_sizes=tuple(settings.router_recs_user_feature_sizes),
+                ),
             )
 
         return cls(
@@ -125,6 +143,14 @@ class _TaskRouter:
     rewards_since_promotion_check: int = 0
 
 
+@dataclass
+class _ContextualTask:
+    arms: ContextualArms
+    ledger: RewardLedger
+    champion: str | None = None
+    decisions: int = 0
+
+
 class Router:
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
@@ -133,26 +159,46 @@ class Router:
                 task_config, new_policy(task_config), RewardLedger(config.dedupe_window)
             )
             for task, task_config in config.tasks.items()
+            if not is_contextual(task_config.policy)
+        }
+        self._contextual = {
+            task: _ContextualTask(new_contextual_arms(task, task_config), self._new_ledger())
+            for task, task_config in config.tasks.items()
+            if is_contextual(task_config.policy)
         }
 
     @property
     def tasks(self) -> tuple[Task, ...]:
-        return tuple(self._tasks)
+        return tuple(self.config.tasks)
 
     def arms(self, task: Task) -> tuple[str, ...]:
+        if task in self._contextual:
+            return self._contextual[task].arms.arms
         return self._tasks[task].policy.arms
 
     def champion(self, task: Task) -> str | None:
-        return self._tasks[task].champion
+        return self._routing(task).champion
+
+    def _routing(self, task: Task) -> _TaskRouter | _ContextualTask:
+        return self._contextual.get(task) or self._tasks[task]
+
+    def _new_ledger(self, next_offsets: Mapping[int, int] | None = None) -> RewardLedger:
+        return RewardLedger(self.config.dedupe_window, next_offsets)
 
     # --- routing --------------------------------------------------------------
 
     def route(self, enriched: PredictEnriched, rng: np.random.Generator) -> PredictRouted:
-        routing = self._tasks[enriched.task]
-        routing.decisions += 1
+        """Raises PolicyError for a request a contextual policy cannot route (no context)."""
         # the field values as stored; dict(enriched) would cost several times the whole
         # choice, as it first probes for a keys() method through pydantic's __getattr__
         fields = enriched.__dict__
+        contextual = self._contextual.get(enriched.task)
+        if contextual is not None:
+            routed = contextual.arms.route(enriched, fields, rng)
+            contextual.decisions += 1
+            return routed
+        routing = self._tasks[enriched.task]
+        routing.decisions += 1
         if not routing.policy.arms:
             return PredictRouted(**fields, policy=CHAMPION_FALLBACK)
         decision = routing.policy.choose(rng)
@@ -172,12 +218,18 @@ class Router:
         Raises PolicyError for a reward the policy cannot take (e.g. 0.5 for a
         Beta-Bernoulli arm); its position and id count as seen all the same.
         """
-        routing = self._tasks[reward.task]
+        routing = self._routing(reward.task)
         admission = routing.ledger.admit(position, reward.id)
         if admission is Admission.CHECKPOINTED:
             return RewardOutcome.CHECKPOINTED
         if admission is Admission.DUPLICATE:
             return RewardOutcome.DUPLICATE
+        if isinstance(routing, _ContextualTask):
+            try:
+                routing.arms.update(reward)
+            except UnknownArm:
+                return RewardOutcome.UNKNOWN_ARM
+            return RewardOutcome.COUNTED
         if reward.arm not in routing.policy.arms:
             return RewardOutcome.UNKNOWN_ARM
         routing.policy.update(reward.arm, reward.reward)
@@ -187,11 +239,20 @@ class Router:
     def resume_offset(self, partition: int) -> int:
         """Where reading rewards ``partition`` must start so that every task folds exactly
         the rewards after its checkpoint, with its duplicate window rebuilt."""
-        return min(routing.ledger.resume_offset(partition) for routing in self._tasks.values())
+        ledgers = [
+            routing.ledger for routing in (*self._tasks.values(), *self._contextual.values())
+        ]
+        return min(ledger.resume_offset(partition) for ledger in ledgers)
 
     # --- arms -----------------------------------------------------------------
 
     def on_announcement(self, announcement: ModelAnnouncement) -> None:
+        contextual = self._contextual.get(announcement.task)
+        if contextual is not None:
+            # versions are not arms here: the champion answers whatever item is chosen
+            if announcement.action == "promoted":
+                contextual.champion = announcement.model_version
+            return
         routing = self._tasks[announcement.task]
         version = announcement.model_version
         if announcement.action == "retired":
@@ -203,7 +264,7 @@ class Router:
             routing.champion = version
 
     def set_champion(self, task: Task, version: str) -> None:
-        self._tasks[task].champion = version
+        self._routing(task).champion = version
 
     def _add_arm(self, routing: _TaskRouter, arm: str) -> None:
         config = routing.config
@@ -248,7 +309,10 @@ class Router:
     # --- checkpoints ----------------------------------------------------------
 
     def arm_summaries(self, task: Task) -> list[ArmSummary]:
-        """Each arm's rewards, posterior mean with its 95% interval, and traffic share now."""
+        """Each arm's rewards, posterior mean with its 95% interval, and traffic share now
+        (for items: mean reward and share of the decisions so far)."""
+        if task in self._contextual:
+            return self._contextual[task].arms.summaries()
         policy = self._tasks[task].policy
         shares = policy.probabilities() if policy.arms else {}
         return [
@@ -257,6 +321,18 @@ class Router:
         ]
 
     def state(self, task: Task, now: float) -> RouterState:
+        contextual = self._contextual.get(task)
+        if contextual is not None:
+            return RouterState(
+                ts=now,
+                task=task,
+                policy=contextual.arms.name,
+                decisions=contextual.decisions,
+                arms=contextual.arms.summaries(),
+                champion=contextual.champion,
+                snapshot=contextual.arms.snapshot(),
+                reward_offsets={str(p): o for p, o in contextual.ledger.next_offsets().items()},
+            )
         routing = self._tasks[task]
         policy = routing.policy
         return RouterState(
@@ -276,7 +352,12 @@ class Router:
         A checkpoint of another policy than the configured one (the configuration
         changed across the restart) hands over its arms' reward statistics, with the
         configured policy's priors: the evidence survives a change of policy.
+        A contextual task restores only a checkpoint of its own policy; from any
+        other it starts afresh and folds every reward on the log.
         """
+        if state.task in self._contextual:
+            self._restore_contextual(self._contextual[state.task], state)
+            return
         routing = self._tasks[state.task]
         if state.snapshot.get("policy") == routing.policy.name:
             routing.policy.restore(state.snapshot)
@@ -290,9 +371,31 @@ class Router:
             carry_statistics(state.snapshot, routing.policy, routing.config.prior)
         routing.decisions = state.decisions
         routing.champion = state.champion
-        routing.ledger = RewardLedger(
-            self.config.dedupe_window, {int(p): o for p, o in state.reward_offsets.items()}
+        routing.ledger = self._new_ledger({int(p): o for p, o in state.reward_offsets.items()})
+
+    def _restore_contextual(self, routing: _ContextualTask, state: RouterState) -> None:
+        if state.snapshot.get("policy") != routing.arms.name:
+            log.warning(
+                "policy_changed_since_checkpoint",
+                task=state.task,
+                checkpointed=state.snapshot.get("policy"),
+                configured=routing.arms.name,
+                refold="every reward on the log",
+            )
+            routing.champion = state.champion
+            return
+        routing.arms.restore(state.snapshot)
+        routing.decisions = state.decisions
+        routing.champion = state.champion
+        routing.ledger = self._new_ledger({int(p): o for p, o in state.reward_offsets.items()})
+
+
+def new_contextual_arms(task: Task, config: TaskConfig) -> ContextualArms:
+    if task != "recs":
+        raise PolicyError(
+            f"contextual policy {config.policy!r} routes items: only task recs has them, not {task}"
         )
+    return ContextualArms(config.policy, config.params, config.context)
 
 
 def new_policy(config: TaskConfig) -> Policy:

@@ -27,13 +27,13 @@ from prometheus_client import Counter
 from services.router.handlers import RewardOutcome, Router
 from services.router.ledger import LogPosition
 from services.router.models import Promoter
-from services.router.policies import PolicyError
 from services.router.state import write_checkpoints
 from shared import broker_compat, topics
 from shared.contracts import Reward, decode
 from shared.errors import ContractError
 from shared.kafka import DlqWriter
 from shared.logging import get_logger
+from shared.pipeline import DEAD_LETTERS
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -123,7 +123,9 @@ class RewardFollower:
                 outcome = self._router.on_reward(
                     reward, LogPosition(record.partition, record.offset)
                 )
-            except PolicyError as exc:
+            except Exception as exc:
+                # PolicyError is the expected kind; anything else is a bug that one reward
+                # triggers, and it must not stop every later reward from being folded
                 await self._reject(record, exc, "handler", task=reward.task)
                 continue
             REWARDS.labels(reward.task, outcome.value).inc()
@@ -137,6 +139,7 @@ class RewardFollower:
         self._since_checkpoint += 1
         # one dead letter for the deployment, not one per replica
         if self._leads():
+            DEAD_LETTERS.labels(SERVICE, reason).inc()
             await self._dlq.send(
                 record.value or b"",
                 error,

@@ -143,15 +143,20 @@ class _spinner:
 @click.option("--task", type=click.Choice(["eta"]), default="eta", show_default=True)
 @click.option("--event-log", type=click.Path(exists=True, dir_okay=False), required=True,
               help="the event log the logged features should follow from")  # fmt: skip
-def skew_command(task: Task, event_log: str) -> None:
+@click.option("--batch-log", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="the event log `rtml batch features` ran on, if not --event-log "
+                   "(rtml demo serves the batch features of its warm-up)")  # fmt: skip
+def skew_command(task: Task, event_log: str, batch_log: str | None) -> None:
     """Compare the features logged in the warehouse with their recomputation from
     an event log by the reference implementation; exit 1 on any mismatch."""
+    from services.features.batch import compute_batch_features
     from services.simulator.eventlog import read_event_log
     from services.trainer.bootstrap import reference_vectors
     from services.trainer.skew import skew_report
 
     messages = list(read_event_log(event_log))
-    reference = {request.id: vector for request, vector in reference_vectors(messages)}
+    batch = None if batch_log is None else compute_batch_features(read_event_log(batch_log))
+    reference = {request.id: vector for request, vector in reference_vectors(messages, batch)}
     report = skew_report(Warehouse(TrainerSettings().warehouse).read(task), reference)
     click.echo(f"compared {report.compared} logged vectors ({report.missing} not in the log)")
     for name, count in report.mismatches.most_common():

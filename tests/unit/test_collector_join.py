@@ -100,6 +100,11 @@ def test_recs_click_within_attribution_is_reward_1_and_silence_is_0() -> None:
     feed(join, [recommend("s2", 3, T0)])
     closed = feed(join, [recommend("s3", 1, T0 + 700)])
     assert [(j.example.id, j.reward.reward) for j in closed] == [("req-s2", 0.0)]
+    # a recs reward carries the features its item was chosen with (contextual routing
+    # learns from them); an eta reward does not need them
+    assert [j.reward.features for j in clicked + closed] == [FEATURES, FEATURES]
+    (eta,) = feed(state(), [eta_prediction("o1", T0), delivered("o1", T0, 30.0)])
+    assert eta.reward.features is None
 
 
 def test_state_rebuilt_from_its_stores_continues_the_join() -> None:

@@ -2,20 +2,25 @@ from __future__ import annotations
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.contracts import (
+    _UNPACK_LIMITS,
     DOMAIN_EVENTS,
+    MAX_MESSAGE_BYTES,
     REGISTRY,
     FeatureVector,
+    Message,
     OrderPlaced,
     Prediction,
     PredictRequest,
     decode,
     encode,
+    unpack,
 )
 from shared.errors import ContractError
+from tests.abuse.frames import EXAMPLES, hostile_frames, message_like_maps, msgpack_values
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)
 times = st.floats(min_value=0, max_value=4e9, allow_nan=False)
@@ -144,3 +149,45 @@ def test_a_field_may_not_shadow_the_envelope() -> None:
 
         class Clashing(OrderPlaced):
             version: str = "v1"
+
+
+# --- fuzzing: decode answers anything with a message or a ContractError -------------
+
+# a modest default (tests/abuse runs the heavy setting); RTML_ABUSE_EXAMPLES raises it
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def decodes_or_refuses(data: bytes | None) -> None:
+    try:
+        assert isinstance(decode(data), Message)
+    except ContractError as exc:
+        assert str(exc)
+
+
+@given(msgpack_values)
+@FUZZ
+def test_any_msgpack_value_decodes_or_is_a_contract_error(value: object) -> None:
+    decodes_or_refuses(msgpack.packb(value, use_bin_type=True))
+
+
+@given(message_like_maps())
+@FUZZ
+def test_maps_naming_a_real_schema_decode_or_are_a_contract_error(body: dict) -> None:
+    decodes_or_refuses(msgpack.packb(body, use_bin_type=True))
+
+
+@pytest.mark.parametrize(
+    ("name", "frame"), list(hostile_frames(PredictRequest(ts=1.0, task="eta")).items())
+)
+def test_every_hostile_frame_is_a_contract_error(name: str, frame: bytes | None) -> None:
+    with pytest.raises(ContractError):
+        decode(frame)
+
+
+def test_unpacking_is_bounded() -> None:
+    # the limits DESIGN.md asks for: every collection and string length capped,
+    # map keys only strings, no extension types
+    for limit in ("max_str_len", "max_bin_len", "max_array_len", "max_map_len", "max_ext_len"):
+        assert _UNPACK_LIMITS[limit] <= MAX_MESSAGE_BYTES
+    with pytest.raises(ContractError, match="not allowed for map key"):
+        unpack(msgpack.packb({1: "one"}))

@@ -250,6 +250,42 @@ def test_non_xgboost_artifacts_are_refused_even_with_a_matching_hash(
     assert "never unpickles" in str(refusal.value)
 
 
+def out_of_range_node(booster: xgb.Booster) -> bytes:
+    """``booster`` as JSON with a child index pointing far past its tree's nodes."""
+    document = json.loads(bytes(booster.save_raw(raw_format="json")))
+    tree = document["learner"]["gradient_booster"]["model"]["trees"][0]
+    tree["left_children"][0] = 10**6
+    return json.dumps(document).encode()
+
+
+def test_a_tampered_model_with_a_resigned_hash_is_caught_in_a_child_process(
+    store: ModelStore, booster: xgb.Booster
+) -> None:
+    version = register(store, booster).version
+    forge_artifact(store, version, out_of_range_node(booster))
+
+    # in this process, scoring it would be a segmentation fault
+    with pytest.raises(IntegrityError, match="XGBoost crashed with SIGSEGV") as refusal:
+        store.load(version, probe_in_child=True)
+    assert "not loaded" in str(refusal.value)
+
+
+def test_an_artifact_xgboost_refuses_fails_the_probe_with_its_error(
+    store: ModelStore, booster: xgb.Booster
+) -> None:
+    version = register(store, booster).version
+    forge_artifact(store, version, b'{"learner": {}}')
+
+    with pytest.raises(IntegrityError, match=r"XGBoost failed \(exit 1: .+\)"):
+        store.load(version, probe_in_child=True)
+
+
+def test_a_sound_model_passes_the_probe_and_loads(store: ModelStore, booster: xgb.Booster) -> None:
+    version = register(store, booster).version
+    loaded, _ = store.load(version, probe_in_child=True)
+    assert np.allclose(loaded.inplace_predict(FEATURES), booster.inplace_predict(FEATURES))
+
+
 def test_a_record_describing_another_version_is_refused(
     store: ModelStore, booster: xgb.Booster
 ) -> None:

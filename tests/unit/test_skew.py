@@ -49,3 +49,27 @@ def test_skew_finds_no_mismatch_in_logged_vectors_and_names_a_tampered_feature(
     skewed = runner.invoke(main, ["skew", "--event-log", str(log)])
     assert skewed.exit_code == 1
     assert "restaurant_orders_30m: 1 mismatches" in skewed.output
+
+
+def test_batch_features_come_from_the_batch_log_when_it_is_not_the_event_log(
+    tmp_path, monkeypatch
+) -> None:
+    messages = list(simulate(SimConfig(seed=6), duration_s=2 * 3600))
+    split = messages[0].ts + 3600
+    warmup = [m for m in messages if m.ts < split]
+    live = [m for m in messages if m.ts >= split]
+    write_event_log(tmp_path / "warmup.evl", warmup)
+    write_event_log(tmp_path / "live.evl", live)
+    served = {r.entity: r for r in compute_batch_features(warmup)}
+    monkeypatch.setenv("RTML_WAREHOUSE", str(tmp_path / "warehouse"))
+    logged_warehouse(tmp_path / "warehouse", eta_vectors(live, batch=served)[:40])
+    runner = CliRunner()
+
+    own_log = runner.invoke(main, ["skew", "--event-log", str(tmp_path / "live.evl")])
+    assert own_log.exit_code == 1
+    assert "restaurant_hist_prep_mean_min" in own_log.output
+
+    args = ["skew", "--event-log", str(tmp_path / "live.evl")]
+    warmup_batch = runner.invoke(main, [*args, "--batch-log", str(tmp_path / "warmup.evl")])
+    assert warmup_batch.exit_code == 0, warmup_batch.output
+    assert "compared 40 logged vectors" in warmup_batch.output

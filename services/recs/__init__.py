@@ -1,0 +1,1 @@
+"""recs: the Open Bandit Dataset loader, stage-1 batch recommendations, offline evaluation."""

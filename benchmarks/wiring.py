@@ -76,6 +76,10 @@ WARMUP_REQUESTS = 200
 # or at DRAIN_MAX_S (what has not landed by then counts as lost)
 DRAIN_IDLE_S = 30.0
 DRAIN_MAX_S = 600.0
+# the client fleet's connections: beyond them a request waits in the pool, and that wait
+# counts in its latency (measured from the scheduled send); unbounded, a stalled burst
+# holds one socket per request and runs the generator out of file descriptors
+MAX_CLIENT_CONNECTIONS = 2000
 READY_TIMEOUT_S = 180.0
 TARGET_P99_MS = 50.0
 
@@ -254,7 +258,7 @@ async def run_wiring(wiring: Wiring, plan: Plan, workdir: Path) -> WiringResult:
             )
             stream = Stream(wiring, url, plan)
             timeout = aiohttp.ClientTimeout(total=plan.wait_ms / 1000 + 15)
-            connector = aiohttp.TCPConnector(limit=0)
+            connector = aiohttp.TCPConnector(limit=MAX_CLIENT_CONNECTIONS)
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
                 await warm_up(http, url)
                 services, broker_cpu = CpuMeter(), CpuMeter()

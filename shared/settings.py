@@ -60,9 +60,6 @@ class Settings(BaseSettings):
     # faust's consumer waits this long for data per fetch (None: 5 ms on the embedded
     # broker, which does not answer a fetch early; faust's own 1500 ms on Kafka)
     features_fetch_max_wait_ms: int | None = Field(default=None, ge=1)
-    # how long a lookup waits for the worker to apply the events that were in its entity's
-    # partition when its request was fetched (read-your-writes); then it is served stale
-    features_freshness_wait_ms: float = Field(default=200.0, ge=0)
     # time-based retention of the event changelogs on a real Kafka: must cover the
     # longest-lived state (open orders, online couriers) plus downtime to survive
     features_changelog_retention_s: float = Field(default=2 * 86400.0, gt=0)

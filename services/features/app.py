@@ -39,15 +39,6 @@ make every worker apply every event, so adding workers would not add event
 throughput; re-keying every request through every entity even when local adds
 two hops of latency for nothing.
 
-Read-your-writes. Events and requests are separate topics, so a request can
-come up before events appended ahead of it are applied (often its own
-``order_placed``, sent and acknowledged before the request). Each lookup waits
-until the worker has applied its entity's events partition up to the end
-offset of a fetch response at least as recent as the one that brought the
-request (a high watermark the consumer has anyway: no broker round trip;
-``BulkApp.caught_up``), at most ``RTML_FEATURES_FRESHNESS_WAIT_MS``; a
-lookup served after that counts in ``rtml_features_stale_lookups_total``.
-
 Batch features are small and read whole by every worker (``batch_cache.py``).
 
 Failure handling. faust acks a record whose agent raises, so every agent
@@ -303,15 +294,14 @@ class FeaturesWorker:
     # --- requests ----------------------------------------------------------------------
 
     def _agent(
-        self, handle: Callable[[bytes, int | None], Awaitable[None]]
+        self, handle: Callable[[bytes], Awaitable[None]]
     ) -> Callable[[StreamT], Awaitable[None]]:
         """An agent body that handles each record and sends what it cannot handle to the DLQ."""
 
         async def agent(stream: StreamT) -> None:
             async for event in stream.events():
                 try:
-                    read_at = self.app.fetched_at(event.message.tp)
-                    await handle(event.message.value or b"", read_at)
+                    await handle(event.message.value or b"")
                 except ContractError as exc:
                     await self._dead_letter(event.message, exc, "schema" if exc.field else "decode")
                 except Exception as exc:  # faust would ack and drop it: keep it in the DLQ
@@ -320,19 +310,19 @@ class FeaturesWorker:
 
         return agent
 
-    async def _on_request(self, value: bytes, read_at: int | None) -> None:
+    async def _on_request(self, value: bytes) -> None:
         request = decode(value, PredictRequest)
         assert isinstance(request, PredictRequest)
-        await self._continue(plan(request), read_at)
+        await self._continue(plan(request))
 
-    async def _on_lookup(self, value: bytes, read_at: int | None) -> None:
+    async def _on_lookup(self, value: bytes) -> None:
         # the lookup topics are partitioned like rtml.events: the entity lives here
         lookup = Lookup.from_bytes(value)
         if lookup.next_entity is None:
             raise ContractError("pending", "a lookup record with nothing left to look up")
-        await self._continue(await self._look_up_here(lookup, "kafka", read_at), read_at)
+        await self._continue(self._look_up_here(lookup, "kafka"))
 
-    async def _continue(self, lookup: Lookup, read_at: int | None) -> None:
+    async def _continue(self, lookup: Lookup) -> None:
         """Run the lookups this worker holds; forward to the owner of the next one, or finish."""
         while (entity := lookup.next_entity) is not None:
             kind, entity_id = entity
@@ -340,36 +330,19 @@ class FeaturesWorker:
                 topic = self.lookup_topics[kind]
                 await topic.send(key=entity_id.encode(), value=lookup.to_bytes())
                 return
-            lookup = await self._look_up_here(lookup, "local", read_at)
+            lookup = self._look_up_here(lookup, "local")
         vector = feature_vector(lookup, self.batch_records())
         message = enriched(lookup, vector, time.time())
         await self.enriched_topic.send(key=message.key, value=encode(message))
         metrics.observe(vector, "kafka")
 
-    async def _look_up_here(self, lookup: Lookup, where: str, read_at: int | None) -> Lookup:
+    def _look_up_here(self, lookup: Lookup, where: str) -> Lookup:
         kind, entity_id = lookup.next_entity  # type: ignore[misc]
         metrics.LOOKUPS.labels(kind, where).inc()
-        await self._applied_up_to(kind, entity_id, read_at)
         found = entity_features(
             self.entities.all_states(), kind, entity_id, lookup.request.ts, self.batch_records()
         )
         return advance(lookup, found)
-
-    async def _applied_up_to(self, kind: str, entity_id: str, read_at: int | None) -> None:
-        """Hold a lookup until the events that were in its entity's partition when its
-        record was fetched (``read_at``) are applied.
-
-        Events and requests are separate topics: without this a request could be
-        enriched before an event appended ahead of it (often its own order_placed).
-        """
-        partition = TP(
-            topics.EVENTS.name, partition_of(entity_id.encode(), self.settings.partitions)
-        )
-        wait_s = self.settings.features_freshness_wait_ms / 1000
-        if not self.holds(entity_id):  # revoked meanwhile: nothing of it to wait for here
-            return
-        if not await self.app.caught_up(partition, read_at, wait_s):
-            metrics.STALE_LOOKUPS.labels(kind).inc()
 
     def holds(self, entity_id: str) -> bool:
         """Whether this worker holds the partition of ``entity_id``'s events."""

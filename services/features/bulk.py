@@ -30,7 +30,7 @@ from typing import Any, ClassVar, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, Message, TopicT
+from faust.types import Message, TopicT
 from mode import Service
 
 from shared.broker_compat_faust import CompatApp, CompatConsumer, CompatTransport
@@ -78,12 +78,8 @@ class BulkConsumer(CompatConsumer):
                         await self._maybe_commit()
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                         set_read_offset(tp, offset)
-                    delivered = [
+                    for topic, messages in bulk.items():
                         await self._deliver_bulk(handlers[topic], messages)
-                        for topic, messages in bulk.items()
-                    ]
-                    if all(delivered):
-                        self._report_drained(handlers)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -96,30 +92,16 @@ class BulkConsumer(CompatConsumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    async def _deliver_bulk(self, handler: BulkHandler, messages: list[Message]) -> bool:
+    async def _deliver_bulk(self, handler: BulkHandler, messages: list[Message]) -> None:
         handling = handler(messages)
         outcome = await self.wait_first(handling, self.suspend_flow.wait())
         if handling not in outcome.done:
-            return False  # the flow stopped: nothing acked, the records come again
+            return  # the flow stopped: nothing acked, the records come again
         # ack without track_message: that only feeds faust's per-record monitor,
         # and the handler has finished with every record anyway
         for message in messages:
             self.ack(message)
         await self._maybe_commit()
-        return True
-
-    def _report_drained(self, handlers: dict[str, BulkHandler]) -> None:
-        # every record fetched so far has been handled, so the fetch position of a
-        # bulk partition (the next offset to fetch) is the offset its handler reached
-        assignment = self._thread._ensure_consumer()._subscription.subscription.assignment
-        if assignment is None:
-            return
-        drained = {}
-        for tp in assignment.tps:
-            state = assignment.state_value(tp)
-            if tp.topic in handlers and state.has_valid_position:
-                drained[TP(tp.topic, tp.partition)] = state.position
-        cast(BulkApp, self.app).drained(drained)
 
     async def _maybe_commit(self) -> None:
         if self._commit_every is not None and self._n_acked >= self._commit_every:
@@ -138,8 +120,6 @@ class BulkApp(CompatApp):
 
     def __init__(self, id: str, **options: Any) -> None:
         self.bulk_handlers: dict[str, BulkHandler] = {}
-        self._drained: dict[TP, int] = {}
-        self._drained_moved = asyncio.Event()
         super().__init__(id, **options)
 
     def bulk_topic(self, topic: TopicT, handler: BulkHandler) -> None:
@@ -147,57 +127,3 @@ class BulkApp(CompatApp):
         for name in topic.topics:
             self.bulk_handlers[name] = handler
         self.topics.add(topic)
-
-    def drained(self, positions: dict[TP, int]) -> None:
-        """The offsets up to which the bulk handlers have handled their partitions."""
-        self._drained.update(positions)
-        self._drained_moved.set()
-        self._drained_moved = asyncio.Event()
-
-    def fetched_at(self, tp: TP) -> int | None:
-        """When (ms, wall clock) the consumer last had a fetch response for ``tp``."""
-        state = self._fetch_state(tp)
-        return None if state is None else state.timestamp
-
-    async def caught_up(self, tp: TP, read_at: int | None, timeout_s: float) -> bool:
-        """Wait until the bulk handler of ``tp`` has handled it up to its end offset as of
-        ``read_at`` (``fetched_at`` of the record being worked on); False if ``timeout_s``
-        ran out.
-
-        Read-your-writes without a broker round trip. The end offset is the high
-        watermark of a fetch response for ``tp`` at least as recent as the one that
-        brought the caller's record: the consumer has one fetch in flight per broker,
-        so that response was built after the caller's record was in the log, and so
-        after every record appended before it. (aiokafka leaves a partition whose
-        records it still buffers out of a fetch; then this waits for a newer one.)
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        end = self._end_offset(tp, read_at)
-        while end is None or self._drained.get(tp, -1) < end:
-            moved = self._drained_moved
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(moved.wait(), remaining)
-            except TimeoutError:
-                return False
-            if end is None:
-                end = self._end_offset(tp, read_at)
-        return True
-
-    def _end_offset(self, tp: TP, read_at: int | None) -> int | None:
-        state = self._fetch_state(tp)
-        if state is None or state.highwater is None or state.timestamp is None:
-            return None
-        if read_at is not None and state.timestamp < read_at:
-            return None  # from a fetch older than the caller's record: may miss some
-        return state.highwater
-
-    def _fetch_state(self, tp: TP) -> Any:
-        consumer = cast(BulkConsumer, self.consumer)._thread._ensure_consumer()
-        assignment = consumer._subscription.subscription.assignment
-        if assignment is None or tp not in assignment.tps:  # revoked meanwhile
-            return None
-        return assignment.state_value(tp)

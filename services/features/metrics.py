@@ -38,12 +38,6 @@ FRESHNESS = Histogram(
     ["feature_set", "feature"],
     buckets=(1, 10, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600),
 )
-STALE_LOOKUPS = Counter(
-    "rtml_features_stale_lookups_total",
-    "lookups served before the worker had applied the events already in their entity's "
-    "partition, because RTML_FEATURES_FRESHNESS_WAIT_MS ran out",
-    ["kind"],
-)
 LOOKUPS = Counter(
     "rtml_features_lookups_total",
     "entity lookups, by whether they ran on this worker or went to the owner",

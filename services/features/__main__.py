@@ -24,7 +24,7 @@ from shared import topics
 from shared.faust_worker import run_worker
 from shared.kafka import DlqWriter, client_kwargs, ensure_topics, start_consumer, start_producer
 from shared.logging import configure_logging, get_logger
-from shared.service import HealthEndpoints, serve
+from shared.service import BrokerProbe, HealthEndpoints, serve
 from shared.settings import Settings, get_settings
 
 log = get_logger(SERVICE)
@@ -58,7 +58,11 @@ class SideServices(Service):
         self._cleanups.append(worker.batch.stop)
         http = aiohttp.ClientSession()
         self._cleanups.append(http.close)
+        # faust notices a lost or hung broker late, and an idle consumer looks healthy
+        probe = BrokerProbe(producer.client)
+        self._cleanups.append(probe.start())
         health = HealthEndpoints()
+        health.add_ready_check("broker", probe.readiness)
         health.add_ready_check("worker", worker.readiness)
         app = health.mount(HttpAdapter(worker, http).mount(web.Application()))
         runner = await serve(app, settings.features_host, settings.features_port)

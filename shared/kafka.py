@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from prometheus_client import Counter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shared import broker_compat, topics
@@ -20,6 +21,10 @@ from shared.logging import get_logger
 from shared.settings import Settings
 
 log = get_logger(__name__)
+
+DEAD_LETTERS = Counter(
+    "rtml_dlq_messages_total", "messages sent to rtml.dlq", ["service", "reason"]
+)
 
 TOPIC_ALREADY_EXISTS = 36
 CONNECT_TIMEOUT_S = 30.0
@@ -182,6 +187,17 @@ class DlqWriter:
         self._producer = producer
         self._service = service
 
+    async def send_record(self, record: Any, error: BaseException | str, reason: str) -> None:
+        """Dead-letter a consumed record: aiokafka's ``ConsumerRecord`` or faust's ``Message``."""
+        await self.send(
+            record.value or b"",
+            error,
+            reason,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+
     async def send(
         self,
         original: bytes,
@@ -208,4 +224,5 @@ class DlqWriter:
             original=original,
         )
         await self._producer.send_and_wait(topics.DLQ.name, encode(record), key=record.id.encode())
+        DEAD_LETTERS.labels(self._service, reason).inc()
         log.warning("sent_to_dlq", reason=reason, error=record.error, topic=topic, offset=offset)

@@ -30,9 +30,6 @@ from shared.service import BrokerProbe
 log = get_logger(__name__)
 
 PROCESSED = Counter("rtml_messages_processed_total", "messages handled", ["service", "topic"])
-DEAD_LETTERS = Counter(
-    "rtml_dlq_messages_total", "messages sent to rtml.dlq", ["service", "reason"]
-)
 BATCH_SECONDS = Histogram("rtml_batch_seconds", "time to process one fetched batch", ["service"])
 
 # a loop that has not finished a fetch for this long is stuck (a hung handler or commit)
@@ -174,12 +171,4 @@ class Pipeline:
         return outgoing
 
     async def _dead_letter(self, record: ConsumerRecord, error: BaseException, reason: str) -> None:
-        DEAD_LETTERS.labels(self.service, reason).inc()
-        await self._dlq.send(
-            record.value or b"",
-            error,
-            reason,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
+        await self._dlq.send_record(record, error, reason)

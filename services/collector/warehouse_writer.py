@@ -27,11 +27,9 @@ from shared.contracts import TrainingExample, decode
 from shared.errors import ContractError
 from shared.kafka import DlqWriter, start_consumer
 from shared.logging import get_logger
-from shared.pipeline import DEAD_LETTERS
 from shared.settings import Settings
 from shared.warehouse import Located, Warehouse
 
-SERVICE = "collector"
 log = get_logger(__name__)
 
 
@@ -113,11 +111,7 @@ class WarehouseWriter:
                 example = decode(record.value or b"", TrainingExample)
             except ContractError as exc:
                 reason = "schema" if exc.field else "decode"
-                DEAD_LETTERS.labels(SERVICE, reason).inc()
-                await self.dlq.send(
-                    record.value or b"", exc, reason,
-                    topic=tp.topic, partition=tp.partition, offset=record.offset,
-                )  # fmt: skip
+                await self.dlq.send_record(record, exc, reason)
                 continue
             assert isinstance(example, TrainingExample)
             located.append(Located(example, source_of(tp), record.offset))

@@ -84,7 +84,6 @@ from shared.errors import ContractError
 from shared.faust_worker import recovered_and_assigned
 from shared.kafka import DlqWriter
 from shared.logging import get_logger
-from shared.pipeline import DEAD_LETTERS
 from shared.settings import Settings
 
 SERVICE = "features"
@@ -362,12 +361,4 @@ class FeaturesWorker:
 
     async def _dead_letter(self, message: Message, error: BaseException | str, reason: str) -> None:
         assert self.dlq is not None, "the DLQ writer starts before the app"
-        DEAD_LETTERS.labels(SERVICE, reason).inc()
-        await self.dlq.send(
-            message.value or b"",
-            error,
-            reason,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-        )
+        await self.dlq.send_record(message, error, reason)

@@ -33,7 +33,6 @@ from shared.contracts import Reward, decode
 from shared.errors import ContractError
 from shared.kafka import DlqWriter
 from shared.logging import get_logger
-from shared.pipeline import DEAD_LETTERS
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -139,15 +138,7 @@ class RewardFollower:
         self._since_checkpoint += 1
         # one dead letter for the deployment, not one per replica
         if self._leads():
-            DEAD_LETTERS.labels(SERVICE, reason).inc()
-            await self._dlq.send(
-                record.value or b"",
-                error,
-                reason,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
+            await self._dlq.send_record(record, error, reason)
 
 
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

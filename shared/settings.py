@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # faust's consumer waits this long for data per fetch (None: 5 ms on the embedded
     # broker, which does not answer a fetch early; faust's own 1500 ms on Kafka)
     features_fetch_max_wait_ms: int | None = Field(default=None, ge=1)
+    # a request waits at most this long for the events appended before it to be
+    # applied (read-your-writes across topics), then is served without that proof
+    features_freshness_wait_ms: float = Field(default=500.0, ge=0)
     # time-based retention of the event changelogs on a real Kafka: must cover the
     # longest-lived state (open orders, online couriers) plus downtime to survive
     features_changelog_retention_s: float = Field(default=2 * 86400.0, gt=0)

@@ -220,6 +220,7 @@ class FeaturesWorker:
             settings.features_app_id,
             embedded=settings.embedded,
             fetch_max_wait_ms=settings.features_fetch_max_wait_ms,
+            freshness_wait_s=settings.features_freshness_wait_ms / 1000,
             **faust_options(settings),
             # the side port serves HTTP (shared health kit); faust's assignor still
             # tells every worker where the others' side ports are (table routing)
@@ -342,6 +343,13 @@ class FeaturesWorker:
             self.entities.all_states(), kind, entity_id, lookup.request.ts, self.batch_records()
         )
         return advance(lookup, found)
+
+    async def applied_until_now(self) -> None:
+        """Wait until the events appended before now are applied (lookups over HTTP)."""
+        started = time.monotonic()
+        fresh = await self.app.applied_as_of(int(time.time() * 1000))
+        held_s = time.monotonic() - started
+        metrics.HELD.labels("fresh" if fresh else "waited_out").observe(held_s)
 
     def holds(self, entity_id: str) -> bool:
         """Whether this worker holds the partition of ``entity_id``'s events."""

@@ -9,54 +9,66 @@ records/s even when it only decodes (``stream.take_events`` included), against
 most of the traffic and needs none of that per-record machinery: its handler
 works on batches anyway.
 
-What. ``BulkConsumer`` is faust's aiokafka consumer with one change to its
-drain loop: records of a topic registered with ``BulkApp.bulk_topic`` are
+What. ``BulkConsumer`` is faust's aiokafka consumer with two changes to its
+drain loop. Records of a topic registered with ``BulkApp.bulk_topic`` are
 collected while a fetched batch is drained and then given to that topic's
-handler in one call; records of every other topic take faust's usual path.
-After the handler returns, each record is acked through faust's own
-bookkeeping, so commits (only of handled records, after the producer is
-flushed), rebalances, recovery and shutdown behave as for any agent: at least
-once. A flow stop (rebalance) cancels a running handler like it cancels a
-blocked agent; its records are not acked and come again, so a handler must
-make each state change and the record of it (a changelog send) in one step
-with no await between, and absorb repeats by id.
+handler in one call. Records of every other topic take faust's usual path,
+but only once the bulk topics are applied past them (``freshness.py``): a
+request never overtakes the events appended before it. After the handler
+returns, each record is acked through faust's own bookkeeping, so commits
+(only of handled records, after the producer is flushed), rebalances, recovery
+and shutdown behave as for any agent: at least once. A flow stop (rebalance)
+cancels a running handler like it cancels a blocked agent; its records are not
+acked and come again, so a handler must make each state change and the record
+of it (a changelog send) in one step with no await between, and absorb repeats
+by id. Held records are dropped then too: faust seeks back and they come again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import Message, TopicT
+from faust.types import TP, Message, TopicT
 from mode import Service
 
+from services.features import metrics
+from services.features.freshness import FreshnessBarrier, PartitionFetch
 from shared.broker_compat_faust import CompatApp, CompatConsumer, CompatTransport
 
 BulkHandler = Callable[[list[Message]], Awaitable[None]]
 
 # let other tasks run this often while draining a large batch, as faust does
 _YIELD_EVERY = 100
+# how long a poll waits for records (faust's is a second): short, so that a lookup
+# over HTTP learns soon that the bulk topics are applied; a few milliseconds while
+# records are held, so that each new fetch response is looked at
+_POLL_S = 0.05
+_POLL_WHILE_HOLDING_S = 0.002
 
 
 class BulkConsumer(CompatConsumer):
     async def _drain_messages(self, fetcher: Service) -> None:  # pragma: no cover - faust's loop
-        # faust's Consumer._drain_messages (0.15.3), with bulk topics set aside
-        callback = self.callback
+        # faust's Consumer._drain_messages (0.15.3), with bulk topics set aside and the
+        # records of other topics held until the bulk topics are applied past them
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = cast(Any, fetcher)._stopped.is_set
         get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
         acks_enabled_for = self.app.topics.acks_enabled_for
-        handlers = cast(BulkApp, self.app).bulk_handlers
-        num_since_yield = 0
+        app = cast(BulkApp, self.app)
+        handlers = app.bulk_handlers
+        barrier = app.barrier
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                records = self.getmany(timeout=1.0)
+                records = self.getmany(timeout=self._poll_timeout(barrier))
                 await self.sleep(0)
+                generation = app.consumer_generation_id
                 bulk: dict[str, list[Message]] = {}
                 if not self.should_stop:
                     async for tp, message in records:
@@ -69,17 +81,20 @@ class BulkConsumer(CompatConsumer):
                             await self._add_gap(tp, r_offset + 1, offset)
                         if message.topic in handlers:
                             bulk.setdefault(message.topic, []).append(message)
-                            set_read_offset(tp, offset)
-                            continue
-                        num_since_yield += 1
-                        if num_since_yield > _YIELD_EVERY:
-                            await asyncio.sleep(0)
-                            num_since_yield = 0
-                        await self._maybe_commit()
-                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                        else:
+                            barrier.hold(message, self._fetched_at_ms(tp), time.monotonic())
                         set_read_offset(tp, offset)
-                    for topic, messages in bulk.items():
+                    delivered = [
                         await self._deliver_bulk(handlers[topic], messages)
+                        for topic, messages in bulk.items()
+                    ]
+                    flowing = self.flow_active and generation == app.consumer_generation_id
+                    if all(delivered) and flowing:
+                        barrier.observe(self._bulk_fetches(handlers))
+                        app.freshness_moved()
+                        await self._release(barrier)
+                    else:  # a rebalance: faust seeks back to the committed offsets
+                        barrier.clear()
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -92,16 +107,58 @@ class BulkConsumer(CompatConsumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    async def _deliver_bulk(self, handler: BulkHandler, messages: list[Message]) -> None:
+    def _poll_timeout(self, barrier: FreshnessBarrier[Message]) -> float:
+        # holding records: look again at every fetch response, not once a second
+        return _POLL_S if len(barrier) == 0 else _POLL_WHILE_HOLDING_S
+
+    async def _deliver_bulk(self, handler: BulkHandler, messages: list[Message]) -> bool:
         handling = handler(messages)
         outcome = await self.wait_first(handling, self.suspend_flow.wait())
         if handling not in outcome.done:
-            return  # the flow stopped: nothing acked, the records come again
+            return False  # the flow stopped: nothing acked, the records come again
         # ack without track_message: that only feeds faust's per-record monitor,
         # and the handler has finished with every record anyway
         for message in messages:
             self.ack(message)
         await self._maybe_commit()
+        return True
+
+    async def _release(self, barrier: FreshnessBarrier[Message]) -> None:
+        for index, released in enumerate(barrier.release(time.monotonic())):
+            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+            metrics.HELD.labels("fresh" if released.proven else "waited_out").observe(
+                released.held_s
+            )
+            await self._maybe_commit()
+            await self.wait_first(self.callback(released.record), self.suspend_flow.wait())
+
+    def _bulk_fetches(self, handlers: dict[str, BulkHandler]) -> dict[TP, PartitionFetch]:
+        """The fetch state of every bulk partition the consumer fetches now."""
+        assignment = self._assignment()
+        fetches = {}
+        for tp in assignment.tps if assignment is not None else ():
+            state = assignment.state_value(tp)
+            if tp.topic in handlers and not state.paused and state.has_valid_position:
+                key = TP(tp.topic, tp.partition)
+                fetches[key] = PartitionFetch(state.timestamp, state.highwater, state.position)
+        return fetches
+
+    def _fetched_at_ms(self, tp: TP) -> int:
+        # a partition is not fetched again while the consumer buffers its records, so
+        # this is the response that brought them (or, conservatively, a newer one)
+        assignment = self._assignment()
+        state = assignment.state_value(tp) if assignment is not None else None
+        if state is None or state.timestamp is None:
+            return int(time.time() * 1000)
+        return cast(int, state.timestamp)
+
+    def _assignment(self) -> Any:
+        # aiokafka's per-partition fetch state (TopicPartition and TP are equal tuples);
+        # faust runs that consumer on a thread of its own, whose fetcher replaces
+        # these values whole
+        consumer = cast(Any, self)._thread._ensure_consumer()
+        return consumer._subscription.subscription.assignment
 
     async def _maybe_commit(self) -> None:
         if self._commit_every is not None and self._n_acked >= self._commit_every:
@@ -118,8 +175,10 @@ class BulkApp(CompatApp):
 
     Transport: ClassVar[type[faust_aiokafka.Transport]] = BulkTransport
 
-    def __init__(self, id: str, **options: Any) -> None:
+    def __init__(self, id: str, *, freshness_wait_s: float, **options: Any) -> None:
         self.bulk_handlers: dict[str, BulkHandler] = {}
+        self.barrier: FreshnessBarrier[Message] = FreshnessBarrier(freshness_wait_s)
+        self._freshness_moved = asyncio.Event()
         super().__init__(id, **options)
 
     def bulk_topic(self, topic: TopicT, handler: BulkHandler) -> None:
@@ -127,3 +186,25 @@ class BulkApp(CompatApp):
         for name in topic.topics:
             self.bulk_handlers[name] = handler
         self.topics.add(topic)
+
+    def freshness_moved(self) -> None:
+        self._freshness_moved.set()
+        self._freshness_moved = asyncio.Event()
+
+    async def applied_as_of(self, wall_ms: int) -> bool:
+        """Wait until the bulk topics are applied as of a fetch newer than ``wall_ms``.
+
+        For lookups that did not come through the consumer (HTTP): False when the
+        barrier's wait ran out first.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.barrier.wait_s
+        while self.barrier.fresh_as_of_ms <= wall_ms:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._freshness_moved.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True

@@ -7,6 +7,8 @@ entity's partition, otherwise on the owner, found through faust's assignor
 (the URL every worker advertises is its side port) and asked with
 ``GET /v1/features/{kind}/{entity_id}?t=<request ts>``. The plan, the lookups
 and the assembly are the functions the Kafka agents call (``handlers.py``).
+Like a request read from Kafka, a lookup first waits for the events appended
+before it arrived to be applied (``freshness.py``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class HttpAdapter:
             return _error(400, f"body: not JSON: {exc}")
         except ContractError as exc:
             return _error(400, str(exc), field=exc.field)
+        await self._worker.applied_until_now()
         try:
             while (entity := lookup.next_entity) is not None:
                 kind, entity_id = entity
@@ -81,6 +84,7 @@ class HttpAdapter:
         if not self._worker.holds(entity_id) or self._worker.readiness() is not True:
             return _error(503, f"this worker does not hold {kind} {entity_id} now")
         worker = self._worker
+        await worker.applied_until_now()
         found = entity_features(
             worker.entities.all_states(),
             cast(EntityKind, kind),

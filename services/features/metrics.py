@@ -38,6 +38,13 @@ FRESHNESS = Histogram(
     ["feature_set", "feature"],
     buckets=(1, 10, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600),
 )
+HELD = Histogram(
+    "rtml_features_held_seconds",
+    "how long a request or lookup waited for the events appended before it to be applied; "
+    "waited_out: served after RTML_FEATURES_FRESHNESS_WAIT_MS without that proof",
+    ["outcome"],  # fresh, waited_out
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 LOOKUPS = Counter(
     "rtml_features_lookups_total",
     "entity lookups, by whether they ran on this worker or went to the owner",

@@ -58,13 +58,6 @@ def live_log(workdir: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    reason="the features service enriches a request with the events it has applied when the "
-    "request arrives; events and requests are separate topics with no barrier between them, so "
-    "~3% of requests miss events at or before their own ts (often their own order_placed)",
-    raises=AssertionError,  # a broken run or a timeout still fails
-    strict=False,
-)
 def test_rtml_skew_finds_no_mismatch_between_what_the_stack_logged_and_its_event_log(
     short_demo,
 ) -> None:

@@ -1,0 +1,82 @@
+"""The freshness barrier: a held record goes on once every bulk partition is applied as of a
+fetch response newer than the record's, or once its wait runs out."""
+
+from __future__ import annotations
+
+from services.features.freshness import FreshnessBarrier, PartitionFetch
+
+P0, P1 = ("rtml.events", 0), ("rtml.events", 1)
+
+
+def caught_up(at_ms: int, offset: int = 10) -> PartitionFetch:
+    return PartitionFetch(fetched_at_ms=at_ms, highwater=offset, position=offset)
+
+
+def behind(at_ms: int) -> PartitionFetch:
+    return PartitionFetch(fetched_at_ms=at_ms, highwater=10, position=7)
+
+
+def released(barrier: FreshnessBarrier[str], now: float = 0.0) -> list[tuple[str, bool]]:
+    return [(r.record, r.proven) for r in barrier.release(now)]
+
+
+def test_a_record_waits_for_a_fetch_newer_than_its_own_on_every_partition() -> None:
+    barrier: FreshnessBarrier[str] = FreshnessBarrier(wait_s=1.0)
+    barrier.hold("request", fetched_at_ms=100, now=0.0)
+    barrier.observe({P0: caught_up(100), P1: caught_up(150)})
+    assert released(barrier) == []  # P0's last response is the request's own: not proof
+    barrier.observe({P0: caught_up(101), P1: caught_up(150)})
+    assert released(barrier) == [("request", True)]
+
+
+def test_a_partition_behind_its_last_response_is_applied_only_as_of_an_older_one() -> None:
+    barrier: FreshnessBarrier[str] = FreshnessBarrier(wait_s=1.0)
+    barrier.observe({P0: caught_up(90)})
+    barrier.hold("request", fetched_at_ms=100, now=0.0)
+    barrier.observe({P0: behind(120)})  # records of the 120 ms response still to apply
+    assert released(barrier) == []
+    assert barrier.fresh_as_of_ms == 90
+    barrier.observe({P0: caught_up(120)})
+    assert released(barrier) == [("request", True)]
+
+
+def test_records_go_in_the_order_they_came_and_the_wait_is_bounded() -> None:
+    barrier: FreshnessBarrier[str] = FreshnessBarrier(wait_s=0.5)
+    barrier.hold("first", fetched_at_ms=200, now=0.0)
+    barrier.hold("second", fetched_at_ms=100, now=0.1)
+    barrier.observe({P0: caught_up(150)})
+    assert released(barrier, now=0.2) == []  # "second" is provable but must not overtake
+    assert barrier.next_deadline() == 0.5
+    assert released(barrier, now=0.55) == [("first", False), ("second", True)]
+    assert len(barrier) == 0 and barrier.next_deadline() is None
+
+
+def test_with_no_bulk_partition_there_is_nothing_to_wait_for() -> None:
+    barrier: FreshnessBarrier[str] = FreshnessBarrier(wait_s=1.0)
+    barrier.hold("lookup", fetched_at_ms=100, now=0.0)
+    barrier.observe({})
+    assert released(barrier) == [("lookup", True)]
+
+
+def test_a_revoked_partition_no_longer_counts_and_clear_forgets_everything() -> None:
+    barrier: FreshnessBarrier[str] = FreshnessBarrier(wait_s=1.0)
+    barrier.observe({P0: caught_up(300), P1: behind(300)})
+    barrier.hold("request", fetched_at_ms=200, now=0.0)
+    assert released(barrier) == []
+    barrier.observe({P0: caught_up(300)})  # P1 revoked
+    assert released(barrier) == [("request", True)]
+    barrier.hold("another", fetched_at_ms=400, now=0.0)
+    barrier.clear()
+    assert len(barrier) == 0 and released(barrier, now=5.0) == []
+    barrier.observe({P0: behind(500)})
+    assert barrier.fresh_as_of_ms == float("-inf")  # what was proven before the clear is gone
+
+
+def test_a_response_seen_before_its_records_were_applied_counts_once_they_are() -> None:
+    barrier: FreshnessBarrier[str] = FreshnessBarrier(wait_s=1.0)
+    barrier.hold("request", fetched_at_ms=100, now=0.0)
+    barrier.observe({P0: PartitionFetch(fetched_at_ms=110, highwater=20, position=12)})
+    # the 110 ms response is applied now, though the consumer has fetched a newer one
+    barrier.observe({P0: PartitionFetch(fetched_at_ms=130, highwater=25, position=20)})
+    assert barrier.fresh_as_of_ms == 110
+    assert released(barrier) == [("request", True)]

@@ -17,24 +17,51 @@ consumer keyword arguments:
   heartbeat and rebalance timeouts (faust's defaults: ~30 s to start, ~2 min to
   rejoin).
 
+Three fixes to faust's own consumer, on any broker (they turned up as lost
+records when a worker took over the partitions of one killed with kill -9):
+
+- **no record dropped between fetch and delivery**: faust's ``getmany`` drops
+  the rest of a fetched batch when its flow stops while it hands the batch out,
+  and the records of a partition paused meanwhile (table recovery pauses
+  partitions), although the consumer's position has moved past them; unless a
+  rebalance follows, nothing reads them again. Here the partition seeks back to
+  the first record not handed out. (A new generation needs nothing: the new
+  assignment starts from the committed offsets.)
+- **gaps are fetched again**: faust takes a jump in a partition's offsets for
+  records that are not there (compaction, transaction markers) and marks them
+  done, so the next commit passes them. rtml's faust apps read plain,
+  uncompacted, non-transactional topics: a jump means records were dropped on
+  the client, so the consumer seeks back and reads them again; the records
+  after the gap come twice, absorbed by id like any redelivery. The same gap
+  seen twice is taken as real.
+- **no commit past an unacked record**: faust commits the first run of acked
+  offsets unless it starts more than one past the committed offset (and skips
+  that check when the committed offset is 0), so an unacked record right at the
+  committed offset was passed over. Here a run must start at the committed
+  offset, and, before the first commit, at the first record fetched again.
+
 Everything else is faust's own. ``CompatApp`` is a ``faust.App`` that uses this
 transport; ``faust_options(settings)`` gives the broker settings of an app.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, Message
 
 from shared import broker_compat
 from shared.faust_worker import WatchedApp
+from shared.logging import get_logger
 from shared.settings import Settings
+
+log = get_logger(__name__)
 
 # what faust's aiokafka driver hard-codes
 FAUST_FETCH_MAX_WAIT_MS = 1500
@@ -61,8 +88,73 @@ class CompatConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class CompatConsumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._refetch: dict[TP, int] = {}
+        self._refetched: set[tuple[TP, int]] = set()
+        # the first record fetched again, per partition: no first commit passes it
+        self._floors: dict[TP, int] = {}
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return CompatConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        if (tp, offset_from) in self._refetched:
+            log.warning("offset_gap_kept", tp=str(tp), first=offset_from, last=offset_to)
+            await super()._add_gap(tp, offset_from, offset_to)
+            return
+        self._refetched.add((tp, offset_from))
+        log.warning("offset_gap_refetched", tp=str(tp), first=offset_from, last=offset_to)
+        # the record in hand still goes on (faust's loop delivers it next); the seek
+        # waits for the next fetch, so that it is not undone by faust's read offset
+        self._refetch[tp] = min(offset_from, self._refetch.get(tp, offset_from))
+        self._floors[tp] = min(offset_from, self._floors.get(tp, offset_from))
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        # faust's Consumer.getmany (0.15.3), except that records it fetched and
+        # then did not hand out are fetched again instead of dropped
+        refetch, self._refetch = self._refetch, {}
+        await self._seek_back(refetch)
+        records, active_partitions = await self._wait_next_records(timeout)
+        generation_id = self.app.consumer_generation_id
+        if records is None or self.should_stop:
+            return
+        if not self.flow_active:
+            with contextlib.suppress(Exception):  # faust logs and goes on too
+                await self.perform_seek()
+            return
+        undelivered: dict[TP, int] = {}
+        for tp, record in self.scheduler.iterate(records):
+            if self.app.consumer_generation_id != generation_id:
+                return  # a rebalance: the new assignment starts from the committed offsets
+            paused = not (
+                active_partitions is None
+                or tp in active_partitions
+                or tp in self._buffered_partitions
+            )
+            if not self.flow_active or paused or tp in undelivered:
+                undelivered.setdefault(tp, record.offset)
+                continue
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            yield tp, self._to_message(tp, record)
+        await self._seek_back(undelivered)
+
+    async def _seek_back(self, offsets: Mapping[TP, int]) -> None:
+        assigned = self.assignment()
+        for tp, offset in offsets.items():
+            if tp in assigned:  # a revoked partition starts from its committed offset anyway
+                self._floors[tp] = min(offset, self._floors.get(tp, offset))
+                await self.seek(tp, offset)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        acked = self._acked[tp]
+        committed = self._committed_offset[tp]
+        if acked and committed is not None and min(acked) > committed:
+            return None  # the record at the committed offset is not done yet
+        floor = self._floors.get(tp)
+        if acked and committed is None and floor is not None and min(acked) > floor:
+            return None  # before the first commit: a record fetched again is not done yet
+        return cast(int | None, super()._new_offset(tp))
 
 
 class CompatTransport(faust_aiokafka.Transport):

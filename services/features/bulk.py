@@ -21,7 +21,8 @@ and shutdown behave as for any agent: at least once. A flow stop (rebalance)
 cancels a running handler like it cancels a blocked agent; its records are not
 acked and come again, so a handler must make each state change and the record
 of it (a changelog send) in one step with no await between, and absorb repeats
-by id. Held records are dropped then too: faust seeks back and they come again.
+by id. Held records of an earlier generation are dropped: the rebalance reset the
+positions to the committed offsets, and they come again.
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ class BulkConsumer(CompatConsumer):
                 self.diag.set_flag(CONSUMER_FETCHING)
                 records = self.getmany(timeout=self._poll_timeout(barrier))
                 await self.sleep(0)
-                generation = app.consumer_generation_id
                 bulk: dict[str, list[Message]] = {}
                 if not self.should_stop:
                     async for tp, message in records:
@@ -82,19 +82,23 @@ class BulkConsumer(CompatConsumer):
                         if message.topic in handlers:
                             bulk.setdefault(message.topic, []).append(message)
                         else:
-                            barrier.hold(message, self._fetched_at_ms(tp), time.monotonic())
+                            barrier.hold(
+                                message,
+                                self._fetched_at_ms(tp),
+                                time.monotonic(),
+                                app.consumer_generation_id,
+                            )
                         set_read_offset(tp, offset)
                     delivered = [
                         await self._deliver_bulk(handlers[topic], messages)
                         for topic, messages in bulk.items()
                     ]
-                    flowing = self.flow_active and generation == app.consumer_generation_id
-                    if all(delivered) and flowing:
-                        barrier.observe(self._bulk_fetches(handlers))
+                    # a batch cut by a flow stop (rebalance) comes again: release nothing
+                    if all(delivered) and self.flow_active:
+                        generation = app.consumer_generation_id
+                        barrier.observe(self._bulk_fetches(handlers), generation)
                         app.freshness_moved()
                         await self._release(barrier)
-                    else:  # a rebalance: faust seeks back to the committed offsets
-                        barrier.clear()
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

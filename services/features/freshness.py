@@ -61,6 +61,7 @@ class _Held(Generic[Record]):
     record: Record
     fetched_at_ms: int
     since: float
+    generation: int
 
 
 class FreshnessBarrier(Generic[Record]):
@@ -73,21 +74,31 @@ class FreshnessBarrier(Generic[Record]):
         # per partition: (fetched at ms, high watermark) of responses not yet applied in full
         self._seen: dict[object, deque[tuple[int, int]]] = {}
         self.fresh_as_of_ms: float = -math.inf
+        self._generation = 0
 
     def __len__(self) -> int:
         return len(self._held)
 
-    def hold(self, record: Record, fetched_at_ms: int, now: float) -> None:
-        self._held.append(_Held(record, fetched_at_ms, now))
+    def hold(self, record: Record, fetched_at_ms: int, now: float, generation: int = 0) -> None:
+        """Hold ``record``, fetched in the consumer group's ``generation``."""
+        self._held.append(_Held(record, fetched_at_ms, now, generation))
 
-    def observe(self, partitions: Mapping[object, PartitionFetch]) -> None:
+    def observe(self, partitions: Mapping[object, PartitionFetch], generation: int = 0) -> None:
         """Note the bulk partitions' state, taken after their handlers applied all handed out.
 
         The consumer fetches ahead while the handlers work, so a partition is often
         seen with a newer response's records still to hand out. Each response seen is
         remembered until the position passes its high watermark: the partition is
         applied as of it then, even if a newer one has come meanwhile.
+
+        A new ``generation`` (a rebalance) resets positions to the committed offsets:
+        what was seen before is void, and records held from before come again.
         """
+        if generation != self._generation:
+            self._generation = generation
+            self._seen.clear()
+            self._applied_as_of.clear()
+            self._held = deque(h for h in self._held if h.generation == generation)
         seen = {tp: self._seen.get(tp, deque(maxlen=_RESPONSES_KEPT)) for tp in partitions}
         applied = {tp: at for tp, at in self._applied_as_of.items() if tp in partitions}
         for tp, fetch in partitions.items():
@@ -119,10 +130,3 @@ class FreshnessBarrier(Generic[Record]):
 
     def next_deadline(self) -> float | None:
         return self._held[0].since + self.wait_s if self._held else None
-
-    def clear(self) -> None:
-        """Forget the held records (a rebalance: faust seeks back and they come again)."""
-        self._held.clear()
-        self._applied_as_of.clear()
-        self._seen.clear()
-        self.fresh_as_of_ms = -math.inf

@@ -42,45 +42,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from services.features.batch import compute_batch_features, publish
-from services.features.reference import ETA_EVENTS, eta_vectors
-from services.simulator.world import SimConfig, simulate
-from services.trainer.bootstrap import eta_examples_from_log
-from services.trainer.jobs import register, table_candidate
+from services.features.reference import ETA_EVENTS
+from services.simulator.world import SimConfig
 from shared import topics
 from shared.contracts import (
     FeatureVector,
     Message,
-    OrderDelivered,
     PredictEnriched,
     Prediction,
     PredictRequest,
 )
 from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import ensure_topics, start_producer
-from shared.model_announcements import announce
+from shared.kafka import ensure_topics
 from shared.model_store import ModelStore
 from shared.settings import Settings
 from shared.warehouse import Warehouse
-from tests.helpers import read_topic, wait_http
+from tests.helpers import read_topic
 from tests.integration.test_collector import _caught_up, consumed_offsets
 from tests.integration.test_features import applied_offsets, metric_values, produce
+from tests.stack import HOUR, EtaLog, Service, Stack, first_model, running_stack, stack_env
 from tests.unit.test_features_state import assert_vectors_equal
 
-HOUR = 3600.0
 PARTITIONS = 6
 HOURS = float(os.environ.get("SCALE_OUT_TEST_HOURS", "1"))
 SLICES = 4
@@ -99,22 +91,12 @@ TIMEOUT_S = 120.0
 pytestmark = pytest.mark.timeout(int(600 * max(1.0, HOURS)))
 
 
-class Log:
+class Log(EtaLog):
     """The simulated log in time slices, with the reference's vectors and labels."""
 
     def __init__(self, hours: float) -> None:
-        messages = list(simulate(SIM, hours * HOUR))
-        self.batch = compute_batch_features(messages)
-        batch = {record.entity: record for record in self.batch}
-        self.vectors = {r.id: v for r, v in eta_vectors(messages, LATENESS_S, batch)}
-        delivered = {m.order_id: m for m in messages if isinstance(m, OrderDelivered)}
-        self.requests = [m for m in messages if isinstance(m, PredictRequest) and m.task == "eta"]
-        self.labels = {
-            r.id: (d.ts - d.placed_ts) / 60.0
-            for r in self.requests
-            if (d := delivered.get(r.entities["order_id"])) is not None
-        }
-        self.examples_for_first_model = eta_examples_from_log(messages, self.batch)
+        super().__init__(SIM, hours, LATENESS_S)
+        messages = self.messages
         # cut by event time: the events of slices <= k are all the events at or
         # before any request of slice k
         start, end = messages[0].ts, messages[-1].ts + 1e-6
@@ -138,33 +120,6 @@ def log() -> Log:
 
 # --- the services ------------------------------------------------------------------
 
-
-@dataclass
-class Service:
-    name: str
-    url: str
-    process: subprocess.Popen
-    killed: bool = False
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
-        self.killed = True
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    warehouse: Path
-    services: list[Service] = field(default_factory=list)
-
-    def live(self, name: str) -> list[Service]:
-        return [s for s in self.services if s.name == name and not s.killed]
-
-    def of(self, name: str) -> list[Service]:
-        return [s for s in self.services if s.name == name]
-
-
 SERVICES = [
     ("features", "RTML_FEATURES_PORT"),
     ("features", "RTML_FEATURES_PORT"),
@@ -176,58 +131,16 @@ SERVICES = [
 ]
 
 
-@contextmanager
-def running_stack(settings: Settings, store: ModelStore, warehouse: Path) -> Iterator[Stack]:
-    """Every service started at once (their groups then form in one or two
-    rebalances, not one per member), ready, and stopped afterwards."""
-    common = {
-        "RTML_KAFKA_PORT": str(settings.kafka_port),
-        "RTML_PARTITIONS": str(PARTITIONS),
-        "RTML_MODEL_STORE": str(store.root),
-        "RTML_WAREHOUSE": str(warehouse),
+def scale_out_stack(
+    settings: Settings, store: ModelStore, warehouse: Path
+) -> AbstractContextManager[Stack]:
+    env = {
+        **stack_env(settings, store, warehouse),
         "RTML_FEATURES_ALLOWED_LATENESS_S": str(LATENESS_S),
         "RTML_COLLECTOR_WINDOW_S": str(LATENESS_S),
-        "RTML_ROUTER_SEED": "7",
         "RTML_LOG_LEVEL": os.environ.get("SCALE_OUT_TEST_LOG_LEVEL", "WARNING"),
     }
-    stack = Stack(settings, warehouse)
-    try:
-        for name, port_env in SERVICES:
-            port = free_port()
-            process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
-                env={**os.environ, **common, port_env: str(port)},
-            )
-            stack.services.append(Service(name, f"http://127.0.0.1:{port}", process))
-        for _ in range(2):  # a later member's join rebalances the earlier ones
-            for service in stack.services:
-                wait_http(f"{service.url}/readyz", timeout_s=TIMEOUT_S)
-        yield stack
-    finally:
-        for service in stack.services:
-            if service.process.poll() is None:
-                service.process.send_signal(signal.SIGTERM)
-        for service in stack.services:
-            try:
-                service.process.wait(30)
-            except subprocess.TimeoutExpired:
-                service.process.kill()
-                service.process.wait()
-
-
-async def first_model(settings: Settings, store: ModelStore, log: Log) -> None:
-    """A champion for the prediction service and an arm for the router; the batch
-    features the workers serve."""
-    candidate = table_candidate(log.examples_for_first_model, "eta", {"source": "test"}, rounds=10)
-    record = register(store, candidate)
-    store.set_champion("eta", record.version)
-    await publish(settings, log.batch)
-    producer = await start_producer(settings)
-    try:
-        await announce(producer, record, "registered")
-        await announce(producer, record, "promoted")
-    finally:
-        await producer.stop()
+    return running_stack(settings, SERVICES, env, TIMEOUT_S)
 
 
 # --- progress ----------------------------------------------------------------------
@@ -318,7 +231,7 @@ def test_every_event_and_prediction_survives_kill_9_of_a_worker_and_a_collector(
         settings = Settings(kafka_port=broker.port, partitions=PARTITIONS)
         asyncio.run(ensure_topics(settings))
         asyncio.run(first_model(settings, store, log))
-        with running_stack(settings, store, tmp_path / "warehouse") as stack:
+        with scale_out_stack(settings, store, tmp_path / "warehouse") as stack:
             held = run_slices(stack, log)
             outputs = collect_outputs(stack, log)
     assert_partitions_taken_over(held, outputs)

@@ -58,18 +58,25 @@ def test_with_no_bulk_partition_there_is_nothing_to_wait_for() -> None:
     assert released(barrier) == [("lookup", True)]
 
 
-def test_a_revoked_partition_no_longer_counts_and_clear_forgets_everything() -> None:
+def test_a_revoked_partition_no_longer_counts() -> None:
     barrier: FreshnessBarrier[str] = FreshnessBarrier(wait_s=1.0)
     barrier.observe({P0: caught_up(300), P1: behind(300)})
     barrier.hold("request", fetched_at_ms=200, now=0.0)
     assert released(barrier) == []
     barrier.observe({P0: caught_up(300)})  # P1 revoked
     assert released(barrier) == [("request", True)]
-    barrier.hold("another", fetched_at_ms=400, now=0.0)
-    barrier.clear()
-    assert len(barrier) == 0 and released(barrier, now=5.0) == []
-    barrier.observe({P0: behind(500)})
-    assert barrier.fresh_as_of_ms == float("-inf")  # what was proven before the clear is gone
+
+
+def test_a_rebalance_voids_what_was_seen_and_drops_records_held_from_before_it() -> None:
+    barrier: FreshnessBarrier[str] = FreshnessBarrier(wait_s=1.0)
+    barrier.observe({P0: caught_up(300)}, generation=1)
+    barrier.hold("before", fetched_at_ms=400, now=0.0, generation=1)
+    barrier.hold("after", fetched_at_ms=400, now=0.0, generation=2)  # fetched once it was done
+    barrier.observe({P0: behind(500)}, generation=2)
+    assert barrier.fresh_as_of_ms == float("-inf")  # the positions were reset
+    assert len(barrier) == 1
+    barrier.observe({P0: caught_up(500)}, generation=2)
+    assert released(barrier) == [("after", True)]
 
 
 def test_a_response_seen_before_its_records_were_applied_counts_once_they_are() -> None:

@@ -82,4 +82,6 @@ def test_a_shift_in_a_monitored_feature_fires_its_detector() -> None:
 def test_recency_weights_halve_per_half_life() -> None:
     from services.trainer.training import recency_weights
 
-    np.testing.assert_allclose(recency_weights(np.array([0.0, 1800.0, 3600.0]), 1800.0), [0.25, 0.5, 1.0])
+    np.testing.assert_allclose(
+        recency_weights(np.array([0.0, 1800.0, 3600.0]), 1800.0), [0.25, 0.5, 1.0]
+    )

@@ -25,8 +25,10 @@ records when a worker took over the partitions of one killed with kill -9):
   and the records of a partition paused meanwhile (table recovery pauses
   partitions), although the consumer's position has moved past them; unless a
   rebalance follows, nothing reads them again. Here the partition seeks back to
-  the first record not handed out. (A new generation needs nothing: the new
-  assignment starts from the committed offsets.)
+  the first record not handed out. A new generation starts from the committed
+  offsets, with faust's read offsets cleared: records of the last generation
+  handed out after the revocation set them ahead, and faust skipped the records
+  below them as already seen.
 - **gaps are fetched again**: faust takes a jump in a partition's offsets for
   records that are not there (compaction, transaction markers) and marks them
   done, so the next commit passes them. rtml's faust apps read plain,
@@ -94,6 +96,7 @@ class CompatConsumer(faust_aiokafka.Consumer):
         self._refetched: set[tuple[TP, int]] = set()
         # the first record fetched again, per partition: no first commit passes it
         self._floors: dict[TP, int] = {}
+        self._generation = -1
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return CompatConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -117,6 +120,11 @@ class CompatConsumer(faust_aiokafka.Consumer):
         await self._seek_back(refetch)
         records, active_partitions = await self._wait_next_records(timeout)
         generation_id = self.app.consumer_generation_id
+        if generation_id != self._generation:
+            # read offsets set by records of the last generation still being handed
+            # out after the revocation would make the new one skip records as seen
+            self._generation = generation_id
+            self._read_offset.clear()
         if records is None or self.should_stop:
             return
         if not self.flow_active:

@@ -127,6 +127,3 @@ class FreshnessBarrier(Generic[Record]):
             self._held.popleft()
             released.append(Released(held.record, proven, now - held.since))
         return released
-
-    def next_deadline(self) -> float | None:
-        return self._held[0].since + self.wait_s if self._held else None

@@ -17,8 +17,9 @@ consumer keyword arguments:
   heartbeat and rebalance timeouts (faust's defaults: ~30 s to start, ~2 min to
   rejoin).
 
-Three fixes to faust's own consumer, on any broker (they turned up as lost
-records when a worker took over the partitions of one killed with kill -9):
+Four fixes to faust's own consumer and flow control, on any broker (they
+turned up as lost records when a worker took over the partitions of one
+killed with kill -9):
 
 - **no record dropped between fetch and delivery**: faust's ``getmany`` drops
   the rest of a fetched batch when its flow stops while it hands the batch out,
@@ -41,6 +42,15 @@ records when a worker took over the partitions of one killed with kill -9):
   that check when the committed offset is 0), so an unacked record right at the
   committed offset was passed over. Here a run must start at the committed
   offset, and, before the first commit, at the first record fetched again.
+- **resuming a running flow drops nothing**: faust's flow control empties every
+  stream queue (the agents' and the tables' changelog queue) on each
+  ``resume()``, and table recovery calls it several times in one rebalance, the
+  last time after the stream partitions were resumed. Records handed to an
+  agent in between were cleared before it took them: the position had moved
+  past them and nothing acked them, so they were neither processed nor read
+  again, and the partition's commits stopped there. Here only a resume after a
+  suspend (a rebalance, which starts again from the committed offsets) clears
+  the queues.
 
 Everything else is faust's own. ``CompatApp`` is a ``faust.App`` that uses this
 transport; ``faust_options(settings)`` gives the broker settings of an app.
@@ -57,6 +67,8 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from shared import broker_compat
 from shared.faust_worker import WatchedApp
@@ -165,6 +177,16 @@ class CompatConsumer(faust_aiokafka.Consumer):
         return cast(int | None, super()._new_offset(tp))
 
 
+class FlowControl(FlowControlEvent):
+    """faust's flow control into the stream queues, except that resuming a running flow
+    clears nothing (see the module doc)."""
+
+    def resume(self) -> None:
+        if self.is_active():
+            return  # the queues hold records of this generation, delivered while it ran
+        super().resume()
+
+
 class CompatTransport(faust_aiokafka.Transport):
     Consumer: ClassVar[type[faust_aiokafka.Consumer]] = CompatConsumer
 
@@ -182,6 +204,10 @@ class CompatApp(WatchedApp):
             broker_compat.EMBEDDED_FETCH_MAX_WAIT_MS if embedded else FAUST_FETCH_MAX_WAIT_MS
         )
         super().__init__(id, **options)
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return FlowControl(loop=self.loop)
 
     def _new_transport(self) -> faust_aiokafka.Transport:
         return self.Transport(self.conf.broker_consumer, self)

@@ -223,14 +223,6 @@ def kill_mid_join(collector: Service, emitted_before: float) -> None:
 # --- the test ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="known loss, not root-caused: about 1 run in 10 a predict request of the first "
-    "slice is never enriched (on rtml.predict.requests, not on rtml.predict.enriched) when the "
-    "features group rebalances around the kill; see docs/RELIABILITY.md, 'faust's consumer drops "
-    "fetched records'",
-    raises=AssertionError,  # a crash or a timeout still fails
-    strict=False,
-)
 def test_every_event_and_prediction_survives_kill_9_of_a_worker_and_a_collector(
     log: Log, tmp_path: Path
 ) -> None:

@@ -8,7 +8,8 @@ entity's partition, otherwise on the owner, found through faust's assignor
 ``GET /v1/features/{kind}/{entity_id}?t=<request ts>``. The plan, the lookups
 and the assembly are the functions the Kafka agents call (``handlers.py``).
 Like a request read from Kafka, a lookup first waits for the events appended
-before it arrived to be applied (``freshness.py``).
+before it arrived to be applied (``freshness.py``): once here before the local
+lookups, if any, and on the owner before each remote one.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ class HttpAdapter:
             return _error(400, f"body: not JSON: {exc}")
         except ContractError as exc:
             return _error(400, str(exc), field=exc.field)
-        await self._worker.applied_until_now()
+        # an owner asked over HTTP waits for its own events (entity_features)
+        if any(self._worker.holds(entity_id) for _, entity_id in lookup.pending):
+            await self._worker.applied_until_now()
         try:
             while (entity := lookup.next_entity) is not None:
                 kind, entity_id = entity

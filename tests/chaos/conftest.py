@@ -21,9 +21,10 @@ import os
 import random
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
 
 import pytest
 
@@ -31,6 +32,8 @@ from shared.contracts import Message, encode
 from shared.embedded_broker import EmbeddedBroker, free_port
 from shared.kafka import ensure_topics, start_producer
 from shared.settings import Settings
+
+T = TypeVar("T")
 
 # per scenario: process restarts on a loaded 2-core machine, and the full setting
 CHAOS_TIMEOUT_S = 1800
@@ -88,11 +91,38 @@ def frozen(broker: EmbeddedBroker) -> Iterator[None]:
         broker.process.send_signal(signal.SIGCONT)
 
 
+class InThread(Generic[T]):
+    """Runs a coroutine to its end on a thread of its own, so that the scenario's thread
+    can kill and restart processes meanwhile; ``join`` gives its result or raises its error."""
+
+    def __init__(self, run: Callable[[], Awaitable[T]]) -> None:
+        self._run = run
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def start(self) -> InThread[T]:
+        self._thread.start()
+        return self
+
+    def join(self, timeout_s: float) -> T:
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), f"the client did not finish within {timeout_s:.0f}s"
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._result)
+
+    def _main(self) -> None:
+        try:
+            self._result = asyncio.run(self._run())
+        except BaseException as exc:  # reported by join()
+            self._error = exc
+
+
 class PacedStream:
     """Sends ``messages`` in order over about ``duration_s``, each to ``topic_of(message)``,
-    from a thread of its own, so that the scenario's thread can kill and restart
-    processes meanwhile. ``sent`` counts acknowledged messages; ``ends`` is the end
-    offset per (topic, partition)."""
+    in the background (``InThread``). ``sent`` counts acknowledged messages; ``ends`` is
+    the end offset per (topic, partition)."""
 
     CHUNK = 100
 
@@ -105,32 +135,22 @@ class PacedStream:
     ) -> None:
         self.sent = 0
         self.ends: dict[tuple[str, int], int] = {}
-        self.error: BaseException | None = None
         self._args = (settings, topic_of, messages, duration_s)
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._sender = InThread(self._send)
 
     def __enter__(self) -> PacedStream:
-        self._thread.start()
+        self._sender.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.join()
 
     def join(self, timeout_s: float = 300) -> dict[tuple[str, int], int]:
-        self._thread.join(timeout_s)
-        assert not self._thread.is_alive(), "the stream did not finish"
-        if self.error is not None:
-            raise self.error
+        self._sender.join(timeout_s)
         return self.ends
 
     def fraction_sent(self) -> float:
         return self.sent / max(1, len(self._args[2]))
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._send())
-        except BaseException as exc:  # reported by join()
-            self.error = exc
 
     async def _send(self) -> None:
         settings, topic_of, messages, duration_s = self._args

@@ -28,9 +28,9 @@ the same restarts (``RTML_CHAOS=full``).
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -44,7 +44,7 @@ from shared.embedded_broker import EmbeddedBroker
 from shared.model_store import ModelStore
 from shared.settings import Settings
 from shared.warehouse import Warehouse
-from tests.chaos.conftest import CHAOS_TIMEOUT_S, ChaosSetting
+from tests.chaos.conftest import CHAOS_TIMEOUT_S, ChaosSetting, InThread
 from tests.helpers import read_topic, wait_http
 from tests.stack import HOUR, STOP_GRACE_S, EtaLog, Stack, first_model, running_stack, stack_env
 from tests.unit.test_features_state import assert_vectors_equal
@@ -72,34 +72,9 @@ def hours(chaos: ChaosSetting) -> float:
     return 4.0 if chaos.name == "full" else 40 / 60
 
 
-class Driver:
-    """Drives a chunk of the log through ingestion from a thread of its own."""
-
-    def __init__(self, url: str, messages: Sequence[Message], speedup: float) -> None:
-        self.stats: DriveStats | None = None
-        self.error: BaseException | None = None
-        self._args = (url, messages, speedup)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def join(self) -> DriveStats:
-        self._thread.join(CATCH_UP_S)
-        assert not self._thread.is_alive(), "the client did not finish its chunk"
-        if self.error is not None:
-            raise self.error
-        assert self.stats is not None
-        return self.stats
-
-    def _run(self) -> None:
-        try:
-            self.stats = asyncio.run(self._drive())
-        except BaseException as exc:  # reported by join()
-            self.error = exc
-
-    async def _drive(self) -> DriveStats:
-        url, messages, speedup = self._args
-        async with aiohttp.ClientSession() as http:
-            return await drive(messages, IngestionClient(http, url, None), speedup, batch_size=50)
+async def drive_chunk(url: str, messages: Sequence[Message], speedup: float) -> DriveStats:
+    async with aiohttp.ClientSession() as http:
+        return await drive(messages, IngestionClient(http, url, None), speedup, batch_size=50)
 
 
 def chunks(messages: list[Message], count: int) -> list[list[Message]]:
@@ -116,14 +91,14 @@ def roll(stack: Stack, log: EtaLog, chunk_s: float) -> tuple[dict[str, tuple[int
     failed = 0
     for k, part in enumerate(parts):
         speedup = (part[-1].ts - part[0].ts) / chunk_s
-        driver = Driver(ingestion.url, part, speedup)
+        driver = InThread(partial(drive_chunk, ingestion.url, part, speedup)).start()
         if k < len(ROLLED):
             time.sleep(chunk_s / 2)
             service = stack.of(ROLLED[k])[0]
             exits[service.name] = service.terminate()
             service.restart()
             wait_http(f"{service.url}/readyz", timeout_s=READY_TIMEOUT_S)
-        failed += driver.join().failed
+        failed += driver.join(CATCH_UP_S).failed
     return exits, failed
 
 

@@ -14,7 +14,8 @@ drain loop. Records of a topic registered with ``BulkApp.bulk_topic`` are
 collected while a fetched batch is drained and then given to that topic's
 handler in one call. Records of every other topic take faust's usual path,
 but only once the bulk topics are applied past them (``freshness.py``): a
-request never overtakes the events appended before it. After the handler
+request never overtakes the events appended before it. Table changelogs
+(recovery) are the exception: they go on at once. After the handler
 returns, each record is acked through faust's own bookkeeping, so commits
 (only of handled records, after the producer is flushed), rebalances, recovery
 and shutdown behave as for any agent: at least once. A flow stop (rebalance)
@@ -38,7 +39,7 @@ from faust.types import TP, Message, TopicT
 from mode import Service
 
 from services.features import metrics
-from services.features.freshness import FreshnessBarrier, PartitionFetch
+from services.features.freshness import UNFETCHED, FreshnessBarrier, PartitionFetch
 from shared.broker_compat_faust import CompatApp, CompatConsumer, CompatTransport
 
 BulkHandler = Callable[[list[Message]], Awaitable[None]]
@@ -64,6 +65,7 @@ class BulkConsumer(CompatConsumer):
         app = cast(BulkApp, self.app)
         handlers = app.bulk_handlers
         barrier = app.barrier
+        changelogs = app.tables.changelog_topics
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
@@ -81,6 +83,9 @@ class BulkConsumer(CompatConsumer):
                             await self._add_gap(tp, r_offset + 1, offset)
                         if message.topic in handlers:
                             bulk.setdefault(message.topic, []).append(message)
+                        elif message.topic in changelogs:
+                            # table recovery reads state, not the events: nothing to wait for
+                            await self.wait_first(self.callback(message), self.suspend_flow.wait())
                         else:
                             barrier.hold(
                                 message,
@@ -138,14 +143,25 @@ class BulkConsumer(CompatConsumer):
             await self.wait_first(self.callback(released.record), self.suspend_flow.wait())
 
     def _bulk_fetches(self, handlers: dict[str, BulkHandler]) -> dict[TP, PartitionFetch]:
-        """The fetch state of every bulk partition the consumer fetches now."""
+        """The fetch state of every bulk partition assigned now.
+
+        One not fetched yet (no position: a new assignment waits for its committed
+        offset) or paused (recovery) proves nothing: it holds records until it is
+        fetched again, or until their wait runs out. Left out, it would let a request
+        through before events appended ahead of it were even read.
+        """
         assignment = self._assignment()
         fetches = {}
         for tp in assignment.tps if assignment is not None else ():
+            if tp.topic not in handlers:
+                continue
             state = assignment.state_value(tp)
-            if tp.topic in handlers and not state.paused and state.has_valid_position:
-                key = TP(tp.topic, tp.partition)
-                fetches[key] = PartitionFetch(state.timestamp, state.highwater, state.position)
+            fetching = state.has_valid_position and not state.paused
+            fetches[TP(tp.topic, tp.partition)] = (
+                PartitionFetch(state.timestamp, state.highwater, state.position)
+                if fetching
+                else UNFETCHED
+            )
         return fetches
 
     def _fetched_at_ms(self, tp: TP) -> int:

@@ -49,6 +49,10 @@ class PartitionFetch:
     position: int | None
 
 
+# a partition assigned but not being fetched (no position yet, or paused)
+UNFETCHED = PartitionFetch(None, None, None)
+
+
 @dataclass(frozen=True, slots=True)
 class Released(Generic[Record]):
     record: Record

@@ -3,7 +3,7 @@ fetch response newer than the record's, or once its wait runs out."""
 
 from __future__ import annotations
 
-from services.features.freshness import FreshnessBarrier, PartitionFetch
+from services.features.freshness import UNFETCHED, FreshnessBarrier, PartitionFetch
 
 P0, P1 = ("rtml.events", 0), ("rtml.events", 1)
 
@@ -86,3 +86,13 @@ def test_a_response_seen_before_its_records_were_applied_counts_once_they_are() 
     barrier.observe({P0: PartitionFetch(fetched_at_ms=130, highwater=25, position=20)})
     assert barrier.fresh_as_of_ms == 110
     assert released(barrier) == [("request", True)]
+
+
+def test_a_partition_not_fetched_yet_proves_nothing() -> None:
+    # a new assignment: P1 waits for its committed offset, its events unread
+    barrier: FreshnessBarrier[str] = FreshnessBarrier(wait_s=1.0)
+    barrier.hold("request", fetched_at_ms=100, now=0.0)
+    barrier.observe({P0: caught_up(150), P1: UNFETCHED})
+    assert released(barrier, now=0.5) == []
+    barrier.observe({P0: caught_up(150), P1: caught_up(160)})
+    assert released(barrier, now=0.5) == [("request", True)]

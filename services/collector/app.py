@@ -45,7 +45,7 @@ from aiokafka import AIOKafkaProducer
 from faust.types import Message, StreamT
 
 from services.collector import metrics
-from services.collector.config import CollectorSettings
+from services.collector.config import EMBEDDED_FETCH_MAX_WAIT_MS, CollectorSettings
 from services.collector.join import Joined, JoinState
 from services.collector.routing import Rekeyed, decode_joinable, rekey_event, rekey_prediction
 from services.collector.store import FLOATS, MESSAGES, PartitionView
@@ -139,7 +139,8 @@ class CollectorWorker:
         self.app = CompatApp(
             config.collector_app_id,
             embedded=settings.embedded,
-            fetch_max_wait_ms=config.collector_fetch_max_wait_ms,
+            fetch_max_wait_ms=config.collector_fetch_max_wait_ms
+            or (EMBEDDED_FETCH_MAX_WAIT_MS if settings.embedded else None),
             **faust_options(settings),
             web_enabled=False,
             topic_partitions=settings.partitions,

@@ -57,6 +57,8 @@ class WarehouseWriter:
         self.warehouse = Warehouse(config.warehouse)
         self.dlq = dlq
         self.writing = asyncio.Lock()
+        # per partition, the first offset not on disk when it was assigned
+        self._resume_from: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -84,11 +86,15 @@ class WarehouseWriter:
 
     async def resume(self, assigned: list[TopicPartition]) -> None:
         assert self._consumer is not None
-        on_disk = await asyncio.to_thread(self.warehouse.resume_offsets)
-        for tp in assigned:
-            offset = on_disk.get(source_of(tp))
-            if offset is not None:  # else: the committed offset, or the beginning
-                self._consumer.seek(tp, offset)
+        # under the lock, and remembered: a batch fetched from the committed offset
+        # before this seek (reading the files takes a while) must not be written again
+        async with self.writing:
+            on_disk = await asyncio.to_thread(self.warehouse.resume_offsets)
+            for tp in assigned:
+                offset = on_disk.get(source_of(tp))
+                if offset is not None:  # else: the committed offset, or the beginning
+                    self._consumer.seek(tp, offset)
+                    self._resume_from[tp] = offset
         log.info("warehouse_resumed", partitions=len(assigned), from_disk=on_disk)
 
     async def _run(self) -> None:
@@ -101,6 +107,9 @@ class WarehouseWriter:
                 async with self.writing:
                     if tp not in self._consumer.assignment():
                         continue  # revoked while this batch waited: the new owner resumes from disk
+                    records = [r for r in records if r.offset >= self._resume_from.get(tp, 0)]
+                    if not records:
+                        continue  # all on disk already
                     await self._write(tp, records)
                 await self._commit(tp, records[-1].offset + 1)
 

@@ -121,13 +121,17 @@ def _mount_subcommands() -> None:
 
 
 @main.command()
-@click.option("--duration", type=click.Choice(["short", "default"]), default="default", show_default=True,
-              help="short: ~1 minute of live traffic (what CI runs); default: a few minutes")  # fmt: skip
+@click.option("--duration", type=click.Choice(["short", "default"]), default="default",
+              show_default=True,
+              help="short: ~1 minute of live traffic (what CI runs); "
+                   "default: a few minutes")  # fmt: skip
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="keep the model store and warehouse here [default: a temporary directory]")  # fmt: skip
+              help="keep the model store and warehouse here "
+                   "[default: a temporary directory]")  # fmt: skip
 def demo(duration: str, seed: int, workdir: Path | None) -> None:
-    """The whole stack through a storm: streaming features, bandit routing, drift-triggered fine-tuning."""
+    """The whole stack through a storm: streaming features, bandit routing, drift-triggered
+    fine-tuning."""
     from rtml.demo import run_demo
 
     sys.exit(asyncio.run(run_demo(duration, seed, workdir, lambda line: click.echo(line))))

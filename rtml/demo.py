@@ -125,7 +125,8 @@ class Demo:
         record = register(self.store, candidate)
         self.store.set_champion("eta", record.version)
         self.say(
-            f"  first model {record.version}: {len(table)} examples, holdout MAE {candidate.metrics['holdout_mae']:.1f} min"
+            f"  first model {record.version}: {len(table)} examples, "
+            f"holdout MAE {candidate.metrics['holdout_mae']:.1f} min"
         )
         return record, batch
 
@@ -165,8 +166,10 @@ class Demo:
 
     async def _drive(self, env: dict[str, str]) -> None:
         url = f"http://127.0.0.1:{env['RTML_INGEST_PORT']}"
-        self.say(f"  driving {self.plan.live_h:g} simulated hours at {self.plan.speedup:g}x "
-                 f"(~{self.plan.wall_s:.0f} s); the storm starts {self.plan.storm_after_h:g} h in")  # fmt: skip
+        self.say(
+            f"  driving {self.plan.live_h:g} simulated hours at {self.plan.speedup:g}x "
+            f"(~{self.plan.wall_s:.0f} s); the storm starts {self.plan.storm_after_h:g} h in"
+        )
         last = [0.0]
 
         def progress(message: Message) -> None:
@@ -179,11 +182,12 @@ class Demo:
 
         async with aiohttp.ClientSession() as http:
             stats = await drive(
-                self.world.run((self.plan.warmup_h + self.plan.live_h) * HOUR), IngestionClient(http, url, None),
-                self.plan.speedup, on_progress=progress,
+                self.world.run((self.plan.warmup_h + self.plan.live_h) * HOUR),
+                IngestionClient(http, url, None), self.plan.speedup, on_progress=progress,
             )  # fmt: skip
         self.say(
-            f"  sent {stats.events} events and {stats.predict_requests} predict requests ({stats.failed} failed)"
+            f"  sent {stats.events} events and {stats.predict_requests} predict requests "
+            f"({stats.failed} failed)"
         )
         if stats.failed:
             self.failures.append(f"{stats.failed} requests to ingestion failed")
@@ -233,7 +237,8 @@ def report(summary: Summary) -> list[str]:
     ]
     if summary.latency_ms:
         lines.append(
-            f"  latency, ingestion -> scored   p50 {summary.latency_ms['p50']:.1f} ms   p99 {summary.latency_ms['p99']:.1f} ms"
+            f"  latency, ingestion -> scored   p50 {summary.latency_ms['p50']:.1f} ms   "
+            f"p99 {summary.latency_ms['p99']:.1f} ms"
         )
     lines.append("  mean absolute error (minutes):")
     for phase, value in summary.mae.items():

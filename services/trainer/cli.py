@@ -92,8 +92,8 @@ def _candidate(
     from services.trainer.bootstrap import eta_examples_from_log
 
     table = eta_examples_from_log(list(read_event_log(event_log)))
-    source = {"source": "event_log", "path": str(Path(event_log).resolve()), "sha256": _sha256(event_log),
-              "examples": len(table)}  # fmt: skip
+    source = {"source": "event_log", "path": str(Path(event_log).resolve()),
+              "sha256": _sha256(event_log), "examples": len(table)}  # fmt: skip
     return table_candidate(table, task, source)
 
 

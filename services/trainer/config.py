@@ -21,7 +21,8 @@ class TrainerSettings(BaseSettings):
     warehouse: Path | None = None
     # stage 2/3: retrain every this many seconds (0: no schedule)
     retrain_interval: float = Field(default=0.0, ge=0)
-    # what the schedule does: a new model from scratch (stage 2) or a fine-tune of the champion (stage 3)
+    # what the schedule does: a new model from scratch (stage 2) or a fine-tune of the
+    # champion (stage 3)
     retrain_mode: Literal["scratch", "finetune"] = "finetune"
     # stage 4: fine-tune when the drift monitor fires
     drift_finetune: bool = True

@@ -14,7 +14,8 @@ def test_experiment_cli_prints_the_json_headline() -> None:
     assert result.exit_code == 0, result.output
     table = json.loads(result.output)
     assert set(table["headline"]) == {
-        "method", "correct", "samples_vs_ab", "regret_vs_ab", "samples_vs_lower_bound", "source_rule_correct",
+        "method", "correct", "samples_vs_ab", "regret_vs_ab", "samples_vs_lower_bound",
+        "source_rule_correct",
     }  # fmt: skip
     assert table["settings"]["rates"] == [0.01, 0.0105] and len(table["methods"]) == 5
 

@@ -21,7 +21,8 @@ def eta_prediction(
     order: str, ts: float, predicted: float = 30.0, request_id: str | None = None
 ) -> Prediction:
     return Prediction(
-        id=request_id or f"req-{order}", ts=ts, task="eta", entities={"order_id": order}, request_ts=ts,
+        id=request_id or f"req-{order}", ts=ts, task="eta", entities={"order_id": order},
+        request_ts=ts,
         features=FEATURES, model_version="v1", arm="v1", propensity=0.5, prediction=predicted,
     )  # fmt: skip
 
@@ -88,7 +89,8 @@ def test_windows_close_in_event_time() -> None:
 def test_recs_click_within_attribution_is_reward_1_and_silence_is_0() -> None:
     def recommend(session: str, item: int, ts: float) -> Prediction:
         return Prediction(
-            id=f"req-{session}", ts=ts, task="recs", entities={"session_id": session}, request_ts=ts,
+            id=f"req-{session}", ts=ts, task="recs", entities={"session_id": session},
+            request_ts=ts,
             features=FEATURES, model_version="v1", arm=str(item), propensity=0.1, prediction=0.3,
         )  # fmt: skip
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.contracts import Message, decode
 from shared.kafka import client_kwargs
@@ -70,6 +71,18 @@ def wait_http(url: str, timeout_s: float = 30.0, status: int = 200) -> None:
             last = exc
         time.sleep(0.1)
     raise AssertionError(f"{url} did not answer {status} within {timeout_s}s (last: {last})")
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` that carry ``labels``, on a service at ``url``."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        families = text_string_to_metric_families(response.read().decode())
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 @contextmanager

@@ -161,6 +161,11 @@ class Ingestion:
             raise web.HTTPRequestTimeout(
                 reason=f"the body did not arrive within {timeout_s:g}s"
             ) from None
+        except ConnectionResetError:
+            # an everyday event, not a server error: left to aiohttp it logs a stack trace
+            REQUESTS_REJECTED.labels(str(ClientClosedRequest.status_code)).inc()
+            log.info("client_hung_up_mid_body", path=request.path)
+            raise ClientClosedRequest() from None
 
     async def _publish(self, topic: str, messages: Sequence[Message]) -> web.Response | None:
         """Send and wait for the broker's acks; a 503 response if they do not come."""
@@ -185,6 +190,12 @@ class Ingestion:
             self._recheck_topics = False
         acks = [await self._producer.send(topic, encode(m), key=m.key) for m in messages]
         await asyncio.gather(*acks)
+
+
+class ClientClosedRequest(web.HTTPClientError):
+    """nginx's 499: the client went away before the answer; only logs and metrics see it."""
+
+    status_code = 499
 
 
 @web.middleware

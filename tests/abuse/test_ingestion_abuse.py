@@ -30,7 +30,7 @@ from shared.embedded_broker import EmbeddedBroker, free_port
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 from tests.abuse.frames import EXAMPLES, msgpack_values
-from tests.helpers import service_process
+from tests.helpers import metric, service_process
 
 TOKEN = "abuse-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -303,4 +303,19 @@ def test_slow_drip_body_times_out_while_others_are_served(ingestion: Ingestion) 
         assert answer.startswith(b"HTTP/1.1 408"), answer
         drip.settimeout(30)
         wait_closed(drip)
+    assert ingestion.alive()
+
+
+def test_client_hanging_up_mid_body_is_counted_and_not_an_error(ingestion: Ingestion) -> None:
+    def hung_up() -> float:
+        return metric(ingestion.url, "rtml_ingest_requests_rejected_total", status="499")
+
+    before = hung_up()
+    headers = {**AUTH, "Content-Type": "application/json", "Content-Length": "1000"}
+    with raw_request(ingestion.port, "/v1/events", headers) as connection:
+        connection.sendall(b'[{"type": "order_pl')
+    deadline = time.monotonic() + 30
+    while hung_up() == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hung_up() == before + 1
     assert ingestion.alive()

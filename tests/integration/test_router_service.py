@@ -26,7 +26,6 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from services.router.handlers import Router, RouterConfig
 from services.router.ledger import LogPosition
@@ -37,7 +36,7 @@ from shared.kafka import ensure_topics, start_producer
 from shared.model_announcements import read_announcements, register_and_announce
 from shared.model_store import ModelStore
 from shared.settings import Settings
-from tests.helpers import read_topic, service_process, wait_http
+from tests.helpers import metric, read_topic, service_process, wait_http
 from tests.unit.test_prediction_handlers import FEATURE_SET, train_booster
 from tests.unit.test_router_contextual import recs_request, recs_reward
 from tests.unit.test_router_handlers import announcement, enriched, reward, same_posterior
@@ -87,15 +86,7 @@ class RouterProcess:
         return {arm.arm: arm.pulls for arm in self.states()[task].arms}
 
     def metric(self, name: str, **labels: str) -> float:
-        """The sum of the samples of ``name`` that carry ``labels``."""
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
-            families = text_string_to_metric_families(response.read().decode())
-        return sum(
-            sample.value
-            for family in families
-            for sample in family.samples
-            if sample.name == name and labels.items() <= sample.labels.items()
-        )
+        return metric(self.url, name, **labels)
 
 
 @pytest.fixture

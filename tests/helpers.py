@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +68,8 @@ def wait_http(url: str, timeout_s: float = 30.0, status: int = 200) -> None:
                 if response.status == status:
                     return
                 last = response.status
+        except urllib.error.HTTPError as exc:  # answered, with an error: its body says why
+            last = f"{exc.code}: {exc.read()[:1000].decode(errors='replace')}"
         except Exception as exc:  # not up yet
             last = exc
         time.sleep(0.1)

@@ -120,7 +120,10 @@ class Stack:
         for _ in range(2):  # a later member's join rebalances the earlier ones
             for service in self.services:
                 if not service.killed:
-                    wait_http(f"{service.url}/readyz", timeout_s=timeout_s)
+                    try:
+                        wait_http(f"{service.url}/readyz", timeout_s=timeout_s)
+                    except AssertionError as exc:
+                        raise AssertionError(f"{service.name}: {exc}") from None
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -45,30 +46,38 @@ SIM = SimConfig(seed=23, n_restaurants=8, n_couriers=60, orders_per_hour=900, id
 FRESHNESS_WAIT_MS = 10_000
 
 
-async def drive(settings: Settings, log: Sequence[Message]) -> None:
+async def drive(
+    settings: Settings, log: Sequence[Message], speedup: float | None = None
+) -> dict[str, float]:
     """Send the log as the simulator's driver does: every event up to a request's
     time is acknowledged before the request is sent (the reference counts events
-    at the request's own time, some of which the log has after the request)."""
+    at the request's own time, some of which the log has after the request).
+    Back to back, or ``speedup`` times event time. Returns each request's send
+    time (``time.time()``)."""
     log = sorted(log, key=lambda m: (m.ts, isinstance(m, PredictRequest)))
     producer = await start_producer(settings, linger_ms=1)
+    sent_at: dict[str, float] = {}
+    began, first_ts = time.perf_counter(), log[0].ts if log else 0.0
     try:
-        pending = []
+        events, requests = [], []
         for message in log:
+            due = (message.ts - first_ts) / speedup if speedup else 0.0
+            if (ahead := due - (time.perf_counter() - began)) > 0:
+                await asyncio.sleep(ahead)
             if isinstance(message, PredictRequest):
-                await asyncio.gather(*pending)
-                pending = []
-                await (
-                    await producer.send(
-                        topics.PREDICT_REQUESTS.name, encode(message), key=message.key
-                    )
-                )
+                await asyncio.gather(*events)
+                events = []
+                sent_at[message.id] = time.time()
+                topic = topics.PREDICT_REQUESTS.name
+                requests.append(await producer.send(topic, encode(message), key=message.key))
             elif isinstance(message, ETA_EVENTS):
-                pending.append(
+                events.append(
                     await producer.send(topics.EVENTS.name, encode(message), key=message.key)
                 )
-        await asyncio.gather(*pending)
+        await asyncio.gather(*events, *requests)
     finally:
         await producer.stop()
+    return sent_at
 
 
 def test_a_request_sees_the_events_sent_before_it(

@@ -8,7 +8,7 @@ from services.ingestion.app import Ingestion
 from services.ingestion.predictions import PredictionWaiter
 from shared.kafka import ensure_topics, start_consumer, start_producer
 from shared.logging import configure_logging, get_logger
-from shared.service import HealthEndpoints, run_until_signalled, serve
+from shared.service import BrokerProbe, HealthEndpoints, run_until_signalled, serve
 from shared.settings import get_settings
 
 SERVICE = "ingestion"
@@ -26,13 +26,18 @@ async def main(stop: asyncio.Event) -> None:
     await waiter.start()
     ingestion = Ingestion(settings, producer, waiter)
     health = HealthEndpoints()
-    health.add_ready_check("broker", lambda: ingestion.broker_ok or "the last send failed")
+    # a probe, not the last send's outcome: a replica taken out of the load balancer
+    # gets no sends, so a failed one would keep it unready for good
+    probe = BrokerProbe(producer.client)
+    stop_probing = probe.start()
+    health.add_ready_check("broker", probe.readiness)
     runner = await serve(ingestion.app(health), settings.ingest_host, settings.ingest_port)
     log.info("ready", bootstrap=settings.bootstrap, port=settings.ingest_port)
     await stop.wait()
     log.info("stopping")
     # stop taking requests first, then flush what was accepted, then let go of Kafka
     await runner.cleanup()
+    await stop_probing()
     await producer.stop()
     await waiter.stop()
     log.info("stopped")

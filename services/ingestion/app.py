@@ -58,10 +58,6 @@ class Ingestion:
         # one keeps nothing): check the topics before the next send
         self._recheck_topics = False
 
-    @property
-    def broker_ok(self) -> bool:
-        return not self._recheck_topics
-
     def app(self, health: HealthEndpoints) -> web.Application:
         app = web.Application(
             client_max_size=self._settings.ingest_max_body_bytes,

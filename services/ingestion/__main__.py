@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from services.ingestion.app import Ingestion
+from services.ingestion.config import IngestionSettings
 from services.ingestion.predictions import PredictionWaiter
 from shared.kafka import ensure_topics, start_consumer, start_producer
 from shared.logging import configure_logging, get_logger
@@ -20,11 +21,13 @@ async def main(stop: asyncio.Event) -> None:
     log = get_logger(SERVICE)
     await ensure_topics(settings)
     producer = await start_producer(settings)
+    limits = IngestionSettings()
     waiter = PredictionWaiter(
-        await start_consumer(settings, group_id=None, auto_offset_reset="latest")
+        await start_consumer(settings, group_id=None, auto_offset_reset="latest"),
+        keep=limits.ingest_recent_predictions,
     )
     await waiter.start()
-    ingestion = Ingestion(settings, producer, waiter)
+    ingestion = Ingestion(settings, producer, waiter, limits)
     health = HealthEndpoints()
     # a probe, not the last send's outcome: a replica taken out of the load balancer
     # gets no sends, so a failed one would keep it unready for good

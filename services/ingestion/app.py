@@ -71,6 +71,7 @@ class Ingestion:
         )
         app.router.add_post("/v1/events", self.post_events)
         app.router.add_post("/v1/predict", self.post_predict)
+        app.router.add_get("/v1/predictions/{request_id}", self.get_prediction)
         app.router.add_get("/openapi.json", self.get_openapi)
         return health.mount(app)
 
@@ -146,6 +147,19 @@ class Ingestion:
             return web.json_response({"request_id": predict.id}, status=202)
         finally:
             self._waiter.forget(predict.id)
+
+    async def get_prediction(self, request: web.Request) -> web.Response:
+        request_id = request.match_info["request_id"]
+        prediction = self._waiter.recent(request_id)
+        if prediction is None:
+            return web.json_response(
+                {
+                    "error": f"no prediction for request {request_id!r} here: not scored yet, "
+                    "older than the ones kept, or scored before this replica started"
+                },
+                status=404,
+            )
+        return web.json_response(prediction.model_dump(mode="json"))
 
     async def _read_body(self, request: web.Request) -> bytes:
         """The whole body (decompressed, within the size limit) or an HTTP error."""

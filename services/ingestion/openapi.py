@@ -40,15 +40,20 @@ def openapi_document(*, max_batch: int, max_wait_ms: int, bearer: bool) -> dict[
         "paths": {
             "/v1/events": {"post": _events_operation(max_batch)},
             "/v1/predict": {"post": _predict_operation(max_wait_ms)},
+            "/v1/predictions/{request_id}": {"get": _prediction_operation()},
             "/healthz": {"get": _probe("alive: the process answers (never depends on Kafka)")},
-            "/readyz": {"get": _probe("ready: the last send to the broker succeeded", ready=True)},
+            "/readyz": {
+                "get": _probe("ready: the broker answered within the last seconds", ready=True)
+            },
         },
         "components": {"schemas": schemas},
     }
     if bearer:
         document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        for path in ("/v1/events", "/v1/predict"):
-            document["paths"][path]["post"]["security"] = [{"bearer": []}]
+        for path, operations in document["paths"].items():
+            if path.startswith("/v1/"):
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
     return document
 
 
@@ -166,6 +171,27 @@ def _predict_operation(max_wait_ms: int) -> dict[str, Any]:
             "200": _json("the prediction, within wait_ms", "Prediction"),
             "202": _json("accepted; the prediction was not there within wait_ms", "Pending"),
             **_refusals(),
+        },
+    }
+
+
+def _prediction_operation() -> dict[str, Any]:
+    return {
+        "summary": "A prediction asked for earlier (a 202's request_id), once it is scored",
+        "parameters": [
+            {
+                "name": "request_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        ],
+        "responses": {
+            "200": _json("the prediction", "Prediction"),
+            "401": _json("missing or wrong bearer token", "Error"),
+            "404": _json(
+                "not scored yet, or not among the newest predictions this replica keeps", "Error"
+            ),
         },
     }
 

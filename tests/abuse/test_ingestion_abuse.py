@@ -90,7 +90,7 @@ def ingestion(own_broker: EmbeddedBroker) -> Iterator[Ingestion]:
 def test_openapi_document_is_valid_and_made_from_the_contracts(ingestion: Ingestion) -> None:
     document = requests.get(f"{ingestion.url}/openapi.json", timeout=10).json()
     validate(document)
-    assert len(list(schemathesis.openapi.from_dict(document).get_all_operations())) == 4
+    assert len(list(schemathesis.openapi.from_dict(document).get_all_operations())) == 5
     components = document["components"]["schemas"]
     for kind in (*DOMAIN_EVENTS, PredictRequest):
         declared = set(kind.model_fields) - {"received_at"}

@@ -154,6 +154,36 @@ async def test_predict_returns_202_with_the_request_id_or_the_prediction(
     assert body["id"] == predict.id and body["prediction"] == 31.5 and body["model_version"] == "v1"
 
 
+async def test_a_prediction_is_fetched_by_its_request_id(
+    ingestion: str, settings: Settings
+) -> None:
+    status, body = await post(f"{ingestion}/v1/predict", {"task": "eta"})
+    assert status == 202
+    url = f"{ingestion}/v1/predictions/{body['request_id']}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url, headers=AUTH) as response:
+            assert response.status == 404 and "not scored yet" in (await response.json())["error"]
+        async with http.get(url) as response:
+            assert response.status == 401
+        producer = await start_producer(settings)
+        try:
+            prediction = _prediction_for(body["request_id"])
+            await producer.send_and_wait(
+                topics.PREDICTIONS.name, encode(prediction), key=prediction.id.encode()
+            )
+        finally:
+            await producer.stop()
+        deadline = time.monotonic() + 30
+        while True:
+            async with http.get(url, headers=AUTH) as response:
+                status, fetched = response.status, await response.json()
+            if status == 200 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    assert status == 200
+    assert fetched["id"] == body["request_id"] and fetched["prediction"] == 31.5
+
+
 async def test_predict_validation_names_the_field(ingestion: str) -> None:
     status, body = await post(f"{ingestion}/v1/predict", {"task": "weather"})
     assert status == 400 and body["problems"][0]["field"] == "task"

@@ -12,6 +12,7 @@ class IngestionSettings(BaseSettings):
     # a body still arriving after this long is refused (408) and its connection
     # closed, so a client dripping bytes cannot hold a request open for ever
     ingest_body_timeout_s: float = Field(default=30.0, gt=0)
-    # predictions kept for GET /v1/predictions/{request_id} (their msgpack bytes, about
-    # 0.5 KB each for eta): the newest this many that reached rtml.predictions since start
-    ingest_recent_predictions: int = Field(default=100_000, ge=0)
+    # predictions kept for GET /v1/predictions/{request_id}: the newest this many read off
+    # rtml.predictions since start, as their msgpack bytes (about 1 KB each for eta, 2.4 KB
+    # for recs: 20-50 MB at the default)
+    ingest_recent_predictions: int = Field(default=20_000, ge=0)

@@ -17,9 +17,9 @@ consumer keyword arguments:
   heartbeat and rebalance timeouts (faust's defaults: ~30 s to start, ~2 min to
   rejoin).
 
-Four fixes to faust's own consumer and flow control, on any broker (they
+Five fixes to faust's own consumer and flow control, on any broker (they
 turned up as lost records when a worker took over the partitions of one
-killed with kill -9):
+killed with kill -9, and as commits stopped for good after a restart):
 
 - **no record dropped between fetch and delivery**: faust's ``getmany`` drops
   the rest of a fetched batch when its flow stops while it hands the batch out,
@@ -42,6 +42,13 @@ killed with kill -9):
   that check when the committed offset is 0), so an unacked record right at the
   committed offset was passed over. Here a run must start at the committed
   offset, and, before the first commit, at the first record fetched again.
+- **a seek reads from its offset**: after a seek to X (the committed offset
+  at every assignment, or a fetch again) faust takes X as read. A first record
+  X+1 then shows no gap, and X+2 a gap from X+1: a record X that never came
+  went unnoticed, and the commit rule above waited for it for ever (a restarted
+  collector, whose first records after its assignment had been dropped, stayed
+  unready with its commits stopped). Here the read offset after a seek is X-1,
+  and a gap seen twice counts as done from its first offset, even the committed one.
 - **resuming a running flow drops nothing**: faust's flow control empties every
   stream queue (the agents' and the tables' changelog queue) on each
   ``resume()``, and table recovery calls it several times in one rebalance, the
@@ -65,6 +72,7 @@ from typing import Any, ClassVar, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from mode.utils.objects import cached_property
@@ -113,10 +121,27 @@ class CompatConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return CompatConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        self._read_offset[partition] = _read_before(offset)
+
+    async def perform_seek(self) -> None:
+        # faust's, except for the read offsets (see _read_before)
+        positions = await self.seek_to_committed()
+        committed = {ensure_TP(tp): offset for tp, offset in positions.items()}
+        self._read_offset.update({tp: _read_before(offset) for tp, offset in committed.items()})
+        self._committed_offset.update(
+            {tp: offset or None for tp, offset in committed.items() if offset is not None}
+        )
+
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         if (tp, offset_from) in self._refetched:
             log.warning("offset_gap_kept", tp=str(tp), first=offset_from, last=offset_to)
-            await super()._add_gap(tp, offset_from, offset_to)
+            # not faust's _add_gap: it leaves out a gap's offsets up to the committed one,
+            # which the commit rule of _new_offset would then wait for for ever
+            gaps = self._gap[tp]
+            gaps.addi(offset_from, offset_to + 1)
+            gaps.merge_overlaps()
             return
         self._refetched.add((tp, offset_from))
         log.warning("offset_gap_refetched", tp=str(tp), first=offset_from, last=offset_to)
@@ -168,13 +193,26 @@ class CompatConsumer(faust_aiokafka.Consumer):
 
     def _new_offset(self, tp: TP) -> int | None:
         acked = self._acked[tp]
+        if not acked:
+            return None
+        # a gap (records that are not there) counts as done, like an acked record
+        gaps = self._gap[tp].overlap(0, max(acked) + 1)
+        first_done = min([min(acked), *(gap.begin for gap in gaps)])
         committed = self._committed_offset[tp]
-        if acked and committed is not None and min(acked) > committed:
+        if committed is not None and first_done > committed:
             return None  # the record at the committed offset is not done yet
         floor = self._floors.get(tp)
-        if acked and committed is None and floor is not None and min(acked) > floor:
+        if committed is None and floor is not None and first_done > floor:
             return None  # before the first commit: a record fetched again is not done yet
         return cast(int | None, super()._new_offset(tp))
+
+
+def _read_before(offset: int | None) -> int | None:
+    """The read offset after a seek to ``offset``: the one before it. faust sets the
+    offset itself, as if its record had been read: a first record one further on
+    then shows no gap, and one further still a gap that starts after it, so the
+    record at the seek offset goes unnoticed if it does not come (-1 before 0)."""
+    return None if offset is None or offset < 0 else offset - 1
 
 
 class FlowControl(FlowControlEvent):

@@ -13,17 +13,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared import broker_compat_doorbell
 
 # Tansu does not wake a waiting fetch when data arrives, so the fetch wait *is*
-# the delivery latency (about half of it on average). 5 ms gives ~6/10 ms
-# p50/p99 at ~12% of a core per idle consumer on the broker.
+# the delivery latency (about half of it on average) for a record written while
+# a fetch waits: 5 ms gives ~6/10 ms p50/p99. An idle consumer does not poll at
+# this rate: it sleeps until the doorbell rings (broker_compat_doorbell.py).
 EMBEDDED_FETCH_MAX_WAIT_MS = 5
 # Tansu holds every JoinGroup for about half the session timeout: short
 # sessions make joins and takeovers take seconds instead of a minute.
 EMBEDDED_SESSION_TIMEOUT_MS = 3000
 EMBEDDED_HEARTBEAT_INTERVAL_MS = 500
 EMBEDDED_REBALANCE_TIMEOUT_MS = 3000
+
+
+def wire_client(client: AIOKafkaConsumer | AIOKafkaProducer, embedded: bool) -> None:
+    """What a client needs beyond its settings: on the embedded broker, the
+    doorbell (an idle consumer sleeps until a producer rings; see
+    ``broker_compat_doorbell.py``)."""
+    if embedded:
+        broker_compat_doorbell.attach(client)
 
 
 def producer_overrides(embedded: bool) -> dict[str, Any]:

@@ -71,7 +71,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar, cast
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
@@ -93,7 +93,9 @@ class CompatConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # read by AIOKafkaConsumer.start() when it builds its fetcher
-        consumer._fetch_max_wait_ms = cast(CompatApp, self.app).fetch_max_wait_ms
+        app = cast(CompatApp, self.app)
+        consumer._fetch_max_wait_ms = app.fetch_max_wait_ms
+        broker_compat.wire_client(consumer, app.embedded)
         return consumer
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
@@ -225,8 +227,16 @@ class FlowControl(FlowControlEvent):
         super().resume()
 
 
+class CompatProducer(faust_aiokafka.Producer):
+    def _new_producer(self, transactional_id: str | None = None) -> AIOKafkaProducer:
+        producer = super()._new_producer(transactional_id)
+        broker_compat.wire_client(producer, cast(CompatApp, self.app).embedded)
+        return producer
+
+
 class CompatTransport(faust_aiokafka.Transport):
     Consumer: ClassVar[type[faust_aiokafka.Consumer]] = CompatConsumer
+    Producer: ClassVar[type[faust_aiokafka.Producer]] = CompatProducer
 
 
 class CompatApp(WatchedApp):

@@ -77,7 +77,9 @@ async def start_producer(settings: Settings, **overrides: Any) -> AIOKafkaProduc
         **broker_compat.producer_overrides(settings.embedded),
         **overrides,
     }
-    return await start_with_retry(AIOKafkaProducer(**kwargs), settings)
+    producer = AIOKafkaProducer(**kwargs)
+    broker_compat.wire_client(producer, settings.embedded)
+    return await start_with_retry(producer, settings)
 
 
 async def start_consumer(
@@ -91,7 +93,9 @@ async def start_consumer(
         **broker_compat.consumer_overrides(settings.embedded),
         **overrides,
     }
-    return await start_with_retry(AIOKafkaConsumer(*topic_names, **kwargs), settings)
+    consumer = AIOKafkaConsumer(*topic_names, **kwargs)
+    broker_compat.wire_client(consumer, settings.embedded)
+    return await start_with_retry(consumer, settings)
 
 
 async def ensure_topics(

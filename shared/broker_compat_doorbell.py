@@ -1,0 +1,294 @@
+"""A doorbell from rtml's producers to its consumers, for the embedded broker only.
+
+Tansu does not answer a waiting fetch when data arrives (EMBEDDED_BROKER.md), so
+a consumer either polls with a short fetch wait (fast, but every idle consumer
+then costs the broker and itself a fetch every few milliseconds) or waits long
+(cheap at rest, slow per hop). The doorbell gives both: once a fetch has come
+back empty with every partition at the high watermark, the consumer sends no
+new fetch for its node until a producer of this machine rings for one of its
+topics, its position changes (seek, reset, new assignment, resume), or
+``IDLE_FETCH_INTERVAL_S`` has passed.
+
+The guarantee: a record acknowledged by the broker is fetched without waiting
+for the interval. A producer rings only after the broker acknowledged the
+send, and a consumer takes its mark of the rings before it sends the fetch
+that came back empty; so a ring it has not seen belongs to a record that may
+be missing from that fetch, and it fetches again; a ring it has seen belongs
+to a record the fetch already saw. A ring that is lost (a receiver's socket
+buffer full, a producer outside rtml) costs at most the interval, never a
+record.
+
+Transport: every process with a consumer binds a Unix datagram socket in a
+directory of its own user, one per broker address; a producer sends the names
+of the topics it wrote to every socket there, at most once per topic per event
+loop turn. The directory is listed again only when its mtime changes; a socket
+whose process died is removed by the first sender that finds nobody reading.
+
+Nothing here runs on a real Kafka, whose fetches wait for data by themselves:
+``attach`` is called only for the embedded broker (``shared/kafka.py``,
+``shared/broker_compat_faust.py``), and a client without a doorbell takes
+aiokafka's own paths unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import errno
+import itertools
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.consumer.fetcher import Fetcher
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+# The longest an idle consumer goes without a fetch: what a record written by a
+# producer without the doorbell (a user's own client) may wait, per hop.
+IDLE_FETCH_INTERVAL_S = 1.0
+_MAX_DATAGRAM = 8192
+
+_doorbells: dict[str, Doorbell] = {}
+_doorbells_lock = threading.Lock()
+
+
+def attach(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """Give a consumer or producer the doorbell of its broker: a consumer's
+    fetcher sleeps while idle and wakes on a ring; a producer rings after each
+    acknowledged send. Call before ``start()``."""
+    _install()
+    kafka_client = client._client if isinstance(client, AIOKafkaConsumer) else client.client
+    doorbell = doorbell_for(kafka_client._bootstrap_servers)
+    if isinstance(client, AIOKafkaConsumer):
+        doorbell.listen()
+    kafka_client._rtml_doorbell = doorbell
+
+
+def doorbell_for(bootstrap: str | list[str]) -> Doorbell:
+    """This process's doorbell for the broker at ``bootstrap`` (a string or the
+    list faust passes)."""
+    address = ",".join(sorted(bootstrap)) if isinstance(bootstrap, list) else bootstrap
+    with _doorbells_lock:
+        if address not in _doorbells:
+            _doorbells[address] = Doorbell(_directory(address))
+        return _doorbells[address]
+
+
+def _directory(address: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in address)
+    return Path(tempfile.gettempdir()) / f"rtml-doorbell-{os.getuid()}-{safe}"
+
+
+class Doorbell:
+    """This process's end of one broker's doorbell: rings it sends, rings it hears."""
+
+    _socket_ids = itertools.count()
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(mode=0o700, exist_ok=True)
+        self._lock = threading.Lock()
+        self._rings: Counter[str] = Counter()
+        # topics -> the futures (with their loops) to resolve on a ring for one of them
+        self._waiters: list[tuple[frozenset[str], asyncio.AbstractEventLoop, asyncio.Future]] = []
+        self._listening: Path | None = None
+        self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sender.setblocking(False)
+        self._peers: list[str] = []
+        self._listed_mtime = -1
+        self._pending: dict[asyncio.AbstractEventLoop, set[str]] = {}
+
+    # -- hearing --------------------------------------------------------------
+
+    def listen(self) -> None:
+        """Bind this process's socket and start the thread that reads it (once)."""
+        with self._lock:
+            if self._listening is not None:
+                return
+            path = self.directory / f"{os.getpid()}-{next(self._socket_ids)}.sock"
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            receiver.bind(str(path))
+            self._listening = path
+        atexit.register(_unlink, path)
+        threading.Thread(
+            target=self._hear, args=(receiver,), name="rtml-doorbell", daemon=True
+        ).start()
+
+    def _hear(self, receiver: socket.socket) -> None:
+        while True:
+            topics = set(receiver.recv(_MAX_DATAGRAM).decode().split("\n"))
+            with self._lock:
+                self._rings.update(topics)
+                woken = [w for w in self._waiters if w[0] & topics]
+                self._waiters = [w for w in self._waiters if not w[0] & topics]
+            for _, loop, future in woken:
+                with contextlib.suppress(RuntimeError):  # that loop has closed
+                    loop.call_soon_threadsafe(_resolve, future)
+
+    def mark(self, topics: frozenset[str]) -> int:
+        """How many rings this process has heard for ``topics`` so far."""
+        with self._lock:
+            return sum(self._rings[topic] for topic in topics)
+
+    def rung_future(self, topics: frozenset[str], mark: int) -> asyncio.Future:
+        """A future of the running loop, done at the first ring for ``topics``
+        after ``mark`` (at once if there was one)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            if sum(self._rings[topic] for topic in topics) != mark:
+                future.set_result(None)
+            else:
+                self._waiters = [w for w in self._waiters if not w[2].done()]
+                self._waiters.append((topics, loop, future))
+        return future
+
+    # -- ringing --------------------------------------------------------------
+
+    def ring(self, topic: str) -> None:
+        """Ring for ``topic`` at the end of this loop turn (many acks, one ring)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            pending = self._pending.get(loop)
+            if pending is None:
+                pending = self._pending[loop] = set()
+                loop.call_soon(self._send, loop)
+            pending.add(topic)
+
+    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            topics = self._pending.pop(loop, set())
+        payload = "\n".join(sorted(topics)).encode()[:_MAX_DATAGRAM]
+        for peer in self._current_peers():
+            try:
+                self._sender.sendto(payload, peer)
+            except (ConnectionRefusedError, FileNotFoundError):
+                _unlink(Path(peer))  # its process is gone
+            except BlockingIOError:
+                pass  # its buffer is full of rings: it will fetch anyway
+            except OSError as exc:
+                if exc.errno != errno.EAGAIN:
+                    log.warning("doorbell_send_failed", peer=peer, error=str(exc))
+
+    def _current_peers(self) -> list[str]:
+        try:
+            mtime = self.directory.stat().st_mtime_ns
+        except FileNotFoundError:
+            return []
+        if mtime != self._listed_mtime:
+            self._listed_mtime = mtime
+            self._peers = [str(p) for p in self.directory.glob("*.sock")]
+        return self._peers
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+# -- the aiokafka side --------------------------------------------------------------
+
+_installed = False
+
+
+def _install() -> None:
+    """Wrap aiokafka's fetch planning and sends once per process. A client
+    without ``_rtml_doorbell`` goes through the wrappers unchanged."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    plan, fetch = Fetcher._get_actions_per_node, Fetcher._proc_fetch_request
+    send, send_batch = AIOKafkaProducer.send, AIOKafkaProducer.send_batch
+
+    def planned(self: Fetcher, assignment: Any) -> tuple:
+        actions = plan(self, assignment)
+        doorbell: Doorbell | None = getattr(self._client, "_rtml_doorbell", None)
+        if doorbell is None:
+            return actions
+        requests, resets, timeout, invalid_metadata, wake_on = actions
+        now = time.monotonic()
+        kept = []
+        for node_id, request in requests:
+            idle = getattr(self, "_rtml_idle", {}).get(node_id)
+            key, topics = _fetch_key(request)
+            if (
+                idle is None
+                or idle[0] != key
+                or doorbell.mark(topics) != idle[1]
+                or now - idle[2] >= IDLE_FETCH_INTERVAL_S
+            ):
+                kept.append((node_id, request))
+                continue
+            # nothing new since that empty fetch: sleep until a ring or the interval
+            wake_on = [*wake_on, doorbell.rung_future(topics, idle[1])]
+            timeout = min(timeout, IDLE_FETCH_INTERVAL_S - (now - idle[2]))
+        return kept, resets, timeout, invalid_metadata, wake_on
+
+    async def fetched(self: Fetcher, assignment: Any, node_id: int, request: Any) -> bool:
+        doorbell: Doorbell | None = getattr(self._client, "_rtml_doorbell", None)
+        if doorbell is None:
+            return await fetch(self, assignment, node_id, request)
+        key, topics = _fetch_key(request)
+        mark, sent = doorbell.mark(topics), time.monotonic()
+        woke = await fetch(self, assignment, node_id, request)
+        idle: dict = self.__dict__.setdefault("_rtml_idle", {})
+        caught_up = assignment.active and all(
+            assignment.state_value(tp).highwater == offset
+            for tp, offset in ((TopicPartition(t, p), o) for t, p, o in key)
+        )
+        if woke or not caught_up:
+            idle.pop(node_id, None)
+        else:
+            idle[node_id] = (key, mark, sent)
+        return woke
+
+    async def sent(self: AIOKafkaProducer, topic: str, *args: Any, **kwargs: Any):
+        return _ring_on_ack(self, topic, await send(self, topic, *args, **kwargs))
+
+    async def batch_sent(self: AIOKafkaProducer, batch: Any, topic: str, *args: Any, **kw: Any):
+        return _ring_on_ack(self, topic, await send_batch(self, batch, topic, *args, **kw))
+
+    Fetcher._get_actions_per_node = planned
+    Fetcher._proc_fetch_request = fetched
+    AIOKafkaProducer.send = sent
+    AIOKafkaProducer.send_batch = batch_sent
+
+
+def _fetch_key(request: Any) -> tuple[frozenset[tuple[str, int, int]], frozenset[str]]:
+    """A fetch request's (topic, partition, offset) set and its topics."""
+    key = frozenset(
+        (topic, partition, offset)
+        for topic, partitions in request.topics
+        for partition, offset, _max_bytes in partitions
+    )
+    return key, frozenset(topic for topic, _ in request.topics)
+
+
+def _ring_on_ack(producer: AIOKafkaProducer, topic: str, ack: asyncio.Future) -> asyncio.Future:
+    doorbell: Doorbell | None = getattr(producer.client, "_rtml_doorbell", None)
+    if doorbell is not None:
+
+        def rang(done: asyncio.Future) -> None:
+            if not done.cancelled() and done.exception() is None:
+                doorbell.ring(topic)
+
+        ack.add_done_callback(rang)
+    return ack

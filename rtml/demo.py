@@ -31,11 +31,11 @@ from rtml.demo_summary import Phases, Summary, lineage_lines, only, summarize
 from rtml.stack import SERVICES
 from rtml.supervisor import READY, plan, render_table, wait_ready
 from services.simulator.driver import IngestionClient, drive
-from services.simulator.eventlog import write_event_log
 from services.simulator.world import Marketplace, SimConfig
 from shared import topics
 from shared.contracts import DlqRecord, Message, ModelAnnouncement, Prediction, TrainingExample
 from shared.embedded_broker import EmbeddedBroker
+from shared.eventlog import write_event_log
 from shared.kafka import ensure_topics, read_all, start_producer
 from shared.model_announcements import announce
 from shared.model_store import ModelRecord, ModelStore

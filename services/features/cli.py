@@ -9,8 +9,8 @@ import click
 from aiokafka.errors import KafkaError
 
 from services.features.batch import compute_batch_features, item_embedding_records, publish
-from services.simulator.eventlog import read_event_log
 from shared.errors import RtmlError
+from shared.eventlog import read_event_log
 from shared.settings import get_settings
 
 PROGRESS_EVERY = 50_000

@@ -110,9 +110,9 @@ class Demo:
     def bootstrap(self) -> tuple[ModelRecord, list]:
         """Stage 1: the first model, from the warm-up's event log, and the batch
         features the live service will serve."""
-        from services.features.batch import compute_batch_features
         from services.trainer.bootstrap import eta_examples_from_log
         from services.trainer.jobs import register, table_candidate
+        from shared.features.batch import compute_batch_features
 
         warmup = list(self.world.run(self.plan.warmup_h * HOUR))
         log_path = self.workdir / "warmup.evl"
@@ -131,7 +131,7 @@ class Demo:
         return record, batch
 
     async def run(self, settings: Settings, env: dict[str, str]) -> Summary:
-        from services.features.batch import publish
+        from services.features.publish import publish
 
         first, batch = await asyncio.to_thread(self.bootstrap)
         await ensure_topics(settings)

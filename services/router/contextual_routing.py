@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from services.features.definitions import ITEM_EMBEDDING_DIM, USER_FEATURES
 from services.router.contextual import (
     CONTEXTUAL_POLICY_NAMES,
     ContextualPolicy,
@@ -50,6 +49,7 @@ from shared.contracts import (
     PredictRouted,
     Reward,
 )
+from shared.features.definitions import ITEM_EMBEDDING_DIM, USER_FEATURES
 
 SESSION_EMBEDDING = tuple(f"session_emb_{i}" for i in range(ITEM_EMBEDDING_DIM))
 # the category counts of user_feature_0..3 in the Open Bandit Dataset's "all" campaign

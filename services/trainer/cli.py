@@ -149,10 +149,10 @@ class _spinner:
 def skew_command(task: Task, event_log: str, batch_log: str | None) -> None:
     """Compare the features logged in the warehouse with their recomputation from
     an event log by the reference implementation; exit 1 on any mismatch."""
-    from services.features.batch import compute_batch_features
     from services.trainer.bootstrap import reference_vectors
     from services.trainer.skew import skew_report
     from shared.eventlog import read_event_log
+    from shared.features.batch import compute_batch_features
 
     messages = list(read_event_log(event_log))
     batch = None if batch_log is None else compute_batch_features(read_event_log(batch_log))

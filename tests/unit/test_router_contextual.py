@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.features.definitions import DEFAULTS, ITEM_EMBEDDING_DIM, RECS_FEATURES
 from services.router.app import RouterApp
 from services.router.contextual import ContextualPolicyError, LinUCB
 from services.router.contextual_routing import (
@@ -29,6 +28,7 @@ from shared.contracts import (
     decode,
     encode,
 )
+from shared.features.definitions import DEFAULTS, ITEM_EMBEDDING_DIM, RECS_FEATURES
 from shared.service import HealthEndpoints
 from shared.settings import Settings
 from tests.unit.test_router_handlers import announcement, enriched

@@ -33,14 +33,14 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from services.router.contextual import (
+from shared.bandits.contextual import (
     CONTEXTUAL_POLICY_NAMES,
     ContextualPolicy,
     ContextualPolicyError,
     FloatArray,
     make_contextual_policy,
 )
-from services.router.policies import UnknownArm
+from shared.bandits.policies import UnknownArm
 from shared.contracts import (
     MAX_MESSAGE_BYTES,
     ArmSummary,

@@ -8,7 +8,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.router.app import RouterApp
-from services.router.contextual import ContextualPolicyError, LinUCB
 from services.router.contextual_routing import (
     ContextEncoder,
     ContextSpec,
@@ -18,7 +17,8 @@ from services.router.contextual_routing import (
 )
 from services.router.handlers import RewardOutcome, Router, RouterConfig, TaskConfig
 from services.router.ledger import LogPosition
-from services.router.policies import PolicyError
+from shared.bandits.contextual import ContextualPolicyError, LinUCB
+from shared.bandits.policies import PolicyError
 from shared.contracts import (
     MAX_MESSAGE_BYTES,
     FeatureVector,

@@ -8,7 +8,7 @@ context of a request is built from its recs@1 feature vector:
 
 The leading 1 gives every arm an intercept (a request with unknown user
 features and an empty session is all zeros otherwise). A user feature is a
-category code (``services.recs.obd``); a code outside ``0 .. size - 1`` (the
+category code (``rtml.tasks.recs.obd``); a code outside ``0 .. size - 1`` (the
 default -1 of a request that did not give it) leaves its block all zeros.
 
 Learning: a reward carries the feature vector its decision was made with

@@ -46,8 +46,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from services.recs.obd import Campaign, LoggedRounds, UserFeatureEncoder, contexts, load_rounds
-from services.recs.popularity import (
+from rtml.tasks.recs.obd import Campaign, LoggedRounds, UserFeatureEncoder, contexts, load_rounds
+from rtml.tasks.recs.popularity import (
     DEFAULT_STRENGTH,
     SEGMENT_FEATURES,
     rank_segments,

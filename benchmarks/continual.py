@@ -55,7 +55,6 @@ import numpy as np
 from prometheus_client import REGISTRY
 
 from benchmarks._common import machine, peak_rss_mib
-from services.features.batch import compute_batch_features
 from services.features.handlers import advance, entity_features, feature_vector, plan
 from services.features.state import EntityStates
 from services.simulator.world import SimConfig, simulate
@@ -70,6 +69,7 @@ from shared.contracts import (
     PredictRequest,
     TrainingExample,
 )
+from shared.features.batch import compute_batch_features
 from shared.logging import configure_logging
 from shared.model_store import ModelRecord, ModelStore
 from shared.warehouse import ExampleTable, Located, Warehouse

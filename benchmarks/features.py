@@ -93,8 +93,8 @@ def workload(
     n_events: int, latency_s: float
 ) -> tuple[list[Message], list[Message], list[PredictRequest]]:
     """Events for the throughput runs, events that follow them, and requests for the latency run."""
-    from services.features.reference import ETA_EVENTS
     from services.simulator.world import SimConfig, simulate
+    from shared.features.reference import ETA_EVENTS
 
     wanted_later = int(latency_s * 1.5 * EVENT_RATE)
     events: list[Message] = []
@@ -374,8 +374,8 @@ def held_partitions(url: str) -> set[int]:
 def group_timings() -> dict[str, float]:
     """Seconds to ready on a first start and a restart, and for a survivor to take over
     the partitions of a worker killed with kill -9, on a broker of their own."""
-    from services.features.reference import ETA_EVENTS
     from services.simulator.world import SimConfig, simulate
+    from shared.features.reference import ETA_EVENTS
 
     timings: dict[str, float] = {}
     with EmbeddedBroker(port=free_port()) as broker:

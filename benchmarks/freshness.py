@@ -37,11 +37,11 @@ import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks._common import machine, peak_rss_mib
-from services.features.reference import ETA_EVENTS, ReferenceFeatures
 from services.simulator.world import SimConfig, simulate
 from shared import topics
 from shared.contracts import FeatureVector, Message, PredictEnriched, PredictRequest, decode
 from shared.embedded_broker import EmbeddedBroker, free_port
+from shared.features.reference import ETA_EVENTS, ReferenceFeatures
 from shared.kafka import client_kwargs, ensure_topics
 from shared.settings import Settings
 from tests.helpers import service_process

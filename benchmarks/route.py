@@ -37,8 +37,8 @@ import numpy as np
 from benchmarks._common import Stopwatch, append_rate, machine, peak_rss_mib
 from services.router.handlers import Router, RouterConfig
 from services.router.ledger import LogPosition
-from services.router.policies import Policy, make_policy
 from shared import topics
+from shared.bandits.policies import Policy, make_policy
 from shared.contracts import (
     FeatureVector,
     Message,

@@ -101,11 +101,11 @@ def evaluate() -> None:
 
 
 def _mount_subcommands() -> None:
+    from rtml.research.bakeoff_cli import cb_bakeoff
+    from rtml.research.experiment_cli import experiment
+    from rtml.tasks.recs.cli import batch_predict, evaluate_recs
     from services.features.cli import batch_features
     from services.prediction.cli import models
-    from services.recs.cli import batch_predict, evaluate_recs
-    from services.router.bakeoff_cli import cb_bakeoff
-    from services.router.cli import experiment
     from services.simulator.cli import simulate_command
     from services.trainer.cli import skew_command, train_command
 

@@ -31,11 +31,11 @@ from rtml.demo_summary import Phases, Summary, lineage_lines, only, summarize
 from rtml.stack import SERVICES
 from rtml.supervisor import READY, plan, render_table, wait_ready
 from services.simulator.driver import IngestionClient, drive
-from services.simulator.eventlog import write_event_log
 from services.simulator.world import Marketplace, SimConfig
 from shared import topics
 from shared.contracts import DlqRecord, Message, ModelAnnouncement, Prediction, TrainingExample
 from shared.embedded_broker import EmbeddedBroker
+from shared.eventlog import write_event_log
 from shared.kafka import ensure_topics, read_all, start_producer
 from shared.model_announcements import announce
 from shared.model_store import ModelRecord, ModelStore
@@ -110,9 +110,9 @@ class Demo:
     def bootstrap(self) -> tuple[ModelRecord, list]:
         """Stage 1: the first model, from the warm-up's event log, and the batch
         features the live service will serve."""
-        from services.features.batch import compute_batch_features
         from services.trainer.bootstrap import eta_examples_from_log
         from services.trainer.jobs import register, table_candidate
+        from shared.features.batch import compute_batch_features
 
         warmup = list(self.world.run(self.plan.warmup_h * HOUR))
         log_path = self.workdir / "warmup.evl"
@@ -131,7 +131,7 @@ class Demo:
         return record, batch
 
     async def run(self, settings: Settings, env: dict[str, str]) -> Summary:
-        from services.features.batch import publish
+        from services.features.publish import publish
 
         first, batch = await asyncio.to_thread(self.bootstrap)
         await ensure_topics(settings)

@@ -69,8 +69,8 @@ class Settings(BaseSettings):
 
     router_host: str = "127.0.0.1"
     router_port: int = 8082
-    # the routing policy of each task (services.router.policies.POLICY_NAMES, or for
-    # recs services.router.contextual.CONTEXTUAL_POLICY_NAMES), its
+    # the routing policy of each task (shared.bandits.policies.POLICY_NAMES, or for
+    # recs shared.bandits.contextual.CONTEXTUAL_POLICY_NAMES), its
     # constructor parameters as JSON (e.g. {"epsilon": 0.05}), and the prior a new
     # arm joins with (e.g. {"alpha": 1, "beta": 1})
     router_policy_eta: str = "thompson_beta"

@@ -13,13 +13,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.features.batch import compute_batch_features, publish
-from services.features.reference import eta_vectors
+from services.features.publish import publish
 from services.simulator.world import SimConfig, simulate
 from services.trainer.bootstrap import eta_examples_from_log
 from services.trainer.jobs import register, table_candidate
 from shared.contracts import Message, OrderDelivered, PredictRequest
 from shared.embedded_broker import free_port
+from shared.features.batch import compute_batch_features
+from shared.features.reference import eta_vectors
 from shared.kafka import start_producer
 from shared.model_announcements import announce
 from shared.model_store import ModelStore

@@ -75,13 +75,13 @@ from services.features.handlers import (
     plan,
     replay_changelog,
 )
-from services.features.records import BatchFeatureRecord
 from services.features.state import EntityStates
 from shared import topics
 from shared.broker_compat_faust import faust_options
 from shared.contracts import PredictRequest, decode, encode
 from shared.errors import ContractError
 from shared.faust_worker import recovered_and_assigned
+from shared.features.records import BatchFeatureRecord
 from shared.kafka import DlqWriter
 from shared.logging import get_logger
 from shared.settings import Settings

@@ -13,9 +13,9 @@ import contextlib
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.features.records import BatchFeatureRecord, decode_batch_record
 from shared import broker_compat, topics
 from shared.errors import ContractError
+from shared.features.records import BatchFeatureRecord, decode_batch_record
 from shared.logging import get_logger
 
 log = get_logger(__name__)

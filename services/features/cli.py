@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 from aiokafka.errors import KafkaError
 
-from services.features.batch import compute_batch_features, item_embedding_records, publish
-from services.simulator.eventlog import read_event_log
+from services.features.publish import publish
 from shared.errors import RtmlError
+from shared.eventlog import read_event_log
+from shared.features.batch import compute_batch_features, item_embedding_records
 from shared.settings import get_settings
 
 PROGRESS_EVERY = 50_000

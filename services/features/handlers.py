@@ -1,6 +1,6 @@
 """The features service's pure logic: admit events, look up, assemble vectors. No I/O.
 
-Adapters (``app.py`` for Kafka, ``http.py`` for HTTP) call these; neither
+Adapters (``app.py`` for Kafka, ``http_adapter.py`` for HTTP) call these; neither
 adds logic of its own, so both wirings give the same answers.
 
 A request needs features of several entities whose state lives on whichever
@@ -19,7 +19,20 @@ from typing import Any
 
 import msgpack
 
-from services.features.definitions import (
+from services.features.state import EntityStates
+from shared.contracts import (
+    DOMAIN_EVENTS,
+    FeatureVector,
+    Message,
+    PredictEnriched,
+    PredictRequest,
+    Task,
+    decode,
+    from_wire,
+    unpack,
+)
+from shared.errors import ContractError
+from shared.features.definitions import (
     ETA_FEATURE_SET,
     ETA_FEATURES,
     RECS_FEATURE_SET,
@@ -36,20 +49,7 @@ from services.features.definitions import (
     default,
     request_features,
 )
-from services.features.records import BatchFeatureRecord
-from services.features.state import EntityStates
-from shared.contracts import (
-    DOMAIN_EVENTS,
-    FeatureVector,
-    Message,
-    PredictEnriched,
-    PredictRequest,
-    Task,
-    decode,
-    from_wire,
-    unpack,
-)
-from shared.errors import ContractError
+from shared.features.records import BatchFeatureRecord
 
 # per task, the entities a request names (kind, entities field), in the order its lookups run
 PLANS: dict[Task, tuple[tuple[EntityKind, str], ...]] = {

@@ -24,10 +24,10 @@ from aiohttp import web
 
 from services.features import metrics
 from services.features.app import ENTITY_KINDS, FeaturesWorker
-from services.features.definitions import EntityKind, FeatureValue
 from services.features.handlers import advance, enriched, entity_features, feature_vector, plan
 from shared.contracts import PredictRequest, from_wire
 from shared.errors import ContractError
+from shared.features.definitions import EntityKind, FeatureValue
 
 OWNER_TIMEOUT_S = 2.0
 

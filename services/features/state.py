@@ -25,7 +25,19 @@ import math
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Mapping
 
-from services.features.definitions import (
+from shared.contracts import (
+    CourierAssigned,
+    CourierOffline,
+    CourierOnline,
+    ItemClicked,
+    ItemViewed,
+    Message,
+    OrderDelivered,
+    OrderPickedUp,
+    OrderPlaced,
+    OrderReady,
+)
+from shared.features.definitions import (
     DELIVERY_WINDOW_S,
     ITEM_EMBEDDING_DIM,
     LAST_ITEMS,
@@ -47,19 +59,7 @@ from services.features.definitions import (
     item_embedding,
     mean_embedding,
 )
-from services.features.records import BatchFeatureRecord
-from shared.contracts import (
-    CourierAssigned,
-    CourierOffline,
-    CourierOnline,
-    ItemClicked,
-    ItemViewed,
-    Message,
-    OrderDelivered,
-    OrderPickedUp,
-    OrderPlaced,
-    OrderReady,
-)
+from shared.features.records import BatchFeatureRecord
 
 # pruning walks each zone's couriers, so do it once the horizon has moved this far
 PRUNE_STEP_S = 300.0

@@ -39,7 +39,6 @@ from services.gateway.handlers import (
     readiness,
     unavailable,
 )
-from services.ingestion.handlers import BadRequest
 from shared import topics
 from shared.contracts import (
     Message,
@@ -49,6 +48,7 @@ from shared.contracts import (
     PredictRouted,
     encode,
 )
+from shared.ingest_requests import BadRequest
 from shared.logging import get_logger
 from shared.service import HealthEndpoints
 from shared.settings import Settings

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol, TypeVar, cast
 
-from services.ingestion.handlers import parse_body, predict_request
 from shared.contracts import (
     Message,
     PredictEnriched,
@@ -23,6 +22,7 @@ from shared.contracts import (
     from_wire,
 )
 from shared.errors import ContractError
+from shared.ingest_requests import parse_body, predict_request
 
 Upstream = Literal["features", "router", "prediction"]
 UPSTREAMS: tuple[Upstream, ...] = ("features", "router", "prediction")
@@ -63,7 +63,7 @@ class Upstreams(Protocol):
 
 def parse_predict(body: bytes, content_type: str, now: float) -> PredictRequest:
     """A predict body exactly as ingestion's ``POST /v1/predict`` takes it; raises
-    ingestion's BadRequest naming the field and the reason."""
+    BadRequest (shared.ingest_requests) naming the field and the reason."""
     items = parse_body(body, content_type)
     return predict_request(items[0] if len(items) == 1 else items, now)
 

@@ -14,17 +14,17 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 
 from services.ingestion.config import IngestionSettings
-from services.ingestion.handlers import (
+from services.ingestion.openapi import openapi_document
+from services.ingestion.predictions import PredictionWaiter
+from shared import topics
+from shared.contracts import Message, encode, new_id
+from shared.ingest_requests import (
     BadRequest,
     Problem,
     parse_body,
     predict_request,
     validate_events,
 )
-from services.ingestion.openapi import openapi_document
-from services.ingestion.predictions import PredictionWaiter
-from shared import topics
-from shared.contracts import Message, encode, new_id
 from shared.kafka import ensure_topics
 from shared.logging import get_logger
 from shared.service import HealthEndpoints

@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+from rtml.tasks.recs.serving import BatchRecommender, follow_batch_predictions
 from services.prediction.app import PredictionApp
 from services.prediction.handlers import Scorer
 from services.prediction.models import ModelFollower
-from services.recs.serving import BatchRecommender, follow_batch_predictions
 from shared import topics
 from shared.contracts import PredictRouted
 from shared.kafka import ensure_topics, start_consumer, start_producer

@@ -19,8 +19,8 @@ from typing import Any, cast
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
+from rtml.tasks.recs.serving import BatchRecommender, recommend_route
 from services.prediction.handlers import FeatureMismatch, NoModel, Scorer
-from services.recs.serving import BatchRecommender, recommend_route
 from shared import topics
 from shared.contracts import Prediction, PredictRouted, from_wire
 from shared.errors import ContractError

@@ -16,7 +16,8 @@ from shared.contracts import Task
 from shared.errors import ModelStoreError, RtmlError
 from shared.kafka import ensure_topics, start_producer
 from shared.model_announcements import announce
-from shared.model_store import TASKS, ModelRecord, ModelStore, render_lineage_tree
+from shared.model_lineage import render_lineage_tree
+from shared.model_store import TASKS, ModelRecord, ModelStore
 from shared.settings import get_settings
 
 T = TypeVar("T")

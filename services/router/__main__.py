@@ -27,10 +27,10 @@ from prometheus_client import REGISTRY
 from services.router.app import PosteriorCollector, RouterApp
 from services.router.handlers import Router, RouterConfig
 from services.router.models import AnnouncementFollower, Promoter
-from services.router.policies import PolicyError
 from services.router.rewards import RewardFollower
 from services.router.state import read_checkpoints
 from shared import topics
+from shared.bandits.policies import PolicyError
 from shared.contracts import PredictEnriched
 from shared.kafka import ensure_topics, start_consumer, start_producer
 from shared.logging import configure_logging, get_logger

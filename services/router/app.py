@@ -20,9 +20,9 @@ from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from services.router.contextual import ContextualPolicyError
 from services.router.handlers import CHAMPION_FALLBACK, Router
 from shared import topics
+from shared.bandits.contextual import ContextualPolicyError
 from shared.contracts import PredictEnriched, PredictRouted, from_wire
 from shared.errors import ContractError
 from shared.pipeline import Incoming, Outgoing

@@ -8,7 +8,7 @@ context of a request is built from its recs@1 feature vector:
 
 The leading 1 gives every arm an intercept (a request with unknown user
 features and an empty session is all zeros otherwise). A user feature is a
-category code (``services.recs.obd``); a code outside ``0 .. size - 1`` (the
+category code (``rtml.tasks.recs.obd``); a code outside ``0 .. size - 1`` (the
 default -1 of a request that did not give it) leaves its block all zeros.
 
 Learning: a reward carries the feature vector its decision was made with
@@ -33,15 +33,14 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from services.features.definitions import ITEM_EMBEDDING_DIM, USER_FEATURES
-from services.router.contextual import (
+from shared.bandits.contextual import (
     CONTEXTUAL_POLICY_NAMES,
     ContextualPolicy,
     ContextualPolicyError,
     FloatArray,
     make_contextual_policy,
 )
-from services.router.policies import UnknownArm
+from shared.bandits.policies import UnknownArm
 from shared.contracts import (
     MAX_MESSAGE_BYTES,
     ArmSummary,
@@ -50,6 +49,7 @@ from shared.contracts import (
     PredictRouted,
     Reward,
 )
+from shared.features.definitions import ITEM_EMBEDDING_DIM, USER_FEATURES
 
 SESSION_EMBEDDING = tuple(f"session_emb_{i}" for i in range(ITEM_EMBEDDING_DIM))
 # the category counts of user_feature_0..3 in the Open Bandit Dataset's "all" campaign

@@ -40,7 +40,7 @@ from services.router.contextual_routing import (
     is_contextual,
 )
 from services.router.ledger import Admission, LogPosition, RewardLedger
-from services.router.policies import (
+from shared.bandits.policies import (
     Policy,
     PolicyError,
     PromotionRule,

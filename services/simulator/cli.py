@@ -8,8 +8,8 @@ import aiohttp
 import click
 
 from services.simulator.driver import IngestionClient, drive
-from services.simulator.eventlog import write_event_log
 from services.simulator.world import SCENARIOS, SimConfig, simulate
+from shared.eventlog import write_event_log
 from shared.settings import get_settings
 
 

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.features.batch import compute_batch_features
-from services.features.records import BatchFeatureRecord
-from services.features.reference import eta_vectors
 from shared.contracts import FeatureVector, Message, OrderDelivered, PredictRequest
+from shared.features.batch import compute_batch_features
+from shared.features.records import BatchFeatureRecord
+from shared.features.reference import eta_vectors
 from shared.warehouse import ExampleTable, empty_table
 
 MINUTE = 60.0

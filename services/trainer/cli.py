@@ -88,8 +88,8 @@ def _candidate(
         return fine_tune_candidate(warehouse, store, current.version)
     if event_log is None:
         return scratch_candidate(warehouse, task)
-    from services.simulator.eventlog import read_event_log
     from services.trainer.bootstrap import eta_examples_from_log
+    from shared.eventlog import read_event_log
 
     table = eta_examples_from_log(list(read_event_log(event_log)))
     source = {"source": "event_log", "path": str(Path(event_log).resolve()),
@@ -149,10 +149,10 @@ class _spinner:
 def skew_command(task: Task, event_log: str, batch_log: str | None) -> None:
     """Compare the features logged in the warehouse with their recomputation from
     an event log by the reference implementation; exit 1 on any mismatch."""
-    from services.features.batch import compute_batch_features
-    from services.simulator.eventlog import read_event_log
     from services.trainer.bootstrap import reference_vectors
     from services.trainer.skew import skew_report
+    from shared.eventlog import read_event_log
+    from shared.features.batch import compute_batch_features
 
     messages = list(read_event_log(event_log))
     batch = None if batch_log is None else compute_batch_features(read_event_log(batch_log))

@@ -29,7 +29,8 @@ from tests.integration.test_prediction_service import (
     send_routed,
     wait_for_predictions,
 )
-from tests.unit.test_model_store import forge_artifact, out_of_range_node
+from tests.unit.test_model_artifacts import out_of_range_node
+from tests.unit.test_model_store import forge_artifact
 from tests.unit.test_prediction_handlers import routed, synthetic_vectors, train_booster
 
 

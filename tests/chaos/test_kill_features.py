@@ -2,7 +2,7 @@
 
 The consistency checker rebuilds the expected state from the raw topic: it
 reads ``rtml.events`` back with a plain aiokafka consumer and folds it with the
-pure reference (``services/features/reference.py``). Once the last worker has
+pure reference (``shared/features/reference.py``). Once the last worker has
 applied everything, every request's enriched vector must equal the reference's,
 and the last worker's state must hold every accepted event exactly once
 (recovered from the changelog + applied live = what the reference accepted):
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from services.features.definitions import Outcome
-from services.features.reference import ETA_EVENTS, ReferenceFeatures
 from services.simulator.world import SimConfig, simulate
 from shared import topics
 from shared.contracts import FeatureVector, Message, PredictEnriched, PredictRequest
 from shared.embedded_broker import EmbeddedBroker, free_port
+from shared.features.definitions import Outcome
+from shared.features.reference import ETA_EVENTS, ReferenceFeatures
 from shared.settings import Settings
 from tests.chaos.conftest import CHAOS_TIMEOUT_S, ChaosSetting, PacedStream, kill_points
 from tests.helpers import read_topic, service_process

@@ -14,7 +14,7 @@ What is asserted, once the stack caught up:
 - the client gave up on nothing, and every event and request it sent is on its
   topic;
 - every request has a prediction, and every prediction carries the point-in-time
-  reference vector (``services/features/reference.py``): no event acknowledged
+  reference vector (``shared/features/reference.py``): no event acknowledged
   before a request was missed, across the features restart too (with the
   freshness wait uncapped: see the env below);
 - the warehouse holds exactly one example per prediction whose order was

@@ -12,9 +12,9 @@ import pytest
 
 from rtml.demo import HOUR, PLANS, Demo
 from rtml.stack import SERVICES
-from services.simulator.eventlog import write_event_log
 from services.simulator.world import Marketplace
 from shared.embedded_broker import free_port
+from shared.eventlog import write_event_log
 
 # the demo bounds itself at 600 s; on a loaded machine it can take most of that
 pytestmark = pytest.mark.timeout(900)

@@ -27,10 +27,8 @@ import aiohttp
 import pytest
 
 from services.features.app import changelog_topic, partition_of
-from services.features.batch import compute_batch_features, publish
-from services.features.definitions import Outcome
 from services.features.handlers import changelog_records
-from services.features.reference import ETA_EVENTS, SESSION_EVENTS, ReferenceFeatures
+from services.features.publish import publish
 from services.simulator.world import SimConfig, simulate
 from shared import topics
 from shared.contracts import (
@@ -44,6 +42,9 @@ from shared.contracts import (
     encode,
 )
 from shared.embedded_broker import EmbeddedBroker, free_port
+from shared.features.batch import compute_batch_features
+from shared.features.definitions import Outcome
+from shared.features.reference import ETA_EVENTS, SESSION_EVENTS, ReferenceFeatures
 from shared.kafka import ensure_topics, start_producer
 from shared.settings import Settings
 from tests.helpers import read_topic, service_process, wait_http

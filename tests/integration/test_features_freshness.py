@@ -22,11 +22,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from services.features.definitions import Outcome
-from services.features.reference import ETA_EVENTS, ReferenceFeatures
 from services.simulator.world import SimConfig, simulate
 from shared import topics
 from shared.contracts import Message, PredictEnriched, PredictRequest, encode
+from shared.features.definitions import Outcome
+from shared.features.reference import ETA_EVENTS, ReferenceFeatures
 from shared.kafka import start_producer
 from shared.settings import Settings
 from tests.helpers import read_topic

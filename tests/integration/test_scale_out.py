@@ -14,7 +14,7 @@ restarted.
 
 What is asserted, after the survivors caught up:
 - every predict request has at least one message on ``rtml.predict.enriched``
-  and every copy carries the reference vector (``services/features/reference.py``,
+  and every copy carries the reference vector (``shared/features/reference.py``,
   floats to 1e-9); a redelivered request may appear more than once, with the
   same vector: duplicates are allowed on the topic, and below it is shown
   that the join absorbs them;
@@ -52,7 +52,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from services.features.reference import ETA_EVENTS
 from services.simulator.world import SimConfig
 from shared import topics
 from shared.contracts import (
@@ -63,6 +62,7 @@ from shared.contracts import (
     PredictRequest,
 )
 from shared.embedded_broker import EmbeddedBroker, free_port
+from shared.features.reference import ETA_EVENTS
 from shared.kafka import ensure_topics
 from shared.model_store import ModelStore
 from shared.settings import Settings

@@ -31,10 +31,10 @@ import xgboost as xgb
 
 from rtml.stack import Wiring, services_for
 from rtml.supervisor import Supervised, started
-from services.features.definitions import ETA_FEATURE_SET, ETA_FEATURES
 from shared import topics
 from shared.contracts import CourierOnline, Message, OrderPlaced, OrderReady, Prediction, encode
 from shared.embedded_broker import EmbeddedBroker, free_port
+from shared.features.definitions import ETA_FEATURE_SET, ETA_FEATURES
 from shared.kafka import ensure_topics, start_producer
 from shared.model_announcements import announce, register_and_announce
 from shared.model_store import ModelStore

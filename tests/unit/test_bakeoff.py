@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from services.router.bakeoff import (
+from rtml.research.bakeoff import (
     METHODS,
     BakeoffError,
     Dataset,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from services.router.experiment import (
+from rtml.research.experiment import (
     HEADLINE_KEYS,
     METHODS,
     ExperimentError,

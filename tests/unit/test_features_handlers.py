@@ -1,14 +1,9 @@
-"""The features service's pure handlers and its batch job."""
+"""The features service's pure handlers."""
 
 from __future__ import annotations
 
-import math
-
 import msgpack
-import pytest
 
-from services.features.batch import compute_batch_features, item_embedding_records
-from services.features.definitions import ITEM_EMBEDDING_DIM, FeatureValue
 from services.features.handlers import (
     CHANGELOG_RECORD_MAX_BYTES,
     Lookup,
@@ -20,16 +15,15 @@ from services.features.handlers import (
     plan,
     replay_changelog,
 )
-from services.features.records import decode_batch_record
 from services.features.state import EntityStates
 from shared.contracts import (
-    OrderDelivered,
-    OrderPickedUp,
     OrderPlaced,
     OrderReady,
     PredictRequest,
     encode,
 )
+from shared.features.batch import compute_batch_features
+from shared.features.definitions import FeatureValue
 
 T0 = 1_717_412_400.0  # a Monday, 11:00 UTC
 
@@ -138,46 +132,3 @@ def test_changelog_records_stay_small_and_replay_to_the_same_state() -> None:
         assert rebuilt.restaurants[name].features_at(T0 + 5000, {}) == state.features_at(
             T0 + 5000, {}
         )
-
-
-def test_batch_features_are_prep_and_travel_times_over_the_log() -> None:
-    log = [
-        placed(1),
-        placed(2),
-        OrderReady(id="ready1", ts=T0 + 600, order_id="o1", restaurant_id="r1", placed_ts=T0),
-        OrderReady(id="ready2", ts=T0 + 1200, order_id="o2", restaurant_id="r1", placed_ts=T0),
-        OrderReady(
-            id="ready2", ts=T0 + 1200, order_id="o2", restaurant_id="r1", placed_ts=T0
-        ),  # a repeat
-        OrderPickedUp(id="up1", ts=T0 + 700, order_id="o1", courier_id="c", restaurant_id="r1"),
-        OrderDelivered(
-            id="d1",
-            ts=T0 + 1300,
-            order_id="o1",
-            courier_id="c",
-            restaurant_id="r1",
-            zone_id="z1",
-            placed_ts=T0,
-        ),
-    ]
-    records = {r.entity: r for r in compute_batch_features(log)}
-    restaurant, zone = records["restaurant:r1"], records["zone:z1"]
-    assert (
-        restaurant.values == [15.0, 19.0]
-        and restaurant.ts == T0 + 1200
-        and restaurant.n_events == 2
-    )
-    assert (
-        math.isclose(zone.value("zone_hist_travel_min_per_km"), 10.0 / 2.0) and zone.ts == T0 + 1300
-    )
-    assert compute_batch_features(log) == list(records.values())  # same log, same records, same ids
-    assert decode_batch_record(encode(restaurant)) == restaurant
-
-
-def test_item_embeddings_come_from_the_open_bandit_dataset() -> None:
-    pytest.importorskip("obp", reason="pip install --no-deps obp==0.4.1")
-    records = item_embedding_records()
-    assert [r.entity for r in records] == [f"item:{i}" for i in range(80)]
-    assert all(len(r.values) == ITEM_EMBEDDING_DIM for r in records)
-    # one category of each of the three categorical item features is hot
-    assert all(sum(r.values[1:]) == 3.0 for r in records)

@@ -7,15 +7,7 @@ import random
 
 import pytest
 
-from services.features.definitions import (
-    ITEM_EMBEDDING_NAMES,
-    MAX_WINDOW_S,
-    OPEN_SPAN_MAX_S,
-    Outcome,
-)
 from services.features.handlers import Lookup, admit_events, entity_features, feature_vector, plan
-from services.features.records import BatchFeatureRecord
-from services.features.reference import ETA_EVENTS, SESSION_EVENTS, ReferenceFeatures
 from services.features.state import PRUNE_STEP_S, EntityStates, Spans, TimeSeries
 from services.simulator.world import SimConfig, simulate
 from shared.contracts import (
@@ -32,6 +24,14 @@ from shared.contracts import (
     PredictRequest,
     encode,
 )
+from shared.features.definitions import (
+    ITEM_EMBEDDING_NAMES,
+    MAX_WINDOW_S,
+    OPEN_SPAN_MAX_S,
+    Outcome,
+)
+from shared.features.records import BatchFeatureRecord
+from shared.features.reference import ETA_EVENTS, SESSION_EVENTS, ReferenceFeatures
 
 HOUR = 3600.0
 

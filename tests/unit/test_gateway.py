@@ -24,7 +24,6 @@ from services.gateway.handlers import (
     read_answer,
     readiness,
 )
-from services.ingestion.handlers import BadRequest
 from shared.contracts import (
     FeatureVector,
     PredictEnriched,
@@ -34,6 +33,7 @@ from shared.contracts import (
     decode,
 )
 from shared.embedded_broker import free_port
+from shared.ingest_requests import BadRequest
 from shared.service import HealthEndpoints
 from shared.settings import Settings
 

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from services.recs.obd import (
+from rtml.tasks.recs.obd import (
     BEHAVIOURS,
     CAMPAIGNS,
     UserFeatureEncoder,

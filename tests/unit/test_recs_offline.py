@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from services.recs.obd import UserFeatureEncoder
-from services.recs.offline import (
+from rtml.tasks.recs.obd import UserFeatureEncoder
+from rtml.tasks.recs.offline import (
     BatchPopularity,
     Choice,
     Counts,

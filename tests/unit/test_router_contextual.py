@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.features.definitions import DEFAULTS, ITEM_EMBEDDING_DIM, RECS_FEATURES
 from services.router.app import RouterApp
-from services.router.contextual import ContextualPolicyError, LinUCB
 from services.router.contextual_routing import (
     ContextEncoder,
     ContextSpec,
@@ -19,7 +17,8 @@ from services.router.contextual_routing import (
 )
 from services.router.handlers import RewardOutcome, Router, RouterConfig, TaskConfig
 from services.router.ledger import LogPosition
-from services.router.policies import PolicyError
+from shared.bandits.contextual import ContextualPolicyError, LinUCB
+from shared.bandits.policies import PolicyError
 from shared.contracts import (
     MAX_MESSAGE_BYTES,
     FeatureVector,
@@ -29,6 +28,7 @@ from shared.contracts import (
     decode,
     encode,
 )
+from shared.features.definitions import DEFAULTS, ITEM_EMBEDDING_DIM, RECS_FEATURES
 from shared.service import HealthEndpoints
 from shared.settings import Settings
 from tests.unit.test_router_handlers import announcement, enriched

@@ -17,7 +17,7 @@ from services.router.handlers import (
     TaskConfig,
 )
 from services.router.ledger import Admission, LogPosition, RewardLedger
-from services.router.policies import PolicyError, PromotionRule
+from shared.bandits.policies import PolicyError, PromotionRule
 from shared.contracts import (
     FeatureVector,
     ModelAnnouncement,

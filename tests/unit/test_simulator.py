@@ -1,4 +1,4 @@
-"""The eta marketplace simulator: determinism, event invariants, scenarios, event logs."""
+"""The eta marketplace simulator: determinism, event invariants, scenarios, pacing."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import asyncio
 import math
 import statistics
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from services.simulator import world
-from services.simulator.eventlog import EventLogError, read_event_log, write_event_log
 from services.simulator.world import Marketplace, SimConfig, demand_multiplier, paced, simulate
 from shared.contracts import (
     CourierAssigned,
@@ -243,33 +241,6 @@ def test_config_rejects_nonsense() -> None:
         SimConfig(n_couriers=0)
     with pytest.raises(ValueError, match="storm_courier_share"):
         SimConfig(storm_courier_share=0)
-
-
-# --- event log ---------------------------------------------------------------------
-
-
-def test_event_log_round_trip(tmp_path: Path, six_hours: list[Message]) -> None:
-    path = tmp_path / "run.evl"
-    assert write_event_log(path, six_hours) == len(six_hours)
-    back = list(read_event_log(path))
-    assert back == six_hours
-    assert wire_bytes(back) == wire_bytes(six_hours)
-    assert [p.name for p in tmp_path.iterdir()] == ["run.evl"]
-
-
-def test_truncated_event_log_is_an_error(tmp_path: Path) -> None:
-    path = tmp_path / "run.evl"
-    write_event_log(path, run(HOUR, seed=2))
-    path.write_bytes(path.read_bytes()[:-3])
-    with pytest.raises(EventLogError, match="truncated"):
-        list(read_event_log(path))
-
-
-def test_foreign_file_is_not_an_event_log(tmp_path: Path) -> None:
-    path = tmp_path / "notes.txt"
-    path.write_bytes(b"hello, world")
-    with pytest.raises(EventLogError, match="magic"):
-        list(read_event_log(path))
 
 
 # --- pacing ------------------------------------------------------------------------

@@ -3,11 +3,11 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from rtml.cli import main
-from services.features.batch import compute_batch_features
-from services.features.reference import eta_vectors
-from services.simulator.eventlog import write_event_log
 from services.simulator.world import SimConfig, simulate
 from shared.contracts import FeatureVector, TrainingExample
+from shared.eventlog import write_event_log
+from shared.features.batch import compute_batch_features
+from shared.features.reference import eta_vectors
 from shared.warehouse import Located, Warehouse
 
 

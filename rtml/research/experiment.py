@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from scipy import optimize, stats
 from scipy.special import betaln, xlogy
 
-from services.router.policies import value_remaining
+from shared.bandits.policies import value_remaining
 from shared.errors import RtmlError
 
 FloatArray = NDArray[np.float64]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from services.router.policies import (
+from shared.bandits.policies import (
     POLICY_NAMES,
     UCB1,
     EpsilonGreedy,

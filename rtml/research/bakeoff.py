@@ -24,7 +24,7 @@ Methods, each over a small grid (``GRIDS``: at most 6 configurations each, the
 same budget for every family), reporting per dataset the configuration with
 the best mean over the seeds:
 
-- ours: ``services.router.contextual`` epsilon-greedy, LinUCB and linear
+- ours: ``shared.bandits.contextual`` epsilon-greedy, LinUCB and linear
   Thompson sampling (disjoint per-arm ridge regressions);
 - Vowpal Wabbit ``--cb_explore_adf`` with epsilon-greedy, bagging, online cover
   and SquareCB through its Python API (``vowpalwabbit.Workspace``): one
@@ -68,7 +68,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
-from services.router.contextual import make_contextual_policy
+from shared.bandits.contextual import make_contextual_policy
 from shared.errors import RtmlError
 
 FloatArray = NDArray[np.float64]

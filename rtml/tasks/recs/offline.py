@@ -46,8 +46,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from services.recs.obd import Campaign, LoggedRounds, UserFeatureEncoder, contexts, load_rounds
-from services.recs.popularity import (
+from rtml.tasks.recs.obd import Campaign, LoggedRounds, UserFeatureEncoder, contexts, load_rounds
+from rtml.tasks.recs.popularity import (
     DEFAULT_STRENGTH,
     SEGMENT_FEATURES,
     rank_segments,
@@ -58,7 +58,7 @@ from services.recs.popularity import (
 ESTIMATORS = ("replay", "ips", "dr")
 LIFT_FAMILY_MISS = 0.05
 POLICIES = ("random", "popularity", "epsilon_greedy", "linucb", "linear_ts")
-# this module's names -> services.router.contextual's; the replay and the estimators use
+# this module's names -> shared.bandits.contextual's; the replay and the estimators use
 # the sampled choice, never the policy's own propensity, so linear TS's propensity grid
 # (which never changes a decision) is kept coarse: the default one costs 20x the time
 CONTEXTUAL = {
@@ -281,7 +281,7 @@ def make_policy(name: str, log: LoggedRounds, encoder: UserFeatureEncoder, dim: 
         return UniformRandom(log.n_items)
     if name == "popularity":
         return BatchPopularity(popularity_lists(log.campaign, encoder), encoder, log.campaign)
-    from services.router.contextual import make_contextual_policy
+    from shared.bandits.contextual import make_contextual_policy
 
     contextual_name, params = CONTEXTUAL[name]
     return make_contextual_policy(contextual_name, log.n_items, dim, **params)

@@ -9,8 +9,8 @@ import time
 import click
 from aiokafka.errors import KafkaError
 
-from services.recs.obd import CAMPAIGNS
-from services.recs.offline import POLICIES, evaluate_campaign, format_report, plot_reports
+from rtml.tasks.recs.obd import CAMPAIGNS
+from rtml.tasks.recs.offline import POLICIES, evaluate_campaign, format_report, plot_reports
 from shared.errors import RtmlError
 from shared.settings import get_settings
 
@@ -74,7 +74,7 @@ def batch_predict(
 ) -> None:
     """Top items per known user segment, and the global popularity list for every other
     visitor, from the Open Bandit Dataset logs, published to rtml.batch.predictions."""
-    from services.recs.batch import batch_predictions, publish
+    from rtml.tasks.recs.batch import batch_predictions, publish
 
     run = 0
     while True:

@@ -25,7 +25,22 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from services.features.definitions import (
+from shared.contracts import (
+    CourierAssigned,
+    CourierOffline,
+    CourierOnline,
+    FeatureVector,
+    Impression,
+    ItemClicked,
+    ItemViewed,
+    Message,
+    OrderDelivered,
+    OrderPickedUp,
+    OrderPlaced,
+    OrderReady,
+    PredictRequest,
+)
+from shared.features.definitions import (
     DELIVERY_WINDOW_S,
     ETA_FEATURE_SET,
     ETA_FEATURES,
@@ -51,22 +66,7 @@ from services.features.definitions import (
     item_embedding,
     request_features,
 )
-from services.features.records import BatchFeatureRecord
-from shared.contracts import (
-    CourierAssigned,
-    CourierOffline,
-    CourierOnline,
-    FeatureVector,
-    Impression,
-    ItemClicked,
-    ItemViewed,
-    Message,
-    OrderDelivered,
-    OrderPickedUp,
-    OrderPlaced,
-    OrderReady,
-    PredictRequest,
-)
+from shared.features.records import BatchFeatureRecord
 
 Entity = tuple[EntityKind, str]
 # the events that change which couriers are idle

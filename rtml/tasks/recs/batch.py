@@ -1,7 +1,7 @@
 """``rtml batch predict --task recs``: stage-1 recommendation lists on ``rtml.batch.predictions``.
 
 Each run ranks the campaign's items per known segment and globally from both OBD
-logs of the campaign (random and bts; ``services.recs.popularity`` says how), and
+logs of the campaign (random and bts; ``rtml.tasks.recs.popularity`` says how), and
 publishes one ``BatchPrediction`` per segment, keyed by segment on the compacted
 topic. Like ``rtml batch features`` it first reads what the topic holds and sends
 only the lists that changed, so a re-run over the same logs sends nothing.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 
-from services.recs.obd import BEHAVIOURS, Campaign, UserFeatureEncoder, load_rounds
-from services.recs.popularity import rank_segments
+from rtml.tasks.recs.obd import BEHAVIOURS, Campaign, UserFeatureEncoder, load_rounds
+from rtml.tasks.recs.popularity import rank_segments
 from shared import topics
 from shared.contracts import BatchPrediction, encode
 from shared.kafka import ensure_topics, read_all, send_all, start_producer

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.recs.obd import USER_FEATURES, LoggedRounds, UserFeatureEncoder
+from rtml.tasks.recs.obd import USER_FEATURES, LoggedRounds, UserFeatureEncoder
 
 SEGMENT_FEATURES = USER_FEATURES[:2]
 GLOBAL = "global"

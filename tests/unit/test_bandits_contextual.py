@@ -6,7 +6,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from services.router.contextual import (
+from shared.bandits.contextual import (
     CONTEXTUAL_POLICY_NAMES,
     ContextualPolicyError,
     EpsilonGreedyLinear,
@@ -15,7 +15,7 @@ from services.router.contextual import (
     contextual_policy_from_snapshot,
     make_contextual_policy,
 )
-from services.router.policies import PolicyError
+from shared.bandits.policies import PolicyError
 
 N_ARMS, DIM = 4, 5
 

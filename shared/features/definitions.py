@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from shared.contracts import Message, PredictRequest
 
 if TYPE_CHECKING:
-    from services.features.records import BatchFeatureRecord
+    from shared.features.records import BatchFeatureRecord
 
 EntityKind = Literal["restaurant", "zone", "session", "item"]
 

@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
-from services.router.policies import PolicyError
+from shared.bandits.policies import PolicyError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from services.router.bakeoff import (
+from rtml.research.bakeoff import (
     DATASETS,
     DEFAULT_SEEDS,
     FAMILIES,

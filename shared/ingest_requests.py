@@ -1,4 +1,5 @@
-"""Ingestion's pure logic: parse a body, validate what is in it. No I/O."""
+"""The request bodies ingestion and the gateway take: parse a body (JSON or msgpack;
+one item or a batch), validate what is in it, name each bad item. No I/O."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from services.router.experiment import format_report, plot, run_ab_vs_bandit
+from rtml.research.experiment import format_report, plot, run_ab_vs_bandit
 
 
 @click.group("experiment")

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Counter
 
-from services.recs.popularity import segment_name, segment_of_inputs
+from rtml.tasks.recs.popularity import segment_name, segment_of_inputs
 from shared import topics
 from shared.contracts import BatchPrediction
 from shared.errors import ContractError

@@ -1,4 +1,8 @@
-"""``rtml batch features``: batch features from an event log, published to ``rtml.features.batch``.
+"""Batch features: computed from an event log, and the item embeddings of the recs task.
+
+Pure: no I/O but reading the obp wheel's item table. ``rtml batch features``
+publishes the records to ``rtml.features.batch`` (``services/features/publish.py``);
+the trainer's bootstrap and the skew check compute them from a log the same way.
 
 Computed over every event of the log (duplicate ids counted once):
 
@@ -15,24 +19,18 @@ Item embeddings (recs): one ``item:<id>`` record per item of the Open Bandit
 Dataset sample shipped in the ``obp`` wheel (``item_context.csv``): the numeric
 ``item_feature_0`` followed by one-hot encodings of the categorical
 ``item_feature_1..3`` (categories in sorted order), ``ts`` 0 (static data).
-
-Publishing is idempotent: the topic is compacted and keyed by entity, the job
-first reads what the topic holds and sends only the records whose values
-changed, so a re-run over the same log sends nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
-from services.features.batch_cache import BatchFeatureCache
-from services.features.definitions import (
+from shared.contracts import Message, OrderDelivered, OrderPickedUp, OrderPlaced, OrderReady
+from shared.features.definitions import (
     ITEM_EMBEDDING_DIM,
     ITEM_EMBEDDING_NAMES,
     RESTAURANT_BATCH_FEATURES,
@@ -40,11 +38,7 @@ from services.features.definitions import (
     EntityKind,
     entity_key,
 )
-from services.features.records import BatchFeatureRecord
-from shared import topics
-from shared.contracts import Message, OrderDelivered, OrderPickedUp, OrderPlaced, OrderReady, encode
-from shared.kafka import ensure_topics, start_consumer, start_producer
-from shared.settings import Settings
+from shared.features.records import BatchFeatureRecord
 
 MINUTE = 60.0
 
@@ -158,40 +152,4 @@ def _record(
         names=list(features),
         values=list(features.values()),
         n_events=n_events,
-    )
-
-
-@dataclass(frozen=True)
-class Published:
-    sent: int
-    unchanged: int
-
-
-async def publish(settings: Settings, records: list[BatchFeatureRecord]) -> Published:
-    """Send the records whose values differ from what the topic holds now."""
-    await ensure_topics(settings, [topics.FEATURES_BATCH])
-    current = BatchFeatureCache(await start_consumer(settings, group_id=None), settings.embedded)
-    await current.start()
-    try:
-        while not current.caught_up:
-            await asyncio.sleep(0.05)
-        changed = [r for r in records if not _same(current.records.get(r.entity), r)]
-    finally:
-        await current.stop()
-    producer = await start_producer(settings)
-    try:
-        acks = [
-            await producer.send(topics.FEATURES_BATCH.name, encode(r), key=r.key) for r in changed
-        ]
-        await asyncio.gather(*acks)
-    finally:
-        await producer.stop()
-    return Published(sent=len(changed), unchanged=len(records) - len(changed))
-
-
-def _same(held: BatchFeatureRecord | None, new: BatchFeatureRecord) -> bool:
-    return held is not None and (held.names, held.values, held.ts) == (
-        new.names,
-        new.values,
-        new.ts,
     )

@@ -74,6 +74,15 @@ def attach(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
     kafka_client._rtml_doorbell = doorbell
 
 
+def fetch_soon(consumer: AIOKafkaConsumer) -> None:
+    """Have ``consumer`` fetch now even if it is idle: for a reader that needs a
+    fetch response newer than this instant without a record to bring one (the
+    features worker's HTTP lookups). Any thread; nothing without a doorbell."""
+    doorbell: Doorbell | None = getattr(consumer._client, "_rtml_doorbell", None)
+    if doorbell is not None:
+        doorbell.heard({tp.topic for tp in consumer.assignment()})
+
+
 def doorbell_for(bootstrap: str | list[str]) -> Doorbell:
     """This process's doorbell for the broker at ``bootstrap`` (a string or the
     list faust passes)."""
@@ -128,14 +137,17 @@ class Doorbell:
 
     def _hear(self, receiver: socket.socket) -> None:
         while True:
-            topics = set(receiver.recv(_MAX_DATAGRAM).decode().split("\n"))
-            with self._lock:
-                self._rings.update(topics)
-                woken = [w for w in self._waiters if w[0] & topics]
-                self._waiters = [w for w in self._waiters if not w[0] & topics]
-            for _, loop, future in woken:
-                with contextlib.suppress(RuntimeError):  # that loop has closed
-                    loop.call_soon_threadsafe(_resolve, future)
+            self.heard(set(receiver.recv(_MAX_DATAGRAM).decode().split("\n")))
+
+    def heard(self, topics: set[str]) -> None:
+        """A ring for ``topics``: wake this process's consumers of them (any thread)."""
+        with self._lock:
+            self._rings.update(topics)
+            woken = [w for w in self._waiters if w[0] & topics]
+            self._waiters = [w for w in self._waiters if not w[0] & topics]
+        for _, loop, future in woken:
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(_resolve, future)
 
     def mark(self, topics: frozenset[str]) -> int:
         """How many rings this process has heard for ``topics`` so far."""

@@ -78,7 +78,7 @@ from faust.types import TP, Message
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
-from shared import broker_compat
+from shared import broker_compat, broker_compat_doorbell
 from shared.faust_worker import WatchedApp
 from shared.logging import get_logger
 from shared.settings import Settings
@@ -252,6 +252,11 @@ class CompatApp(WatchedApp):
             broker_compat.EMBEDDED_FETCH_MAX_WAIT_MS if embedded else FAUST_FETCH_MAX_WAIT_MS
         )
         super().__init__(id, **options)
+
+    def fetch_soon(self) -> None:
+        """Fetch now even if idle (an idle consumer on the embedded broker fetches
+        only when rung): for a reader that needs a fetch newer than this instant."""
+        broker_compat_doorbell.fetch_soon(cast(Any, self.consumer)._thread._ensure_consumer())
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:

@@ -219,6 +219,8 @@ class BulkApp(CompatApp):
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.barrier.wait_s
+        if self.barrier.fresh_as_of_ms <= wall_ms:
+            self.fetch_soon()
         while self.barrier.fresh_as_of_ms <= wall_ms:
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -5,8 +5,8 @@ a consumer either polls with a short fetch wait (fast, but every idle consumer
 then costs the broker and itself a fetch every few milliseconds) or waits long
 (cheap at rest, slow per hop). The doorbell gives both: once a fetch has come
 back empty with every partition at the high watermark, the consumer sends no
-new fetch for its node until a producer of this machine rings for one of its
-topics, its position changes (seek, reset, new assignment, resume), or
+new fetch for its node until a producer of this machine rings for one of the
+partitions in it, its position changes (seek, reset, new assignment, resume), or
 ``IDLE_FETCH_INTERVAL_S`` has passed.
 
 The guarantee: a record acknowledged by the broker is fetched without waiting
@@ -19,10 +19,11 @@ buffer full, a producer outside rtml) costs at most the interval, never a
 record.
 
 Transport: every process with a consumer binds a Unix datagram socket in a
-directory of its own user, one per broker address; a producer sends the names
-of the topics it wrote to every socket there, at most once per topic per event
-loop turn. The directory is listed again only when its mtime changes; a socket
-whose process died is removed by the first sender that finds nobody reading.
+directory of its own user, one per broker address; a producer sends the
+partitions it wrote to (``topic:partition`` lines) to every socket there, at
+most once per partition per event loop turn. The directory is listed again
+only when its mtime changes; a socket whose process died is removed by the
+first sender that finds nobody reading.
 
 Nothing here runs on a real Kafka, whose fetches wait for data by themselves:
 ``attach`` is called only for the embedded broker (``shared/kafka.py``,
@@ -80,7 +81,7 @@ def fetch_soon(consumer: AIOKafkaConsumer) -> None:
     features worker's HTTP lookups). Any thread; nothing without a doorbell."""
     doorbell: Doorbell | None = getattr(consumer._client, "_rtml_doorbell", None)
     if doorbell is not None:
-        doorbell.heard({tp.topic for tp in consumer.assignment()})
+        doorbell.heard({channel(tp.topic, tp.partition) for tp in consumer.assignment()})
 
 
 def doorbell_for(bootstrap: str | list[str]) -> Doorbell:
@@ -108,7 +109,7 @@ class Doorbell:
         directory.mkdir(mode=0o700, exist_ok=True)
         self._lock = threading.Lock()
         self._rings: Counter[str] = Counter()
-        # topics -> the futures (with their loops) to resolve on a ring for one of them
+        # partitions -> the futures (with their loops) to resolve on a ring for one of them
         self._waiters: list[tuple[frozenset[str], asyncio.AbstractEventLoop, asyncio.Future]] = []
         self._listening: Path | None = None
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -139,53 +140,54 @@ class Doorbell:
         while True:
             self.heard(set(receiver.recv(_MAX_DATAGRAM).decode().split("\n")))
 
-    def heard(self, topics: set[str]) -> None:
-        """A ring for ``topics``: wake this process's consumers of them (any thread)."""
+    def heard(self, partitions: set[str]) -> None:
+        """A ring for ``partitions`` (``topic:partition``): wake this process's
+        consumers of them (any thread)."""
         with self._lock:
-            self._rings.update(topics)
-            woken = [w for w in self._waiters if w[0] & topics]
-            self._waiters = [w for w in self._waiters if not w[0] & topics]
+            self._rings.update(partitions)
+            woken = [w for w in self._waiters if w[0] & partitions]
+            self._waiters = [w for w in self._waiters if not w[0] & partitions]
         for _, loop, future in woken:
             with contextlib.suppress(RuntimeError):  # that loop has closed
                 loop.call_soon_threadsafe(_resolve, future)
 
-    def mark(self, topics: frozenset[str]) -> int:
-        """How many rings this process has heard for ``topics`` so far."""
+    def mark(self, partitions: frozenset[str]) -> int:
+        """How many rings this process has heard for ``partitions`` so far."""
         with self._lock:
-            return sum(self._rings[topic] for topic in topics)
+            return sum(self._rings[partition] for partition in partitions)
 
-    def rung_future(self, topics: frozenset[str], mark: int) -> asyncio.Future:
-        """A future of the running loop, done at the first ring for ``topics``
+    def rung_future(self, partitions: frozenset[str], mark: int) -> asyncio.Future:
+        """A future of the running loop, done at the first ring for ``partitions``
         after ``mark`` (at once if there was one)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._lock:
-            if sum(self._rings[topic] for topic in topics) != mark:
+            if sum(self._rings[partition] for partition in partitions) != mark:
                 future.set_result(None)
             else:
                 self._waiters = [w for w in self._waiters if not w[2].done()]
-                self._waiters.append((topics, loop, future))
+                self._waiters.append((partitions, loop, future))
         return future
 
     # -- ringing --------------------------------------------------------------
 
-    def ring(self, topic: str) -> None:
-        """Ring for ``topic`` at the end of this loop turn (many acks, one ring)."""
+    def ring(self, topic: str, partition: int) -> None:
+        """Ring for a partition at the end of this loop turn (many acks, one ring)."""
         loop = asyncio.get_running_loop()
         with self._lock:
             pending = self._pending.get(loop)
             if pending is None:
                 pending = self._pending[loop] = set()
                 loop.call_soon(self._send, loop)
-            pending.add(topic)
+            pending.add(channel(topic, partition))
 
     def _send(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
-            topics = self._pending.pop(loop, set())
-        payload = "\n".join(sorted(topics)).encode()[:_MAX_DATAGRAM]
+            partitions = self._pending.pop(loop, set())
         for peer in self._current_peers():
             try:
-                self._sender.sendto(payload, peer)
+                for payload in _datagrams(sorted(partitions)):
+                    self._sender.sendto(payload, peer)
             except (ConnectionRefusedError, FileNotFoundError):
                 _unlink(Path(peer))  # its process is gone
             except BlockingIOError:
@@ -203,6 +205,22 @@ class Doorbell:
             self._listed_mtime = mtime
             self._peers = [str(p) for p in self.directory.glob("*.sock")]
         return self._peers
+
+
+def channel(topic: str, partition: int) -> str:
+    """What a ring names: one partition (Kafka topic names have no colon)."""
+    return f"{topic}:{partition}"
+
+
+def _datagrams(lines: list[str]) -> list[bytes]:
+    """``lines`` in as few datagrams as fit, none cut in the middle of a line."""
+    payloads, current = [], b""
+    for line in (line.encode() for line in lines):
+        if current and len(current) + 1 + len(line) > _MAX_DATAGRAM:
+            payloads.append(current)
+            current = b""
+        current = current + b"\n" + line if current else line
+    return [*payloads, current] if current else payloads
 
 
 def _resolve(future: asyncio.Future) -> None:
@@ -240,17 +258,17 @@ def _install() -> None:
         kept = []
         for node_id, request in requests:
             idle = getattr(self, "_rtml_idle", {}).get(node_id)
-            key, topics = _fetch_key(request)
+            key, partitions = _fetch_key(request)
             if (
                 idle is None
                 or idle[0] != key
-                or doorbell.mark(topics) != idle[1]
+                or doorbell.mark(partitions) != idle[1]
                 or now - idle[2] >= IDLE_FETCH_INTERVAL_S
             ):
                 kept.append((node_id, request))
                 continue
             # nothing new since that empty fetch: sleep until a ring or the interval
-            wake_on = [*wake_on, doorbell.rung_future(topics, idle[1])]
+            wake_on = [*wake_on, doorbell.rung_future(partitions, idle[1])]
             timeout = min(timeout, IDLE_FETCH_INTERVAL_S - (now - idle[2]))
         return kept, resets, timeout, invalid_metadata, wake_on
 
@@ -258,8 +276,8 @@ def _install() -> None:
         doorbell: Doorbell | None = getattr(self._client, "_rtml_doorbell", None)
         if doorbell is None:
             return await fetch(self, assignment, node_id, request)
-        key, topics = _fetch_key(request)
-        mark, sent = doorbell.mark(topics), time.monotonic()
+        key, partitions = _fetch_key(request)
+        mark, sent = doorbell.mark(partitions), time.monotonic()
         woke = await fetch(self, assignment, node_id, request)
         idle: dict = self.__dict__.setdefault("_rtml_idle", {})
         caught_up = assignment.active and all(
@@ -285,13 +303,13 @@ def _install() -> None:
 
 
 def _fetch_key(request: Any) -> tuple[frozenset[tuple[str, int, int]], frozenset[str]]:
-    """A fetch request's (topic, partition, offset) set and its topics."""
+    """A fetch request's (topic, partition, offset) set and its partitions' channels."""
     key = frozenset(
         (topic, partition, offset)
         for topic, partitions in request.topics
         for partition, offset, _max_bytes in partitions
     )
-    return key, frozenset(topic for topic, _ in request.topics)
+    return key, frozenset(channel(topic, partition) for topic, partition, _ in key)
 
 
 def _ring_on_ack(producer: AIOKafkaProducer, topic: str, ack: asyncio.Future) -> asyncio.Future:
@@ -300,7 +318,7 @@ def _ring_on_ack(producer: AIOKafkaProducer, topic: str, ack: asyncio.Future) ->
 
         def rang(done: asyncio.Future) -> None:
             if not done.cancelled() and done.exception() is None:
-                doorbell.ring(topic)
+                doorbell.ring(topic, done.result().partition)
 
         ack.add_done_callback(rang)
     return ack

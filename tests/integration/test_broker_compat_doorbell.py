@@ -126,7 +126,7 @@ def test_a_socket_nobody_reads_is_removed_by_the_next_ring(settings: Settings) -
     listener.close()  # the file stays, nobody reads it: a process killed with -9
 
     async def ring() -> None:
-        doorbell.ring("some.topic")
+        doorbell.ring("some.topic", 0)
         await asyncio.sleep(0)  # the ring goes out at the end of the loop turn
 
     asyncio.run(ring())
@@ -140,3 +140,11 @@ async def test_no_doorbell_on_a_real_kafka(settings: Settings) -> None:
     broker_compat.wire_client(producer, embedded=False)
     assert not hasattr(consumer._client, "_rtml_doorbell")
     assert not hasattr(producer.client, "_rtml_doorbell")
+
+
+def test_a_long_ring_is_split_between_lines() -> None:
+    lines = [broker_compat_doorbell.channel(f"topic.{n:05d}", n % 7) for n in range(2000)]
+    payloads = broker_compat_doorbell._datagrams(lines)
+    assert len(payloads) > 1
+    assert all(len(payload) <= broker_compat_doorbell._MAX_DATAGRAM for payload in payloads)
+    assert [line for p in payloads for line in p.decode().split("\n")] == lines

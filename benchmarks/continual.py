@@ -158,7 +158,7 @@ def served_vectors(
     answers = []
     for message in messages:
         if isinstance(message, PredictRequest) and message.task == "eta":
-            lookup = plan(message)
+            lookup = plan(message, seen_at=message.ts)  # its timings are not looked at
             while (entity := lookup.next_entity) is not None:
                 kind, entity_id = entity
                 found = entity_features([states], kind, entity_id, message.ts, batch)

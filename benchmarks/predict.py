@@ -130,15 +130,17 @@ def single_request_latencies(
     row = x[:1]
     app = PredictionApp(scorer)
     for _ in range(200):  # warm-up
-        app.score([request])
+        app.score([request], time.time())
     return {
         "bare inplace_predict, 1 row": percentiles_ms(
             lambda: booster.inplace_predict(row, validate_features=False), times
         ),
         "Scorer.score_batch, 1 request": percentiles_ms(
-            lambda: scorer.score_batch([request], time.time()), times
+            lambda: scorer.score_batch([request], time.time(), time.time()), times
         ),
-        "PredictionApp.score, 1 request": percentiles_ms(lambda: app.score([request]), times),
+        "PredictionApp.score, 1 request": percentiles_ms(
+            lambda: app.score([request], time.time()), times
+        ),
     }
 
 

@@ -23,6 +23,9 @@ phases; requests failed (no prediction in the end: refused or unanswered, and fo
 the event-driven wiring "lost": accepted with a 202, never on rtml.predictions);
 requests of the outage completed after it; CPU seconds of the service processes
 and of the broker over the stream (psutil); peak RSS; then the ratio event / request.
+Then where the time went: per phase, the p50/p99 of each hop of the predictions'
+``timings_ms`` (``shared/timings.py``), read off rtml.predictions at the end (both
+wirings log every prediction there).
 
 Usage: python -m benchmarks.wiring [--rate 500] [--steady-s 30] [--burst-s 10]
        [--outage-s 10] [--recovery-s 20] [--wait-ms 3000] [--quick] [--json]
@@ -38,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,11 +55,13 @@ from benchmarks._common import machine, peak_rss_mib
 from rtml.stack import Wiring
 from rtml.supervisor import Supervised, started, wait_ready
 from shared import topics
+from shared.contracts import Prediction, decode
 from shared.embedded_broker import EmbeddedBroker, free_port
 from shared.kafka import client_kwargs
 from shared.logging import configure_logging
 from shared.model_store import ModelStore
 from shared.settings import Settings
+from shared.timings import hops, in_chain_order
 from tests.integration.test_wiring import (
     CHAIN,
     CHAIN_SPECS,
@@ -73,7 +79,8 @@ BURST_FACTOR = 3
 WARMUP_REQUESTS = 200
 # after the stream (and the prediction service ready again), event-driven requests
 # answered 202 may still land: the wait ends when none has landed for DRAIN_IDLE_S,
-# or at DRAIN_MAX_S (what has not landed by then counts as lost)
+# or at DRAIN_MAX_S (what has not landed by then counts as lost); the same reading
+# takes every prediction's timings, of both wirings
 DRAIN_IDLE_S = 30.0
 DRAIN_MAX_S = 600.0
 # the client fleet's connections: beyond them a request waits in the pool, and that wait
@@ -118,6 +125,8 @@ class Outcome:
     scheduled: float  # wall clock (epoch s) it was due
     status: int | None = None  # HTTP status; None: no answer (client error or timeout)
     done_at: float | None = None  # wall clock it completed (its prediction in hand)
+    # its prediction's timings_ms, as logged on rtml.predictions
+    timings_ms: dict[str, float] | None = None
 
 
 @dataclass
@@ -139,6 +148,8 @@ class WiringResult:
     broker_peak_rss_mib: float = 0.0
     prediction_exit_s: float = 0.0
     prediction_down_s: float = 0.0
+    # phase -> hop -> {"p50_ms", "p99_ms", "predictions"}
+    hops: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 # --- the stream ---------------------------------------------------------------------
@@ -185,15 +196,21 @@ class Stream:
             pass
 
 
-async def landing_times(
-    settings: Settings, wanted: set[str], idle_s: float, max_s: float
-) -> dict[str, float]:
-    """When each wanted request's prediction was appended to rtml.predictions (epoch s),
-    for those that land before none has for ``idle_s`` (or ``max_s`` passed). Keys are
-    request ids: nothing to decode."""
+@dataclass(frozen=True)
+class Landed:
+    at: float  # when its record was appended (epoch s)
+    timings_ms: dict[str, float]
+
+
+async def read_predictions(
+    settings: Settings, wanted: set[str], expected: set[str], idle_s: float, max_s: float
+) -> dict[str, Landed]:
+    """The predictions on rtml.predictions of the ``wanted`` request ids: when each was
+    appended and its timings. Reads until every ``expected`` one has landed, none has
+    for ``idle_s``, or ``max_s`` passed."""
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
-    landed: dict[str, float] = {}
+    landed: dict[str, Landed] = {}
     try:
         partitions = consumer.partitions_for_topic(topics.PREDICTIONS.name) or set()
         assigned = [TopicPartition(topics.PREDICTIONS.name, p) for p in partitions]
@@ -201,15 +218,17 @@ async def landing_times(
         await consumer.seek_to_beginning(*assigned)
         last_landed = began = time.monotonic()
         while (
-            not wanted <= landed.keys()
+            not expected <= landed.keys()
             and time.monotonic() - last_landed < idle_s
             and time.monotonic() - began < max_s
         ):
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for record in records:
+                    # keys are request ids: only the wanted ones are decoded
                     key = record.key.decode() if record.key else ""
                     if key in wanted and key not in landed:
-                        landed[key] = record.timestamp / 1000
+                        prediction = decode(record.value, Prediction)
+                        landed[key] = Landed(record.timestamp / 1000, prediction.timings_ms)
                         last_landed = time.monotonic()
     finally:
         await consumer.stop()
@@ -267,12 +286,12 @@ async def run_wiring(wiring: Wiring, plan: Plan, workdir: Path) -> WiringResult:
                 broker_cpu.begin(broker.process.pid)
                 outage = Outage(by_name["prediction"], plan.outage_s, services)
                 await stream.run(http, outage.on_phase)
-            landed = {}
+            ids = set(stream.outcomes)
             if wiring == "event":
                 progress("reading rtml.predictions for the requests answered 202")
-                pending = {i for i, o in stream.outcomes.items() if o.done_at is None}
                 await wait_ready([by_name["prediction"]], READY_TIMEOUT_S)
-                landed = await landing_times(settings, pending, DRAIN_IDLE_S, DRAIN_MAX_S)
+                # any request not answered 200 may still be predicted
+                landed = await read_predictions(settings, ids, ids, DRAIN_IDLE_S, DRAIN_MAX_S)
             for child in children:
                 services.end(pid_of(child))
             broker_cpu.end(broker.process.pid)
@@ -280,8 +299,18 @@ async def run_wiring(wiring: Wiring, plan: Plan, workdir: Path) -> WiringResult:
             peaks = {child.spec.name: peak_rss_mib(pid_of(child)) for child in children}
             peaks["prediction"] = max(peaks["prediction"], outage.first_rss)
             broker_rss = peak_rss_mib(broker.process.pid)
-    for request_id, at in landed.items():
-        stream.outcomes[request_id].done_at = at
+            if wiring == "request":
+                # for the timings only, so not measured; the gateway logs what it answered
+                progress("reading rtml.predictions for the timings")
+                answered = {i for i, o in stream.outcomes.items() if o.status == 200}
+                landed = await read_predictions(settings, ids, answered, DRAIN_IDLE_S, DRAIN_MAX_S)
+    for request_id, prediction in landed.items():
+        outcome = stream.outcomes[request_id]
+        outcome.timings_ms = prediction.timings_ms
+        # event-driven: answered 202 (or not at all), predicted later; a request-driven
+        # request is done only when answered
+        if wiring == "event" and outcome.done_at is None:
+            outcome.done_at = prediction.at
     result = summarise(wiring, plan, stream.outcomes)
     result.service_cpu_s, result.broker_cpu_s = services.spent, broker_cpu.spent
     result.prediction_exit_s, result.prediction_down_s = outage.exit_s, outage.down_s
@@ -365,7 +394,30 @@ def summarise(wiring: str, plan: Plan, outcomes: dict[str, Outcome]) -> WiringRe
         (o.done_at - o.scheduled for o in in_outage if o.done_at is not None),
         default=0.0,  # type: ignore[operator]
     )
+    result.hops = hops_by_phase(outcomes.values())
     return result
+
+
+def hops_by_phase(outcomes: Iterable[Outcome]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per phase, the p50/p99 of each hop of the predictions' timings, in chain order."""
+    spent: dict[str, dict[str, list[float]]] = {}
+    for outcome in outcomes:
+        if outcome.timings_ms is not None:
+            phase = spent.setdefault(outcome.phase, {})
+            for name, ms in hops(outcome.timings_ms).items():
+                phase.setdefault(name, []).append(ms)
+    return {
+        phase: {
+            name: {
+                "p50_ms": float(np.percentile(spent[phase][name], 50)),
+                "p99_ms": float(np.percentile(spent[phase][name], 99)),
+                "predictions": len(spent[phase][name]),
+            }
+            for name in in_chain_order(spent[phase])
+        }
+        for phase in PHASES
+        if phase in spent
+    }
 
 
 # --- report ---------------------------------------------------------------------------
@@ -429,6 +481,26 @@ def table(plan: Plan, event: WiringResult, request: WiringResult) -> list[str]:
     return [
         f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}"
         for r in rows
+    ]
+
+
+def hop_table(result: WiringResult) -> list[str]:
+    """Where one wiring's time went: a row per hop, "p50 / p99" ms per phase."""
+    phases = [phase for phase in PHASES if phase in result.hops]
+    names = in_chain_order(name for phase in phases for name in result.hops[phase])
+    rows = [(f"{result.wiring}-driven hops, ms p50 / p99", *phases)]
+    for name in names:
+        cells = []
+        for phase in phases:
+            hop = result.hops[phase].get(name)
+            cells.append(f"{hop['p50_ms']:.1f} / {hop['p99_ms']:.1f}" if hop else "-")
+        rows.append((name, *cells))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
+        )
+        for row in rows
     ]
 
 
@@ -500,6 +572,10 @@ def main() -> None:
     for line in table(plan, event, request) + verdicts(plan, event, request):
         print(line)
     print(f"answer statuses: event {event.statuses}; request {request.statuses}")
+    for result in (event, request):
+        print()
+        for line in hop_table(result):
+            print(line)
 
 
 if __name__ == "__main__":

@@ -45,10 +45,13 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class Incoming:
-    """A decoded message with where it came from."""
+    """A decoded message with where it came from and when it was read."""
 
     message: Message
     record: ConsumerRecord
+    # wall clock (epoch s) when the fetch that brought it returned: the end of its
+    # wait in the topic, for the handler's timings
+    seen_at: float
 
 
 BatchHandler = Callable[[Sequence[Incoming]], Awaitable[Sequence[Outgoing]]]
@@ -102,8 +105,9 @@ class Pipeline:
                 self.last_progress = time.monotonic()
                 if not batches:
                     continue
+                seen_at = time.time()
                 started = time.perf_counter()
-                outgoing = await self._prepare(batches)
+                outgoing = await self._prepare(batches, seen_at)
                 if delivering is not None:
                     await delivering
                 delivering = asyncio.create_task(self._deliver(batches, outgoing, started))
@@ -118,9 +122,12 @@ class Pipeline:
         finally:
             probing.cancel()
 
-    async def _prepare(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> list[Outgoing]:
+    async def _prepare(
+        self, batches: dict[TopicPartition, list[ConsumerRecord]], seen_at: float
+    ) -> list[Outgoing]:
         records = [record for partition in batches.values() for record in partition]
-        incoming = [item for item in [await self._decode(r) for r in records] if item is not None]
+        decoded = [await self._decode(record, seen_at) for record in records]
+        incoming = [item for item in decoded if item is not None]
         return await self._handle(incoming)
 
     async def _deliver(
@@ -143,9 +150,9 @@ class Pipeline:
             PROCESSED.labels(self.service, tp.topic).inc(len(records))
         BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
 
-    async def _decode(self, record: ConsumerRecord) -> Incoming | None:
+    async def _decode(self, record: ConsumerRecord, seen_at: float) -> Incoming | None:
         try:
-            return Incoming(decode(record.value, self._expect), record)
+            return Incoming(decode(record.value, self._expect), record, seen_at)
         except ContractError as exc:
             reason = "schema" if exc.field else "decode"
             await self._dead_letter(record, exc, reason)

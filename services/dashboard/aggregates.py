@@ -41,6 +41,7 @@ from shared.contracts import (
     Task,
     TrainingExample,
 )
+from shared.timings import TOTAL, hops, in_chain_order
 
 # wall-clock rates and latency: the last 5 minutes, in 5-second points
 WALL_WINDOW_S = 300
@@ -55,6 +56,8 @@ RECENT_MAE_S = 1800
 # feature freshness: the newest observations per feature, and how many features at most
 FRESHNESS_SAMPLES = 2000
 MAX_FEATURES = 64
+# the hops of timings_ms: the chain has 8 (shared/timings.py); room for a few more
+MAX_HOPS = 16
 MAX_MARKERS = 200
 # the clock map keeps this many wall seconds (over 5 hours)
 CLOCK_SECONDS_KEPT = 20_000
@@ -128,18 +131,22 @@ def _mean(counts: list[tuple[float, int]]) -> float:
 
 
 class Latency:
-    """Percentiles of the services' own timing and of end to end.
+    """Percentiles of the services' own timing, of each hop of it and of end to end.
 
-    ``timings_ms.total`` is what the prediction chain measured (queue + scoring).
+    ``timings_ms.total`` is what the prediction chain measured (ingestion's
+    ``received_at`` -> prediction made); the other entries of ``timings_ms`` are
+    its hops (``shared/timings.py``), whatever the wiring that wrote them.
     End to end is wall time from the request's record on rtml.predict.requests
     to its prediction's record on rtml.predictions, joined by request id: the
     messages' own ``ts``/``request_ts`` are event times (a simulation's clock,
     equal to each other along the chain), so they cannot time the pipeline.
-    Totals are over everything read; the series is per wall-clock bucket.
+    Totals and hops are over everything read; the series is per wall-clock bucket.
     """
 
     def __init__(self, pending_joins: int = PENDING_JOINS) -> None:
         self._total = LogHistogram()
+        # timings_ms is a free map: names beyond MAX_HOPS are not counted
+        self._hops: dict[str, LogHistogram] = {}
         self._end_to_end = LogHistogram()
         self._over_time: WallBuckets[LogHistogram] = WallBuckets(
             LogHistogram, WALL_BUCKET_S, WALL_WINDOW_S
@@ -152,11 +159,18 @@ class Latency:
         self._join(request.id, wall_ts, is_request=True)
 
     def observe_prediction(self, prediction: Prediction, wall_ts: float) -> None:
-        total_ms = prediction.timings_ms.get("total")
+        total_ms = prediction.timings_ms.get(TOTAL)
         if total_ms is not None and self._total.add(total_ms):
             bucket = self._over_time.at(wall_ts)
             if bucket is not None:
                 bucket.add(total_ms)
+        for name, hop_ms in hops(prediction.timings_ms).items():
+            histogram = self._hops.get(name)
+            if histogram is None:
+                if len(self._hops) >= MAX_HOPS:
+                    continue
+                histogram = self._hops[name] = LogHistogram()
+            histogram.add(hop_ms)
         self._join(prediction.id, wall_ts, is_request=False)
 
     def _join(self, request_id: str, wall_ts: float, is_request: bool) -> None:
@@ -178,6 +192,10 @@ class Latency:
                 series.append({"t": start, **histogram.percentiles()})
         return {
             "total_ms": self._total.percentiles(),
+            "hops_ms": [
+                {"hop": name, **self._hops[name].percentiles()}
+                for name in in_chain_order(self._hops)
+            ],
             "end_to_end_ms": self._end_to_end.percentiles(),
             "series": series,
         }

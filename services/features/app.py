@@ -33,7 +33,8 @@ partition count of ``rtml.events`` and the same default partitioner, so
 faust's assignor gives partition p of both to the same worker: the owner of
 the state. The last step adds request and batch features and emits
 ``rtml.predict.enriched``. With one worker every step is local (one hop in
-all); with N workers a request makes at most two extra hops. The alternatives
+all); with N workers a request makes at most two extra hops (its
+``lookup_forward`` timing). The alternatives
 were worse here: replicating all state to every worker (global tables) would
 make every worker apply every event, so adding workers would not add event
 throughput; re-keying every request through every entity even when local adds
@@ -66,12 +67,14 @@ from services.features.bulk import BulkApp
 from services.features.handlers import (
     FEATURES_OF,
     Lookup,
+    account,
     admit_events,
     advance,
     changelog_records,
     enriched,
     entity_features,
     feature_vector,
+    held,
     plan,
     replay_changelog,
 )
@@ -85,6 +88,7 @@ from shared.features.records import BatchFeatureRecord
 from shared.kafka import DlqWriter
 from shared.logging import get_logger
 from shared.settings import Settings
+from shared.timings import FEATURES, LOOKUP_FORWARD
 
 SERVICE = "features"
 log = get_logger(__name__)
@@ -294,14 +298,14 @@ class FeaturesWorker:
     # --- requests ----------------------------------------------------------------------
 
     def _agent(
-        self, handle: Callable[[bytes], Awaitable[None]]
+        self, handle: Callable[[Message], Awaitable[None]]
     ) -> Callable[[StreamT], Awaitable[None]]:
         """An agent body that handles each record and sends what it cannot handle to the DLQ."""
 
         async def agent(stream: StreamT) -> None:
             async for event in stream.events():
                 try:
-                    await handle(event.message.value or b"")
+                    await handle(event.message)
                 except ContractError as exc:
                     await self._dead_letter(event.message, exc, "schema" if exc.field else "decode")
                 except Exception as exc:  # faust would ack and drop it: keep it in the DLQ
@@ -310,16 +314,19 @@ class FeaturesWorker:
 
         return agent
 
-    async def _on_request(self, value: bytes) -> None:
-        request = decode(value, PredictRequest)
+    async def _on_request(self, message: Message) -> None:
+        request = decode(message.value or b"", PredictRequest)
         assert isinstance(request, PredictRequest)
-        await self._continue(plan(request))
+        arrival = self.app.arrival(message)
+        await self._continue(held(plan(request, arrival.seen_at), arrival.held_s))
 
-    async def _on_lookup(self, value: bytes) -> None:
+    async def _on_lookup(self, message: Message) -> None:
         # the lookup topics are partitioned like rtml.events: the entity lives here
-        lookup = Lookup.from_bytes(value)
+        lookup = Lookup.from_bytes(message.value or b"")
         if lookup.next_entity is None:
             raise ContractError("pending", "a lookup record with nothing left to look up")
+        arrival = self.app.arrival(message)
+        lookup = held(account(lookup, LOOKUP_FORWARD, arrival.seen_at), arrival.held_s)
         await self._continue(self._look_up_here(lookup, "kafka"))
 
     async def _continue(self, lookup: Lookup) -> None:
@@ -328,7 +335,8 @@ class FeaturesWorker:
             kind, entity_id = entity
             if not self.holds(entity_id):
                 topic = self.lookup_topics[kind]
-                await topic.send(key=entity_id.encode(), value=lookup.to_bytes())
+                forwarded = account(lookup, FEATURES, time.time())
+                await topic.send(key=entity_id.encode(), value=forwarded.to_bytes())
                 return
             lookup = self._look_up_here(lookup, "local")
         vector = feature_vector(lookup, self.batch_records())
@@ -344,12 +352,14 @@ class FeaturesWorker:
         )
         return advance(lookup, found)
 
-    async def applied_until_now(self) -> None:
-        """Wait until the events appended before now are applied (lookups over HTTP)."""
+    async def applied_until_now(self) -> float:
+        """Wait until the events appended before now are applied (lookups over HTTP);
+        how long that took, in seconds."""
         started = time.monotonic()
         fresh = await self.app.applied_as_of(int(time.time() * 1000))
         held_s = time.monotonic() - started
         metrics.HELD.labels("fresh" if fresh else "waited_out").observe(held_s)
+        return held_s
 
     def holds(self, entity_id: str) -> bool:
         """Whether this worker holds the partition of ``entity_id``'s events."""

@@ -14,7 +14,9 @@ drain loop. Records of a topic registered with ``BulkApp.bulk_topic`` are
 collected while a fetched batch is drained and then given to that topic's
 handler in one call. Records of every other topic take faust's usual path,
 but only once the bulk topics are applied past them (``freshness.py``): a
-request never overtakes the events appended before it. Table changelogs
+request never overtakes the events appended before it; when each was seen and
+how long it was held waits for its agent (``BulkApp.arrival``), whose timings
+tell that wait from the work. Table changelogs
 (recovery) are the exception: they go on at once. After the handler
 returns, each record is acked through faust's own bookkeeping, so commits
 (only of handled records, after the producer is flushed), rebalances, recovery
@@ -31,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, cast
+from weakref import WeakKeyDictionary
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -133,12 +137,14 @@ class BulkConsumer(CompatConsumer):
         return True
 
     async def _release(self, barrier: FreshnessBarrier[Message]) -> None:
+        app = cast(BulkApp, self.app)
         for index, released in enumerate(barrier.release(time.monotonic())):
             if index % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await asyncio.sleep(0)
             metrics.HELD.labels("fresh" if released.proven else "waited_out").observe(
                 released.held_s
             )
+            app.arrived(released.record, released.held_s)
             await self._maybe_commit()
             await self.wait_first(self.callback(released.record), self.suspend_flow.wait())
 
@@ -186,6 +192,15 @@ class BulkConsumer(CompatConsumer):
             await self.commit()
 
 
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """When the consumer handed a record out of its fetch (wall clock, epoch s), and how
+    long the freshness barrier then held it."""
+
+    seen_at: float
+    held_s: float
+
+
 class BulkTransport(CompatTransport):
     Consumer: ClassVar[type[faust_aiokafka.Consumer]] = BulkConsumer
 
@@ -198,6 +213,9 @@ class BulkApp(CompatApp):
     def __init__(self, id: str, *, freshness_wait_s: float, **options: Any) -> None:
         self.bulk_handlers: dict[str, BulkHandler] = {}
         self.barrier: FreshnessBarrier[Message] = FreshnessBarrier(freshness_wait_s)
+        # released records on their way to their agent; weak, so that one a flow stop
+        # keeps from its agent is forgotten with it
+        self._arrivals: WeakKeyDictionary[Message, Arrival] = WeakKeyDictionary()
         self._freshness_moved = asyncio.Event()
         super().__init__(id, **options)
 
@@ -206,6 +224,15 @@ class BulkApp(CompatApp):
         for name in topic.topics:
             self.bulk_handlers[name] = handler
         self.topics.add(topic)
+
+    def arrived(self, message: Message, held_s: float) -> None:
+        """Note that the barrier releases ``message`` now, after holding it ``held_s``."""
+        self._arrivals[message] = Arrival(time.time() - held_s, held_s)
+
+    def arrival(self, message: Message) -> Arrival:
+        """When the agent's ``message`` was seen and how long it was held. Only records
+        the barrier released reach the agents; any other counts as seen now."""
+        return self._arrivals.pop(message, None) or Arrival(time.time(), 0.0)
 
     def freshness_moved(self) -> None:
         self._freshness_moved.set()

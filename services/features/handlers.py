@@ -12,9 +12,8 @@ the request; the last step assembles the vector.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgpack
@@ -50,6 +49,7 @@ from shared.features.definitions import (
     request_features,
 )
 from shared.features.records import BatchFeatureRecord
+from shared.timings import FEATURES, FRESHNESS_WAIT, TO_FEATURES, ms, with_wait
 
 # per task, the entities a request names (kind, entities field), in the order its lookups run
 PLANS: dict[Task, tuple[tuple[EntityKind, str], ...]] = {
@@ -151,9 +151,10 @@ class Lookup:
     request: PredictRequest
     # (kind, entity id) still to visit, first one next
     pending: list[tuple[EntityKind, str]]
-    found: dict[str, FeatureValue] = field(default_factory=dict)
-    # wall clock when the service first saw the request, for timings_ms
-    received_at: float = field(default_factory=time.time)
+    found: dict[str, FeatureValue]
+    # the hops of this service so far (timings_ms), and the wall clock (epoch s) they reach
+    timings_ms: dict[str, float]
+    accounted_until: float
 
     @property
     def next_entity(self) -> tuple[EntityKind, str] | None:
@@ -165,7 +166,8 @@ class Lookup:
                 "request": self.request.to_wire(),
                 "pending": self.pending,
                 "found": {name: list(value) for name, value in self.found.items()},
-                "received_at": self.received_at,
+                "timings_ms": self.timings_ms,
+                "accounted_until": self.accounted_until,
             },
             use_bin_type=True,
         )
@@ -177,12 +179,16 @@ class Lookup:
             request=from_wire(body["request"], PredictRequest),  # type: ignore[arg-type]
             pending=[(kind, entity_id) for kind, entity_id in body["pending"]],
             found={name: FeatureValue(*value) for name, value in body["found"].items()},
-            received_at=body["received_at"],
+            # a record forwarded by a worker of the previous release (a rolling upgrade)
+            # has only the time its first worker saw the request
+            timings_ms=body.get("timings_ms", {}),
+            accounted_until=body.get("accounted_until", body.get("received_at")),
         )
 
 
-def plan(request: PredictRequest) -> Lookup:
-    """The lookups a request needs. Entities it does not name are cold starts."""
+def plan(request: PredictRequest, seen_at: float) -> Lookup:
+    """The lookups a request needs, which the service saw at ``seen_at`` (wall clock).
+    Entities it does not name are cold starts."""
     pending: list[tuple[EntityKind, str]] = []
     found: dict[str, FeatureValue] = {}
     for kind, field_name in PLANS[request.task]:
@@ -191,7 +197,24 @@ def plan(request: PredictRequest) -> Lookup:
             found.update({name: default(name) for name in FEATURES_OF[kind]})
         else:
             pending.append((kind, entity_id))
-    return Lookup(request, pending, found)
+    timings = with_wait({}, TO_FEATURES, request.received_at, seen_at)
+    return Lookup(request, pending, found, timings, seen_at)
+
+
+def account(lookup: Lookup, hop: str, until: float) -> Lookup:
+    """The lookup with the time from where its hops end until ``until`` added to ``hop``.
+
+    The hops then end at ``until`` even if that is earlier (another worker's clock,
+    behind): what follows is measured on the clock that measures it.
+    """
+    timings = dict(lookup.timings_ms)
+    timings[hop] = round(timings.get(hop, 0.0) + ms(until - lookup.accounted_until), 3)
+    return replace(lookup, timings_ms=timings, accounted_until=until)
+
+
+def held(lookup: Lookup, held_s: float) -> Lookup:
+    """The lookup after the freshness barrier held it for ``held_s``."""
+    return account(lookup, FRESHNESS_WAIT, lookup.accounted_until + held_s)
 
 
 def entity_features(
@@ -211,9 +234,7 @@ def entity_features(
 
 def advance(lookup: Lookup, features: Mapping[str, FeatureValue]) -> Lookup:
     """The lookup after its next entity's features were found."""
-    return Lookup(
-        lookup.request, lookup.pending[1:], {**lookup.found, **features}, lookup.received_at
-    )
+    return replace(lookup, pending=lookup.pending[1:], found={**lookup.found, **features})
 
 
 def feature_vector(lookup: Lookup, batch: Mapping[str, BatchFeatureRecord]) -> FeatureVector:
@@ -241,6 +262,8 @@ def feature_vector(lookup: Lookup, batch: Mapping[str, BatchFeatureRecord]) -> F
 
 
 def enriched(lookup: Lookup, vector: FeatureVector, now: float) -> PredictEnriched:
+    """The request with its vector, made at ``now``: the work since the last hop is
+    ``features``."""
     request = lookup.request
     return PredictEnriched(
         id=request.id,
@@ -250,5 +273,5 @@ def enriched(lookup: Lookup, vector: FeatureVector, now: float) -> PredictEnrich
         request_ts=request.ts,
         received_at=request.received_at,
         features=vector,
-        timings_ms={"features": round((now - lookup.received_at) * 1000.0, 3)},
+        timings_ms=account(lookup, FEATURES, now).timings_ms,
     )

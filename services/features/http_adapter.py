@@ -9,7 +9,9 @@ entity's partition, otherwise on the owner, found through faust's assignor
 and the assembly are the functions the Kafka agents call (``handlers.py``).
 Like a request read from Kafka, a lookup first waits for the events appended
 before it arrived to be applied (``freshness.py``): once here before the local
-lookups, if any, and on the owner before each remote one.
+lookups, if any, and on the owner before each remote one. The answer's timings
+name the hops the Kafka wiring names: a remote lookup's round trip is
+``lookup_forward``, less the owner's wait, which is ``freshness_wait``.
 """
 
 from __future__ import annotations
@@ -24,10 +26,20 @@ from aiohttp import web
 
 from services.features import metrics
 from services.features.app import ENTITY_KINDS, FeaturesWorker
-from services.features.handlers import advance, enriched, entity_features, feature_vector, plan
+from services.features.handlers import (
+    Lookup,
+    account,
+    advance,
+    enriched,
+    entity_features,
+    feature_vector,
+    held,
+    plan,
+)
 from shared.contracts import PredictRequest, from_wire
 from shared.errors import ContractError
 from shared.features.definitions import EntityKind, FeatureValue
+from shared.timings import FEATURES, LOOKUP_FORWARD
 
 OWNER_TIMEOUT_S = 2.0
 
@@ -47,6 +59,7 @@ class HttpAdapter:
         return app
 
     async def enrich(self, request: web.Request) -> web.Response:
+        seen_at = time.time()
         if (verdict := self._worker.readiness()) is not True:
             return _error(503, f"not ready: {verdict}")
         try:
@@ -55,18 +68,20 @@ class HttpAdapter:
                 raise ContractError("", "expected a JSON object")
             predict = from_wire({"schema": PredictRequest.SCHEMA, **body}, PredictRequest)
             assert isinstance(predict, PredictRequest)
-            lookup = plan(predict)
+            lookup = plan(predict, seen_at)
         except ValueError as exc:
             return _error(400, f"body: not JSON: {exc}")
         except ContractError as exc:
             return _error(400, str(exc), field=exc.field)
-        # an owner asked over HTTP waits for its own events (entity_features)
+        # an owner asked over HTTP waits for its own events (entity_features); a wait of
+        # nothing still counts, so that both wirings name the same hops
+        held_s = 0.0
         if any(self._worker.holds(entity_id) for _, entity_id in lookup.pending):
-            await self._worker.applied_until_now()
+            held_s = await self._worker.applied_until_now()
+        lookup = held(lookup, held_s)
         try:
-            while (entity := lookup.next_entity) is not None:
-                kind, entity_id = entity
-                lookup = advance(lookup, await self._features(kind, entity_id, predict.ts))
+            while lookup.next_entity is not None:
+                lookup = await self._look_up(lookup)
         except OwnerUnavailable as exc:
             return _error(503, str(exc))
         vector = feature_vector(lookup, self._worker.batch_records())
@@ -87,7 +102,7 @@ class HttpAdapter:
         if not self._worker.holds(entity_id) or self._worker.readiness() is not True:
             return _error(503, f"this worker does not hold {kind} {entity_id} now")
         worker = self._worker
-        await worker.applied_until_now()
+        held_s = await worker.applied_until_now()
         found = entity_features(
             worker.entities.all_states(),
             cast(EntityKind, kind),
@@ -95,18 +110,38 @@ class HttpAdapter:
             t,
             worker.batch_records(),
         )
-        return web.json_response({"features": {name: list(v) for name, v in found.items()}})
+        return web.json_response(
+            {
+                "features": {name: list(v) for name, v in found.items()},
+                # the asker's freshness_wait, not its lookup_forward
+                "held_s": held_s,
+            }
+        )
 
-    async def _features(
-        self, kind: EntityKind, entity_id: str, t: float
-    ) -> dict[str, FeatureValue]:
+    async def _look_up(self, lookup: Lookup) -> Lookup:
+        """The lookup after its next entity's features were found, here or on their owner."""
+        kind, entity_id = lookup.next_entity  # type: ignore[misc]
         worker = self._worker
+        t = lookup.request.ts
         if worker.holds(entity_id):
             metrics.LOOKUPS.labels(kind, "local").inc()
-            return entity_features(
+            found = entity_features(
                 worker.entities.all_states(), kind, entity_id, t, worker.batch_records()
             )
+            return advance(lookup, found)
         metrics.LOOKUPS.labels(kind, "http").inc()
+        lookup = account(lookup, FEATURES, time.time())
+        found, owner_held_s = await self._ask_owner(kind, entity_id, t)
+        # the round trip to the owner, less the owner's freshness wait
+        lookup = account(lookup, LOOKUP_FORWARD, time.time() - owner_held_s)
+        return advance(held(lookup, owner_held_s), found)
+
+    async def _ask_owner(
+        self, kind: EntityKind, entity_id: str, t: float
+    ) -> tuple[dict[str, FeatureValue], float]:
+        """The entity's features from the worker that holds it, and how long it held the
+        question for freshness (s)."""
+        worker = self._worker
         try:
             owner = worker.app.router.key_store(worker.entities.name, entity_id.encode())
         except KeyError as exc:
@@ -123,7 +158,9 @@ class HttpAdapter:
                     )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise OwnerUnavailable(f"{owner} did not answer: {exc!r}") from exc
-        return {name: FeatureValue(*value) for name, value in body["features"].items()}
+        found = {name: FeatureValue(*value) for name, value in body["features"].items()}
+        # an owner of the previous release (a rolling upgrade) does not say
+        return found, body.get("held_s", 0.0)
 
 
 def _error(status: int, error: str, field: str | None = None) -> web.Response:

@@ -20,6 +20,7 @@ import xgboost as xgb
 from shared.contracts import FeatureVector, Prediction, PredictRouted, Task
 from shared.errors import RtmlError
 from shared.model_store import ModelRecord
+from shared.timings import SCORING, TO_PREDICTION, TOTAL, ms, with_wait
 
 
 class ScoringError(RtmlError):
@@ -142,12 +143,15 @@ class Scorer:
         self._current = ModelSet(MappingProxyType(models), current.champions)
         return True
 
-    def score_batch(self, routed: Sequence[PredictRouted], now: float) -> list[Prediction]:
+    def score_batch(
+        self, routed: Sequence[PredictRouted], seen_at: float, now: float
+    ) -> list[Prediction]:
         """One prediction per request, in order; one inplace_predict per model version.
 
-        ``now`` is the wall-clock time (epoch seconds) the batch started, which
-        ends the ``queue`` timing. Raises ScoringError, before scoring anything,
-        if any request cannot be scored.
+        ``seen_at`` is the wall-clock time (epoch seconds) the service read the
+        batch, which ends the ``to_prediction`` wait, and ``now`` the time its
+        scoring started. Raises ScoringError, before scoring anything, if any
+        request cannot be scored.
         """
         started = time.perf_counter()
         models = self._current  # read once: a swap during this batch applies to the next
@@ -168,7 +172,7 @@ class Scorer:
                 outputs[index] = values[row].tolist() if values.ndim > 1 else float(values[row])
                 scoring_ms[index] = done_ms
         return [
-            _prediction(request, model, fell_back, outputs[i], now, scoring_ms[i])
+            _prediction(request, model, fell_back, outputs[i], seen_at, now, scoring_ms[i])
             for i, (request, (model, fell_back)) in enumerate(zip(routed, chosen, strict=True))
         ]
 
@@ -178,13 +182,17 @@ def _prediction(
     model: LoadedModel,
     fell_back: bool,
     output: float | list[float],
+    seen_at: float,
     now: float,
     scoring_ms: float,
 ) -> Prediction:
-    # from ingestion's wall-clock stamp: request_ts is event time, which a
-    # simulation runs faster than the wall; clock skew between machines can put
-    # either after now, which is no queueing
-    queue_ms = max(0.0, (now - (request.received_at or request.request_ts)) * 1000)
+    # from ingestion's (or the gateway's) wall-clock stamp; request_ts, event time,
+    # which a simulation runs faster than the wall, only for a request without one
+    start = request.received_at or request.request_ts
+    timings = with_wait(request.timings_ms, TO_PREDICTION, request.received_at, seen_at)
+    # reading and decoding the batch, then its scoring up to this request's model
+    timings[SCORING] = round(ms(now - seen_at) + scoring_ms, 3)
+    timings[TOTAL] = round(ms(now - start) + scoring_ms, 3)
     return Prediction(
         id=request.id,
         # the request's event time, so that a replay gives the same prediction message
@@ -199,11 +207,6 @@ def _prediction(
         propensity=request.propensity,
         prediction=output,
         fell_back=fell_back,
-        # upstream timings (features, routing) carried on, then this service's own
-        timings_ms={
-            **request.timings_ms,
-            "queue": queue_ms,
-            "scoring": scoring_ms,
-            "total": queue_ms + scoring_ms,
-        },
+        # the upstream hops (features, router) carried on, then this service's own
+        timings_ms=timings,
     )

@@ -20,7 +20,7 @@ from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from services.router.handlers import CHAMPION_FALLBACK, Router
+from services.router.handlers import CHAMPION_FALLBACK, Router, with_router_timings
 from shared import topics
 from shared.bandits.contextual import ContextualPolicyError
 from shared.contracts import PredictEnriched, PredictRouted, from_wire
@@ -37,14 +37,18 @@ class RouterApp:
         self._router = router
         self._rng = rng
 
-    def route(self, enriched: PredictEnriched) -> PredictRouted:
+    def route(self, enriched: PredictEnriched, seen_at: float) -> PredictRouted:
+        """Route ``enriched``, which the router saw at ``seen_at`` (wall clock)."""
         routed = self._router.route(enriched, self._rng)
         DECISIONS.labels(routed.task, routed.arm or CHAMPION_FALLBACK).inc()
-        return routed
+        return with_router_timings(routed, seen_at, time.time())
 
     async def handle_batch(self, batch: Sequence[Incoming]) -> list[Outgoing]:
         return [
-            Outgoing(topics.PREDICT_ROUTED.name, self.route(cast(PredictEnriched, item.message)))
+            Outgoing(
+                topics.PREDICT_ROUTED.name,
+                self.route(cast(PredictEnriched, item.message), item.seen_at),
+            )
             for item in batch
         ]
 
@@ -55,9 +59,10 @@ class RouterApp:
         return health.mount(app)
 
     async def post_route(self, request: web.Request) -> web.Response:
+        seen_at = time.time()
         try:
             enriched = parse_enriched(await request.read())
-            routed = self.route(enriched)
+            routed = self.route(enriched, seen_at)
         except ContractError as exc:
             return refusal(exc.field, exc.reason)
         except ContextualPolicyError as exc:

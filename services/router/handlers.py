@@ -15,6 +15,7 @@ Nothing here knows Kafka or HTTP; the adapters (``app.py``, ``rewards.py``,
   UCB1) is judged by a shadow Thompson Beta-Bernoulli posterior of the same
   rewards, built from the policy's own reward counts when the rule is checked:
   it cannot drift from the policy and needs no checkpoint of its own.
+- ``with_router_timings`` adds the router's hops to a routed request's timings.
 - ``state`` / ``restore``: the checkpoint of a task (posterior, counters and
   the rewards offsets folded), as a RouterState.
 
@@ -61,6 +62,7 @@ from shared.contracts import (
 )
 from shared.logging import get_logger
 from shared.settings import Settings
+from shared.timings import ROUTING, TO_ROUTER, ms, with_wait
 
 log = get_logger(__name__)
 
@@ -388,6 +390,15 @@ class Router:
         routing.decisions = state.decisions
         routing.champion = state.champion
         routing.ledger = self._new_ledger({int(p): o for p, o in state.reward_offsets.items()})
+
+
+def with_router_timings(routed: PredictRouted, seen_at: float, now: float) -> PredictRouted:
+    """``routed`` with the router's hops: ``to_router``, the wait until the router saw the
+    request at ``seen_at``, then ``routing``, until it was routed at ``now`` (decoding,
+    and the requests routed before it in the same batch, included)."""
+    timings = with_wait(routed.timings_ms, TO_ROUTER, routed.received_at, seen_at)
+    timings[ROUTING] = ms(now - seen_at)
+    return routed.model_copy(update={"timings_ms": timings})
 
 
 def new_contextual_arms(task: Task, config: TaskConfig) -> ContextualArms:

@@ -79,6 +79,16 @@ DETECTED_TS = STORM_TS + 25 * 60  # the drift detector fires 25 simulated minute
 PROMOTED_TS = STORM_TS + 60 * 60
 SCHEDULED_TS = STORM_TS + 75 * 60
 SHA = "ab" * 32
+# the hops of every prediction's timings_ms, in the order of the chain
+HOPS = [
+    "to_features",
+    "freshness_wait",
+    "features",
+    "to_router",
+    "routing",
+    "to_prediction",
+    "scoring",
+]
 
 
 @dataclass
@@ -230,7 +240,10 @@ def enrich(
             False,
         ],
     )
-    timings = {"features": rng.lognormvariate(math.log(3.0), 0.3)}
+    # the features service's hops, in fixed shares of one draw (so that the rest of the
+    # history is drawn as before)
+    spent = rng.lognormvariate(math.log(3.0), 0.3)
+    timings = {"to_features": 0.3 * spent, "freshness_wait": 0.5 * spent, "features": 0.2 * spent}
     return PredictEnriched(
         id=request.id, ts=request.ts, task="eta", entities=request.entities,
         request_ts=request.ts, features=vector, timings_ms=timings,
@@ -255,8 +268,15 @@ def predict(
     # the model trained before the storm expects fair-weather rides
     bias = 1 / 1.35 if version == SCRATCH and enriched.ts + truth_min * 60 > STORM_TS else 1.0
     scoring = rng.lognormvariate(math.log(1.5), 0.5)
-    queue = rng.lognormvariate(math.log(7.0), 0.6)
-    timings = {**enriched.timings_ms, "queue": queue, "scoring": scoring, "total": queue + scoring}
+    between = rng.lognormvariate(math.log(7.0), 0.6)  # features -> prediction service
+    timings = {
+        **enriched.timings_ms,
+        "to_router": 0.4 * between,
+        "routing": 0.1 * between,
+        "to_prediction": 0.5 * between,
+        "scoring": scoring,
+    }
+    timings["total"] = sum(timings.values())
     return Prediction(
         id=enriched.id, ts=enriched.ts, task="eta", entities=enriched.entities,
         request_ts=enriched.request_ts, features=enriched.features, model_version=version,
@@ -267,7 +287,7 @@ def predict(
 def pipeline_s(prediction: Prediction) -> float:
     """Wall time from the request's record to its prediction's: the services' timings
     plus a few milliseconds of broker hops."""
-    return (prediction.timings_ms["features"] + prediction.timings_ms["total"] + 3.0) / 1000
+    return (prediction.timings_ms["total"] + 3.0) / 1000
 
 
 def label(prediction: Prediction, delivered: OrderDelivered) -> TrainingExample:
@@ -414,6 +434,7 @@ async def test_dashboard_shows_the_stack_in_headless_chromium(
                     "a throughput line is empty"
                 )
                 assert shown["latency_paths"] == 3 and all(shown["latency_lengths"])
+                assert shown["hops"] == HOPS
                 # one line for all versions, plus one per version with labels so far
                 assert shown["mae_series"] == 1 + len({e.model_version for e in examples})
                 # drift-triggered registration, then promotion, of the fine-tuned model
@@ -502,6 +523,7 @@ PAGE_FACTS = """() => {
       .map(r => [`${r.dataset.service}/${r.dataset.reason}`,
                  r.querySelector('.count').textContent])),
     freshness: all('#freshness tr[data-feature]').map(r => r.dataset.feature),
+    hops: all('#hops tr[data-hop]').map(r => r.dataset.hop),
   };
 }"""
 
@@ -525,6 +547,12 @@ def check_numbers(snapshot: dict[str, Any], produced: Produced) -> None:
     for q, name in ((0.5, "p50"), (0.99, "p99")):
         expected = sorted(totals)[math.ceil(q * len(totals)) - 1]
         assert snapshot["latency"]["total_ms"][name] == pytest.approx(expected, rel=0.03)
+    assert [h["hop"] for h in snapshot["latency"]["hops_ms"]] == HOPS
+    for hop in snapshot["latency"]["hops_ms"]:
+        spent = sorted(p.timings_ms[hop["hop"]] for p in predictions)
+        for q, name in ((0.5, "p50"), (0.99, "p99")):
+            expected = spent[math.ceil(q * len(spent)) - 1]
+            assert hop[name] == pytest.approx(expected, rel=0.03), (hop, name)
     # end to end: between the records' timestamps (whole milliseconds)
     written_ms = {
         (type(m), m.id): int(wall_ts * 1000)

@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+import pytest
 import xgboost as xgb
 
 from rtml.stack import Wiring, services_for
@@ -39,6 +40,17 @@ from shared.kafka import ensure_topics, start_producer
 from shared.model_announcements import announce, register_and_announce
 from shared.model_store import ModelStore
 from shared.settings import Settings
+from shared.timings import (
+    FEATURES,
+    FRESHNESS_WAIT,
+    ROUTING,
+    SCORING,
+    TO_FEATURES,
+    TO_PREDICTION,
+    TO_ROUTER,
+    TOTAL,
+    hops,
+)
 from tests.helpers import read_topic
 
 # event time of the requests; the events lead up to it
@@ -53,6 +65,8 @@ CHAIN_SPECS = tuple(
     spec for spec in services_for("request") if spec.name in {*CHAIN["event"], *CHAIN["request"]}
 )
 READY_TIMEOUT_S = 120.0
+# what a prediction's timings_ms holds besides its total, with one features worker
+HOPS = [TO_FEATURES, FRESHNESS_WAIT, FEATURES, TO_ROUTER, ROUTING, TO_PREDICTION, SCORING]
 
 
 # --- shared with benchmarks/wiring.py ------------------------------------------------
@@ -222,6 +236,11 @@ async def test_both_wirings_return_equal_predictions(tmp_path: Path) -> None:
         assert comparable(request_prediction) == comparable(event_prediction)
         assert event_prediction["model_version"] == version
         assert event_prediction["arm"] == version and event_prediction["propensity"] == 1.0
+    # both wirings time the same hops, and the hops add up to the total
+    for served in event_side + request_side:
+        timings = served["timings_ms"]
+        assert list(hops(timings)) == HOPS, timings
+        assert sum(hops(timings).values()) == pytest.approx(timings[TOTAL], abs=0.01), timings
     # live features, not only cold-start defaults, went into the vectors
     assert any(not all(p["features"]["defaulted"]) for p in event_side)
     assert len({json.dumps(p["features"]["values"]) for p in event_side}) > 1

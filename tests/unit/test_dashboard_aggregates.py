@@ -11,6 +11,7 @@ import pytest
 from services.dashboard.aggregates import (
     CURRENT_RATE_S,
     EVENT_BUCKET_S,
+    MAX_HOPS,
     RECENT_MAE_S,
     WALL_BUCKET_S,
     WALL_WINDOW_S,
@@ -217,6 +218,32 @@ def test_latency_percentiles_overall_and_per_wall_bucket() -> None:
     [point] = latency["series"]
     assert point["t"] == (NOW - 7) // WALL_BUCKET_S * WALL_BUCKET_S
     assert point["count"] == 100
+
+
+def test_each_hop_has_its_percentiles_in_the_order_of_the_chain() -> None:
+    dashboard = Dashboard()
+    for i in range(100):
+        # written by the prediction service last, its own hops after the upstream ones
+        timings = {"features": 2.0, "to_features": float(i + 1), "scoring": 0.5, "total": 9.0}
+        dashboard.observe(prediction(i, timings_ms=timings), NOW - 7)
+    # a request-driven prediction: the same names, whichever wiring wrote them
+    dashboard.observe(prediction(100, timings_ms={"to_router": 3.0, "total": 3.0}), NOW - 7)
+    hops = dashboard.snapshot(NOW)["latency"]["hops_ms"]
+    assert [h["hop"] for h in hops] == ["to_features", "features", "to_router", "scoring"]
+    by_hop = {h["hop"]: h for h in hops}
+    assert by_hop["to_features"]["p50"] == pytest.approx(50, rel=0.021)
+    assert by_hop["to_features"]["p99"] == pytest.approx(99, rel=0.021)
+    assert by_hop["features"]["count"] == 100 and by_hop["to_router"]["count"] == 1
+
+
+def test_hops_unknown_to_the_chain_come_after_it_up_to_a_bound() -> None:
+    latency = Latency()
+    # "queue", written before the chain had hops, is shown as it came, after them
+    latency.observe_prediction(prediction(1, timings_ms={"queue": 5.0, "scoring": 1.0}), NOW)
+    names = [f"hop{i}" for i in range(MAX_HOPS)]
+    latency.observe_prediction(prediction(2, timings_ms={n: 1.0 for n in names}), NOW)
+    hops = [h["hop"] for h in latency.snapshot(NOW)["hops_ms"]]
+    assert hops == ["scoring", "queue", *names[: MAX_HOPS - 2]]
 
 
 def test_end_to_end_is_wall_time_from_request_record_to_prediction_record() -> None:

@@ -7,7 +7,13 @@ import random
 
 import pytest
 
-from services.features.handlers import Lookup, admit_events, entity_features, feature_vector, plan
+from services.features.handlers import (
+    admit_events,
+    advance,
+    entity_features,
+    feature_vector,
+    plan,
+)
 from services.features.state import PRUNE_STEP_S, EntityStates, Spans, TimeSeries
 from services.simulator.world import SimConfig, simulate
 from shared.contracts import (
@@ -59,11 +65,11 @@ def late_copies(
 def service_vector(
     states: EntityStates, request: PredictRequest, batch: dict | None = None
 ) -> FeatureVector:
-    lookup: Lookup = plan(request)
+    lookup = plan(request, seen_at=request.ts)  # its timings are not looked at
     while (entity := lookup.next_entity) is not None:
         kind, entity_id = entity
         found = entity_features([states], kind, entity_id, request.ts, batch or {})
-        lookup = Lookup(lookup.request, lookup.pending[1:], {**lookup.found, **found})
+        lookup = advance(lookup, found)
     return feature_vector(lookup, batch or {})
 
 

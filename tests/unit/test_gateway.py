@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from rtml.cli import main as cli
 from rtml.stack import SERVICES, services_for
+from services.features import handlers as features
 from services.gateway.app import Gateway, HttpUpstreams, PredictionLog, upstream_urls
 from services.gateway.handlers import (
     UPSTREAMS,
@@ -24,6 +25,8 @@ from services.gateway.handlers import (
     read_answer,
     readiness,
 )
+from services.prediction.handlers import Scorer
+from services.router.handlers import with_router_timings
 from shared.contracts import (
     FeatureVector,
     PredictEnriched,
@@ -36,6 +39,8 @@ from shared.embedded_broker import free_port
 from shared.ingest_requests import BadRequest
 from shared.service import HealthEndpoints
 from shared.settings import Settings
+from shared.timings import hops
+from tests.unit.test_prediction_handlers import ETA_FEATURES, loaded, train_booster
 
 NOW = 1_700_000_000.0
 BODY = {"task": "eta", "entities": {"restaurant_id": "r1", "zone_id": "z1"}, "inputs": {"n": 2.0}}
@@ -128,6 +133,59 @@ async def test_a_failing_upstream_ends_the_chain() -> None:
         await predict(parse_predict(b'{"task": "eta"}', "", NOW), upstreams)
     assert upstreams.calls == ["features", "router"]
     assert failure.value.upstream == "router"
+
+
+class TimedUpstreams:
+    """The upstreams' own timing arithmetic on a fake clock: each request reaches its
+    upstream 2 ms after the previous answer was made (the HTTP hop through the
+    gateway), features hold it 1 ms for freshness and take 3 ms, routing 0.5 ms."""
+
+    def __init__(self) -> None:
+        self.clock = NOW
+        self.scorer = Scorer()
+        self.scorer.add(loaded("v1", train_booster()))
+        self.scorer.set_champion("eta", "v1")
+
+    def _reached(self) -> float:
+        self.clock += 0.002
+        return self.clock
+
+    async def enrich(self, request: PredictRequest) -> PredictEnriched:
+        lookup = features.held(features.plan(request, self._reached()), 0.001)
+        self.clock += 0.004
+        vector = FeatureVector(
+            feature_set="eta@1",
+            names=list(ETA_FEATURES),
+            values=[1.0] * len(ETA_FEATURES),
+            freshness_s=[None] * len(ETA_FEATURES),
+            defaulted=[False] * len(ETA_FEATURES),
+        )
+        return features.enriched(lookup, vector, self.clock)
+
+    async def route(self, enriched: PredictEnriched) -> PredictRouted:
+        seen_at = self._reached()
+        self.clock += 0.0005
+        return with_router_timings(routed_for(enriched), seen_at, self.clock)
+
+    async def score(self, routed: PredictRouted) -> Prediction:
+        seen_at = self._reached()
+        [prediction] = self.scorer.score_batch([routed], seen_at, seen_at)
+        return prediction
+
+
+async def test_the_request_driven_hops_add_up_to_the_total() -> None:
+    request = parse_predict(b'{"task": "eta", "inputs": {"n": 1.5}}', "", NOW)
+    timings = (await predict(request, TimedUpstreams())).timings_ms
+    # the same names as the event-driven chain's, the HTTP hops as its topic waits
+    assert hops(timings) == {
+        "to_features": 2.0,
+        "freshness_wait": 1.0,
+        "features": 3.0,
+        "to_router": 2.0,
+        "routing": 0.5,
+        "to_prediction": 2.0,
+        "scoring": pytest.approx(timings["total"] - 10.5, abs=0.002),
+    }
 
 
 def test_read_answer_returns_the_expected_message() -> None:

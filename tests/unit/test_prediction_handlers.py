@@ -93,7 +93,7 @@ def test_scores_equal_booster_predict_on_the_same_vectors(
     named = ["v1", "v2", None] * 20
     requests = [routed(v, f"r{i}", model_version=named[i]) for i, v in enumerate(vectors)]
 
-    predictions = scorer.score_batch(requests, now=REQUEST_TS)
+    predictions = scorer.score_batch(requests, seen_at=REQUEST_TS, now=REQUEST_TS)
 
     assert [p.id for p in predictions] == [r.id for r in requests]
     for version, rows in (("v1", [i for i, n in enumerate(named) if n != "v2"]),
@@ -119,14 +119,16 @@ def test_a_batch_costs_one_inplace_predict_per_version(
     named = ["v2", "v1", "v2", None, "v2", "v1", None, "v2", "v1", "v2"]
 
     scorer.score_batch(
-        [routed(v, f"r{i}", model_version=named[i]) for i, v in enumerate(vectors)], 0
+        [routed(v, f"r{i}", model_version=named[i]) for i, v in enumerate(vectors)], 0, 0
     )
 
     assert sorted(calls) == [("v1", 5), ("v2", 5)]
 
 
 def test_no_version_means_the_champion_and_is_no_fallback(scorer: Scorer) -> None:
-    [prediction] = scorer.score_batch([routed(synthetic_vectors(1)[0], "r", model_version=None)], 0)
+    [prediction] = scorer.score_batch(
+        [routed(synthetic_vectors(1)[0], "r", model_version=None)], 0, 0
+    )
     assert (prediction.model_version, prediction.fell_back) == ("v1", False)
 
 
@@ -134,7 +136,7 @@ def test_an_unknown_version_falls_back_to_the_champion_and_says_so(
     scorer: Scorer, boosters: dict[str, xgb.Booster]
 ) -> None:
     vector = synthetic_vectors(1)[0]
-    [prediction] = scorer.score_batch([routed(vector, "r", model_version="v9", arm="v9")], 0)
+    [prediction] = scorer.score_batch([routed(vector, "r", model_version="v9", arm="v9")], 0, 0)
 
     assert (prediction.model_version, prediction.fell_back) == ("v1", True)
     # the router's decision stays logged as it was made
@@ -147,7 +149,7 @@ def test_a_version_of_another_task_is_not_used(
 ) -> None:
     scorer.add(loaded("recs-v1", boosters["v2"], task="recs"))
     [prediction] = scorer.score_batch(
-        [routed(synthetic_vectors(1)[0], "r", model_version="recs-v1")], 0
+        [routed(synthetic_vectors(1)[0], "r", model_version="recs-v1")], 0, 0
     )
     assert (prediction.model_version, prediction.fell_back) == ("v1", True)
 
@@ -158,11 +160,11 @@ def test_without_a_champion_nothing_is_scored(boosters: dict[str, xgb.Booster]) 
     vector = synthetic_vectors(1)[0]
 
     assert (
-        scorer.score_batch([routed(vector, "named", model_version="v2")], 0)[0].model_version
+        scorer.score_batch([routed(vector, "named", model_version="v2")], 0, 0)[0].model_version
         == "v2"
     )
     with pytest.raises(NoModel, match="'v9' is not loaded and no eta champion"):
-        scorer.score_batch([routed(vector, "r", model_version="v9")], 0)
+        scorer.score_batch([routed(vector, "r", model_version="v9")], 0, 0)
 
 
 @pytest.mark.parametrize(
@@ -177,7 +179,7 @@ def test_features_the_model_was_not_trained_on_are_refused(
 ) -> None:
     good, bad = synthetic_vectors(2)
     with pytest.raises(FeatureMismatch, match=message):
-        scorer.score_batch([routed(good, "good"), routed(bad, "bad", **change)], 0)
+        scorer.score_batch([routed(good, "good"), routed(bad, "bad", **change)], 0, 0)
 
 
 def test_a_prediction_carries_the_request_and_the_timings(scorer: Scorer) -> None:
@@ -186,14 +188,16 @@ def test_a_prediction_carries_the_request_and_the_timings(scorer: Scorer) -> Non
         vector,
         "req-1",
         ts=REQUEST_TS + 0.01,
+        received_at=REQUEST_TS,
         model_version="v2",
         arm="v2",
         propensity=0.25,
         policy="thompson",
-        timings_ms={"features": 4.0},
+        timings_ms={"to_features": 2.0, "features": 4.0, "to_router": 3.0, "routing": 1.0},
     )
 
-    [prediction] = scorer.score_batch([request], now=REQUEST_TS + 0.030)
+    # read 30 ms after ingestion took the request, scored 2 ms later
+    [prediction] = scorer.score_batch([request], seen_at=REQUEST_TS + 0.030, now=REQUEST_TS + 0.032)
 
     assert prediction.id == "req-1"
     assert prediction.ts == request.ts
@@ -202,10 +206,28 @@ def test_a_prediction_carries_the_request_and_the_timings(scorer: Scorer) -> Non
     assert prediction.features == request.features
     assert (prediction.arm, prediction.propensity) == ("v2", 0.25)
     timings = prediction.timings_ms
-    assert set(timings) == {"features", "queue", "scoring", "total"}
+    assert list(timings) == [*request.timings_ms, "to_prediction", "scoring", "total"]
     assert timings["features"] == 4.0
-    assert timings["queue"] == pytest.approx(30.0)
-    assert timings["total"] == pytest.approx(timings["queue"] + timings["scoring"])
+    # the upstream hops end 10 ms after received_at: 20 ms in rtml.predict.routed
+    assert timings["to_prediction"] == pytest.approx(20.0)
+    assert timings["scoring"] >= 2.0  # 2 ms, then the model's work
+    hops = [v for k, v in timings.items() if k != "total"]
+    assert timings["total"] == pytest.approx(sum(hops), abs=0.002)
+
+
+def test_a_negative_wait_is_clock_skew_and_counts_as_none(scorer: Scorer) -> None:
+    request = routed(
+        synthetic_vectors(1)[0], "r", received_at=REQUEST_TS, timings_ms={"features": 50.0}
+    )
+    [prediction] = scorer.score_batch([request], seen_at=REQUEST_TS + 0.010, now=REQUEST_TS + 0.010)
+    assert prediction.timings_ms["to_prediction"] == 0.0
+
+
+def test_a_request_without_a_received_at_is_timed_from_its_request_ts(scorer: Scorer) -> None:
+    request = routed(synthetic_vectors(1)[0], "r", timings_ms={"features": 1.0})
+    [prediction] = scorer.score_batch([request], seen_at=REQUEST_TS + 0.005, now=REQUEST_TS + 0.005)
+    assert "to_prediction" not in prediction.timings_ms
+    assert prediction.timings_ms["total"] >= 5.0
 
 
 def test_a_batch_in_flight_keeps_the_models_it_started_with(
@@ -227,8 +249,8 @@ def test_a_batch_in_flight_keeps_the_models_it_started_with(
         routed(v, f"r{i}", model_version=("v2" if i % 2 else None)) for i, v in enumerate(vectors)
     ]
 
-    during = scorer.score_batch(batch, 0)
-    after = scorer.score_batch(batch, 0)
+    during = scorer.score_batch(batch, 0, 0)
+    after = scorer.score_batch(batch, 0, 0)
 
     assert [p.model_version for p in during] == ["v1", "v2", "v1", "v2"]
     assert [p.model_version for p in after] == ["v3", "v2", "v3", "v2"]
@@ -242,7 +264,9 @@ def test_retiring_unloads_a_version_but_never_the_champion(scorer: Scorer) -> No
     assert scorer.retire("v1") is False
     assert scorer.retire("v2") is True
     assert set(scorer.snapshot.models) == {"v1"}
-    [prediction] = scorer.score_batch([routed(synthetic_vectors(1)[0], "r", model_version="v2")], 0)
+    [prediction] = scorer.score_batch(
+        [routed(synthetic_vectors(1)[0], "r", model_version="v2")], 0, 0
+    )
     assert (prediction.model_version, prediction.fell_back) == ("v1", True)
 
 

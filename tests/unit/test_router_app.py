@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -36,13 +37,16 @@ async def client() -> AsyncIterator[TestClient]:
 
 async def test_each_enriched_request_goes_to_the_routed_topic_under_its_request_id():
     app = RouterApp(router_with("v1"), np.random.default_rng(0))
-    batch = [Incoming(enriched(f"r{i}"), record=None) for i in range(3)]  # type: ignore[arg-type]
+    seen_at = time.time()
+    batch = [Incoming(enriched(f"r{i}"), None, seen_at) for i in range(3)]  # type: ignore[arg-type]
 
     outgoing = await app.handle_batch(batch)
 
     assert [o.topic for o in outgoing] == [topics.PREDICT_ROUTED.name] * 3
     assert [o.message.id for o in outgoing] == ["r0", "r1", "r2"]
     assert all(isinstance(o.message, PredictRouted) and o.message.arm == "v1" for o in outgoing)
+    # routed since the batch was read: the router's own hop, after the upstream ones
+    assert all(list(o.message.timings_ms) == ["features", "routing"] for o in outgoing)
 
 
 async def test_post_route_answers_the_routed_request(client: TestClient):
@@ -52,6 +56,7 @@ async def test_post_route_answers_the_routed_request(client: TestClient):
     assert response.status == 200
     assert body["id"] == "over-http" and body["arm"] in ("v1", "v2")
     assert body["policy"] == "epsilon_greedy" and body["propensity"] == 0.5
+    assert list(body["timings_ms"]) == ["features", "routing"]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from services.router.handlers import (
     Router,
     RouterConfig,
     TaskConfig,
+    with_router_timings,
 )
 from services.router.ledger import Admission, LogPosition, RewardLedger
 from shared.bandits.policies import PolicyError, PromotionRule
@@ -115,6 +116,39 @@ def test_a_task_without_arms_routes_to_the_champion_with_certainty():
 
     assert (routed.model_version, routed.arm, routed.propensity) == (None, None, 1.0)
     assert routed.policy == CHAMPION_FALLBACK
+
+
+def test_the_router_adds_its_wait_and_its_routing_after_the_upstream_hops():
+    request = enriched().model_copy(
+        update={"received_at": TS, "timings_ms": {"to_features": 2.0, "features": 1.5}}
+    )
+    routed = Router(config()).route(request, np.random.default_rng(0))
+
+    # read 10 ms after ingestion took it (3.5 ms of it upstream), routed 0.25 ms later
+    timed = with_router_timings(routed, seen_at=TS + 0.010, now=TS + 0.01025)
+
+    assert timed.timings_ms == {
+        "to_features": 2.0,
+        "features": 1.5,
+        "to_router": 6.5,
+        "routing": 0.25,
+    }
+    assert timed.model_dump(exclude={"timings_ms"}) == routed.model_dump(exclude={"timings_ms"})
+    assert routed.timings_ms == {"to_features": 2.0, "features": 1.5}  # a copy, not changed
+
+
+def test_the_router_waits_no_time_before_a_request_its_clock_sees_early():
+    routed = Router(config()).route(
+        enriched().model_copy(update={"received_at": TS}), np.random.default_rng(0)
+    )
+    timed = with_router_timings(routed, seen_at=TS - 0.5, now=TS - 0.4995)
+    assert timed.timings_ms == {"features": 1.5, "to_router": 0.0, "routing": 0.5}
+
+
+def test_a_request_without_a_received_at_has_only_its_routing_timed():
+    routed = Router(config()).route(enriched(), np.random.default_rng(0))
+    timed = with_router_timings(routed, seen_at=TS, now=TS + 0.001)
+    assert timed.timings_ms == {"features": 1.5, "routing": 1.0}
 
 
 def test_a_routed_request_keeps_its_fields_and_names_arm_propensity_and_policy():

@@ -374,9 +374,43 @@ function renderLatency(s) {
   replaceContent(
     table,
     html("tr", {}, html("th", { text: "since the topics began" }), ...["p50", "p95", "p99", "predictions"].map((q) => html("th", { class: "num", text: q }))),
-    row("queue + scoring", latency.total_ms),
+    row("total: received → scored", latency.total_ms),
     row("end to end: request → prediction", latency.end_to_end_ms),
   );
+}
+
+// Each hop of timings_ms (shared/timings.py), p50 within p99 on one linear scale:
+// the longest bar is where the time goes.
+function renderHops(s) {
+  const container = document.getElementById("hops");
+  const hops = s.latency.hops_ms;
+  if (!hops.length) {
+    replaceContent(container, empty("Waiting for predictions on rtml.predictions…"));
+    return;
+  }
+  const barWidth = 160;
+  const longest = Math.max(...hops.map((h) => h.p99 ?? 0), 1e-9);
+  const width = (ms) => Math.max(((ms ?? 0) / longest) * barWidth, 2);
+  const table = html("table", {}, html("tr", {}, ...["hop", "p50", "p99", ""].map((h, i) => html("th", { class: i === 1 || i === 2 ? "num" : "", text: h }))));
+  for (const h of hops) {
+    const bar = svg(
+      "svg",
+      { width: barWidth + 4, height: 12, class: "hop-bar" },
+      svg("rect", { x: 0, y: 2, width: width(h.p99), height: 8, rx: 4, fill: "#fecaca" }, tooltip(`p99 ${fmtMs(h.p99)}`)),
+      svg("rect", { x: 0, y: 2, width: width(h.p50), height: 8, rx: 4, fill: COLORS.p50 }, tooltip(`p50 ${fmtMs(h.p50)}`)),
+    );
+    table.append(
+      html(
+        "tr",
+        { "data-hop": h.hop },
+        html("td", { class: "name", text: h.hop }),
+        html("td", { class: "num p50", text: fmtMs(h.p50) }),
+        html("td", { class: "num p99", text: fmtMs(h.p99) }),
+        html("td", {}, bar),
+      ),
+    );
+  }
+  replaceContent(container, table);
 }
 
 // MAE and traffic share share one event-time axis, so that a model switch lines up
@@ -653,6 +687,7 @@ function render(snapshot) {
   renderKpis(snapshot);
   renderRates(snapshot);
   renderLatency(snapshot);
+  renderHops(snapshot);
   renderMae(snapshot, domain);
   renderTraffic(snapshot, domain);
   renderPosteriors(snapshot);

@@ -12,7 +12,7 @@ left, ``t - width < ts <= t``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal, NamedTuple
@@ -112,6 +112,34 @@ MAX_WINDOW_S = max(
 # assignment not delivered within this long, are abandoned: they stop counting
 # as active / busy. It bounds the state a lost event could otherwise pin forever.
 OPEN_SPAN_MAX_S = 3 * 3600.0
+
+# The entity kinds whose features ship with rtml, by name: what a task's
+# ``Entity.name`` points at (shared/tasks/spec.py). Their streaming state is
+# services/features/state.py, their reference reference.py, their batch job batch.py.
+STREAMING_FEATURES_OF: dict[EntityKind, tuple[str, ...]] = {
+    "restaurant": RESTAURANT_FEATURES,
+    "zone": ZONE_FEATURES,
+    "session": SESSION_FEATURES,
+}
+BATCH_FEATURES_OF: dict[EntityKind, tuple[str, ...]] = {
+    "restaurant": RESTAURANT_BATCH_FEATURES,
+    "zone": ZONE_BATCH_FEATURES,
+}
+# the look-back of each windowed feature the implementations compute
+WINDOW_OF: dict[str, float] = {
+    "restaurant_orders_10m": ORDERS_SHORT_WINDOW_S,
+    "restaurant_orders_30m": ORDERS_LONG_WINDOW_S,
+    "restaurant_mean_prep_min_60m": PREP_WINDOW_S,
+    "zone_mean_delivery_min_30m": DELIVERY_WINDOW_S,
+    "session_views_30m": SESSION_WINDOW_S,
+    "session_clicks_30m": SESSION_WINDOW_S,
+    **dict.fromkeys((f"session_emb_{i}" for i in range(ITEM_EMBEDDING_DIM)), SESSION_WINDOW_S),
+}
+# the calendar features of a request's event time (UTC)
+CALENDAR: dict[str, Callable[[datetime], float]] = {
+    "hour_of_day": lambda when: float(when.hour),
+    "day_of_week": lambda when: float(when.weekday()),
+}
 
 # Cold-start values: what a feature is when its entity is unknown, or a mean
 # has nothing in its window. Population priors of the simulated marketplace,

@@ -3,13 +3,13 @@ learned from clicks, with the user features and the session's recent items."""
 
 from __future__ import annotations
 
+from rtml.tasks.recs.obd import USER_FEATURES
 from shared.contracts import Impression, ItemClicked, ItemViewed, Message
 from shared.features.definitions import (
     ITEM_EMBEDDING_DIM,
     LAST_ITEMS,
     NO_ITEM,
     SESSION_WINDOW_S,
-    USER_FEATURES,
 )
 from shared.tasks.spec import ARM, Entity, Feature, ItemArms, Label, Model, RouterPolicy, TaskSpec
 
@@ -31,7 +31,8 @@ TASK = TaskSpec(
     features=(
         Feature("hour_of_day", "calendar"),
         Feature("day_of_week", "calendar"),
-        *(Feature(name, "input", default=NO_ITEM) for name in USER_FEATURES),
+        # a category code; -1 (no category) when the request does not give it
+        *(Feature(name, "input", default=-1.0) for name in USER_FEATURES),
         *(
             Feature(f"last_{kind}_{slot}", "latest", entity="session", default=NO_ITEM)
             for kind in ("viewed", "clicked")

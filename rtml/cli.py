@@ -108,12 +108,14 @@ def _mount_subcommands() -> None:
     from services.prediction.cli import models
     from services.simulator.cli import simulate_command
     from services.trainer.cli import skew_command, train_command
+    from shared.tasks.cli import tasks_group
 
     main.add_command(simulate_command)
     main.add_command(experiment)
     main.add_command(train_command)
     main.add_command(skew_command)
     main.add_command(models)
+    main.add_command(tasks_group)
     batch.add_command(batch_features)
     batch.add_command(batch_predict)
     evaluate.add_command(evaluate_recs)

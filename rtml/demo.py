@@ -110,7 +110,8 @@ class Demo:
     def bootstrap(self) -> tuple[ModelRecord, list]:
         """Stage 1: the first model, from the warm-up's event log, and the batch
         features the live service will serve."""
-        from services.trainer.bootstrap import eta_examples_from_log
+        from rtml.tasks.eta.spec import TASK as ETA
+        from services.trainer.bootstrap import examples_from_log
         from services.trainer.jobs import register, table_candidate
         from shared.features.batch import compute_batch_features
 
@@ -118,7 +119,7 @@ class Demo:
         log_path = self.workdir / "warmup.evl"
         write_event_log(log_path, warmup)
         batch = compute_batch_features(warmup)
-        table = eta_examples_from_log(warmup, batch)
+        table = examples_from_log(warmup, ETA, batch)
         candidate = table_candidate(
             table, "eta", {"source": "event_log", "path": str(log_path), "examples": len(table)}
         )

@@ -15,10 +15,17 @@ from __future__ import annotations
 import math
 import uuid
 from functools import lru_cache
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from shared.errors import ContractError
 
@@ -33,7 +40,19 @@ _UNPACK_LIMITS = dict(
     max_ext_len=0,
 )
 
-Task = Literal["eta", "recs"]
+
+def registered_task(name: str) -> str:
+    """``name`` if a loaded task has it; otherwise a ValueError naming the known tasks,
+    so a bad task is a 400 at ingestion and a DLQ record on a topic like any bad field."""
+    # imported here: the task modules the registry loads import these contracts
+    from shared.tasks.registry import task_spec
+
+    task_spec(name)
+    return name
+
+
+# the name of a task of the registry (shared/tasks)
+Task = Annotated[str, AfterValidator(registered_task)]
 
 
 def new_id() -> str:

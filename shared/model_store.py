@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import xgboost as xgb
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -45,6 +45,7 @@ from shared.errors import (
     VersionExists,
 )
 from shared.model_artifacts import probe_artifact, verify_artifact
+from shared.tasks.registry import UnknownTask, task_spec
 
 STORE_ENV = "RTML_MODEL_STORE"
 DEFAULT_STORE_ROOT = Path(".rtml/models")
@@ -53,7 +54,6 @@ GIT_COMMIT_ENV = "RTML_GIT_COMMIT"
 
 ARTIFACT_NAME = "model.ubj"
 RECORD_NAME = "record.json"
-TASKS: tuple[str, ...] = get_args(Task)
 
 # version ids become directory names, so they must stay one safe path component
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -449,8 +449,11 @@ def _common_dir(git_dir: Path) -> Path:
 
 
 def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ModelStoreError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    # a task name becomes a file name: only a loaded task's, never a path
+    try:
+        task_spec(task)
+    except UnknownTask as exc:
+        raise ModelStoreError(str(exc)) from exc
 
 
 def _write_durably(path: Path, data: bytes) -> None:

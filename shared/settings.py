@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,21 +69,11 @@ class Settings(BaseSettings):
 
     router_host: str = "127.0.0.1"
     router_port: int = 8082
-    # the routing policy of each task (shared.bandits.policies.POLICY_NAMES, or for
-    # recs shared.bandits.contextual.CONTEXTUAL_POLICY_NAMES), its
-    # constructor parameters as JSON (e.g. {"epsilon": 0.05}), and the prior a new
-    # arm joins with (e.g. {"alpha": 1, "beta": 1})
-    router_policy_eta: str = "thompson_beta"
-    router_policy_recs: str = "thompson_beta"
-    router_params_eta: dict[str, Any] = Field(default_factory=dict)
-    router_params_recs: dict[str, Any] = Field(default_factory=dict)
-    router_prior_eta: dict[str, float] = Field(default_factory=dict)
-    router_prior_recs: dict[str, float] = Field(default_factory=dict)
-    # recs with a contextual policy (linucb, linear_ts, epsilon_greedy_linear) routes
-    # items: the campaign's item count and the category count of each user feature
-    # (the Open Bandit Dataset's "all" campaign by default)
-    router_recs_items: int = Field(default=80, ge=1)
-    router_recs_user_feature_sizes: list[int] = Field(default_factory=lambda: [3, 5, 9, 9])
+    # each task's routing policy, its parameters and a new arm's prior come from its
+    # spec, overridden by RTML_ROUTER_POLICY_<TASK>, RTML_ROUTER_PARAMS_<TASK> (JSON, e.g.
+    # {"epsilon": 0.05}) and RTML_ROUTER_PRIOR_<TASK> (JSON, e.g. {"alpha": 1, "beta": 1});
+    # a task with item arms also by RTML_ROUTER_<TASK>_ITEMS and _CATEGORIES (JSON list)
+    # (services/router/handlers.py)
     # a newly announced version gets at least this share of its task's traffic
     # until it has folded router_new_arm_min_pulls rewards
     router_new_arm_min_share: float = Field(default=0.05, ge=0, le=1)

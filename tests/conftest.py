@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -8,6 +9,11 @@ import pytest
 from shared.embedded_broker import EmbeddedBroker, free_port
 from shared.kafka import ensure_topics
 from shared.settings import Settings
+
+# The tests run with rtml's own tasks whatever is installed: an editable install made
+# before the rtml.tasks entry points were declared has none. Service subprocesses
+# inherit it.
+os.environ.setdefault("RTML_TASKS", "rtml.tasks.eta.spec,rtml.tasks.recs.spec")
 
 
 @pytest.fixture(scope="session")

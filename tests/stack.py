@@ -13,14 +13,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rtml.tasks.eta.spec import TASK as ETA
 from services.features.publish import publish
 from services.simulator.world import SimConfig, simulate
-from services.trainer.bootstrap import eta_examples_from_log
+from services.trainer.bootstrap import examples_from_log
 from services.trainer.jobs import register, table_candidate
 from shared.contracts import Message, OrderDelivered, PredictRequest
 from shared.embedded_broker import free_port
 from shared.features.batch import compute_batch_features
-from shared.features.reference import eta_vectors
+from shared.features.reference import task_vectors
 from shared.kafka import start_producer
 from shared.model_announcements import announce
 from shared.model_store import ModelStore
@@ -39,7 +40,7 @@ class EtaLog:
         self.messages: list[Message] = list(simulate(sim, hours * HOUR))
         self.batch = compute_batch_features(self.messages)
         batch = {record.entity: record for record in self.batch}
-        self.vectors = {r.id: v for r, v in eta_vectors(self.messages, lateness_s, batch)}
+        self.vectors = {r.id: v for r, v in task_vectors(self.messages, ETA, lateness_s, batch)}
         delivered = {m.order_id: m for m in self.messages if isinstance(m, OrderDelivered)}
         self.requests = [
             m for m in self.messages if isinstance(m, PredictRequest) and m.task == "eta"
@@ -49,7 +50,7 @@ class EtaLog:
             for r in self.requests
             if (d := delivered.get(r.entities["order_id"])) is not None
         }
-        self.examples_for_first_model = eta_examples_from_log(self.messages, self.batch)
+        self.examples_for_first_model = examples_from_log(self.messages, ETA, self.batch)
 
 
 async def first_model(settings: Settings, store: ModelStore, log: EtaLog) -> None:

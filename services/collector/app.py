@@ -19,10 +19,11 @@ an assignment builds that partition's ``JoinState`` from the recovered tables
 (the deadline heap and watermark are derived, not stored).
 
 Unmatched records (``join.py``): a label whose window closes with no
-prediction, and an eta prediction whose window closes unlabelled, are counted
+prediction, and a prediction whose window closes unlabelled, are counted
 (``rtml_collector_join_total{outcome=...}``) and dropped: they make no
-training example. A recs prediction whose attribution window closes without a
-click is an example with label and reward 0. A label after its prediction's
+training example -- unless the task's label has a value for that
+(``when_missing``: a recommendation without a click is an example with label
+and reward 0). A label after its prediction's
 window closed counts as ``duplicate_label`` (the key is closed) and is dropped.
 
 Failure handling. At least once: a record is acked only after its outputs

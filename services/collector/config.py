@@ -26,10 +26,9 @@ class CollectorSettings(BaseSettings):
     collector_app_id: str = "rtml-collector"
     # how long (event time) either side of the join waits for the other
     collector_window_s: float = Field(default=2 * 3600.0, gt=0)
-    # eta: a prediction within this many minutes of the actual delivery earns reward 1
-    collector_eta_tolerance_min: float = Field(default=5.0, ge=0)
-    # recs: how long after a recommendation a click still counts
-    collector_attribution_window_s: float = Field(default=30 * 60.0, gt=0)
+    # per task, how long after a prediction its label still counts, overriding the
+    # task's spec: RTML_COLLECTOR_LABEL_WINDOWS_S='{"<task>": 600}'
+    collector_label_windows_s: dict[str, float] = Field(default_factory=dict)
     # faust's consumer fetch wait (None: EMBEDDED_FETCH_MAX_WAIT_MS on the embedded
     # broker, faust's 1500 ms on Kafka)
     collector_fetch_max_wait_ms: int | None = Field(default=None, ge=1)
@@ -44,6 +43,5 @@ class CollectorSettings(BaseSettings):
     def join_config(self) -> JoinConfig:
         return JoinConfig(
             window_s=self.collector_window_s,
-            eta_tolerance_min=self.collector_eta_tolerance_min,
-            attribution_window_s=self.collector_attribution_window_s,
+            label_windows=self.collector_label_windows_s,
         )

@@ -4,44 +4,45 @@ A prediction already carries the exact feature vector it was made with, so the
 training example is that vector plus the label: nothing is recomputed, so the
 model trains on exactly what it served with.
 
-Join keys: eta joins on the order (prediction ``entities["order_id"]`` with
-``order_delivered.order_id``); recs joins on (session, recommended item) —
-the prediction's arm is the item shown — with ``item_clicked``.
+What joins what is the task's label (``shared/tasks/spec.py``): a prediction
+and its label event meet on the join key made of the label's ``join`` pairs
+(a request entity such as the order, or the arm the router chose, such as the
+item shown), prefixed by the task's name.
 
-Either side may come first. Each waits up to ``window_s`` of event time; the
-clock is the highest event time seen (the watermark). When a prediction's
-window closes unlabelled: eta drops it (counted: the order was never
-delivered in time), recs emits reward 0 (no click is the label). A label whose
-prediction never comes is dropped when its window closes (counted). Repeats
-of a prediction (by request id) or of a label (by event id) are absorbed.
+Either side may come first. A label counts for a prediction when it comes
+within the label's window after it; a label waits up to ``window_s`` of event
+time for its prediction. The clock is the highest event time seen (the
+watermark). When a prediction's window closes unlabelled it is dropped
+(counted), unless the label declares a value for that (``when_missing``: no
+click is a 0), which makes an example like a label would. A label whose
+prediction never comes is dropped when its window closes (counted). Repeats of
+a prediction (by request id) or of a label (by event id) are absorbed.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import MutableMapping
-from dataclasses import dataclass
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
 
-from shared.contracts import (
-    ItemClicked,
-    Message,
-    OrderDelivered,
-    Prediction,
-    Reward,
-    TrainingExample,
-)
-
-MINUTE = 60.0
+from shared.contracts import Message, Prediction, Reward, TrainingExample
+from shared.tasks.registry import tasks
+from shared.tasks.spec import ARM, TaskSpec
 
 
 @dataclass(frozen=True)
 class JoinConfig:
+    # how long a label waits for its prediction, and the label window of a task
+    # whose label declares none
     window_s: float = 2 * 3600.0
-    # eta: a prediction within this many minutes of the actual delivery earns reward 1
-    eta_tolerance_min: float = 5.0
-    # recs: how long after a recommendation a click still counts
-    attribution_window_s: float = 30 * 60.0
+    # per task, a label window that overrides its spec's
+    label_windows: Mapping[str, float] = field(default_factory=dict)
+
+    def label_window(self, spec: TaskSpec) -> float:
+        if spec.name in self.label_windows:
+            return self.label_windows[spec.name]
+        return self.window_s if spec.label.window_s is None else spec.label.window_s
 
 
 @dataclass(frozen=True)
@@ -110,27 +111,19 @@ class JoinState:
         return self._advance(label.ts)
 
     def _label_counts_for(self, prediction: Prediction, label: Message) -> bool:
-        if prediction.task == "recs":
-            return 0 <= label.ts - prediction.ts <= self.config.attribution_window_s
-        return True
+        window = self.config.label_window(tasks()[prediction.task])
+        return 0 <= label.ts - prediction.ts <= window
 
     def _deadline(self, prediction: Prediction) -> float:
-        if prediction.task == "recs":
-            return prediction.ts + self.config.attribution_window_s
-        return prediction.ts + self.config.window_s
+        return prediction.ts + self.config.label_window(tasks()[prediction.task])
 
     def _emit(self, key: str, prediction: Prediction, label: Message | None) -> Joined:
+        spec = tasks()[prediction.task]
         self.done[key] = prediction.ts
         self.counts["joined" if label is not None else "closed_without_click"] += 1
-        if prediction.task == "recs":
-            value = reward = 1.0 if label is not None else 0.0
-        else:
-            assert isinstance(label, OrderDelivered)
-            value = (label.ts - label.placed_ts) / MINUTE
-            scalar = (
-                prediction.prediction if isinstance(prediction.prediction, float) else float("nan")
-            )
-            reward = 1.0 if abs(scalar - value) <= self.config.eta_tolerance_min else 0.0
+        value = spec.label.value(label) if label is not None else spec.label.when_missing
+        assert value is not None, "only a label with a value when missing closes unlabelled"
+        reward = spec.label.reward(prediction.prediction, value)
         label_ts = label.ts if label is not None else self._deadline(prediction)
         example = TrainingExample(
             id=prediction.id, ts=label_ts, task=prediction.task, features=prediction.features,
@@ -139,9 +132,7 @@ class JoinState:
             request_ts=prediction.request_ts, label_ts=label_ts,
         )  # fmt: skip
         arm = prediction.arm or prediction.model_version
-        # a recs arm is an item chosen for the request's context: the router's contextual
-        # policy learns from the features it was chosen with
-        features = prediction.features if prediction.task == "recs" else None
+        features = prediction.features if spec.label.reward_with_features else None
         return Joined(
             example,
             Reward(
@@ -158,7 +149,7 @@ class JoinState:
             _, key = heapq.heappop(self._deadlines)
             if key in self.predictions:
                 prediction = self.predictions.pop(key)
-                if prediction.task == "recs":
+                if tasks()[prediction.task].label.when_missing is not None:
                     closed.append(self._emit(key, prediction, None))
                 else:
                     self.done[key] = prediction.ts
@@ -179,16 +170,16 @@ class JoinState:
 
 
 def join_key_of_prediction(prediction: Prediction) -> str | None:
-    if prediction.task == "eta":
-        order = prediction.entities.get("order_id")
-        return f"order:{order}" if order else None
-    session = prediction.entities.get("session_id")
-    return f"click:{session}:{prediction.arm}" if session and prediction.arm else None
+    spec = tasks()[prediction.task]
+    values = [
+        prediction.arm if side == ARM else prediction.entities.get(side)
+        for side, _ in spec.label.join
+    ]
+    return None if None in values or "" in values else ":".join([spec.name, *values])  # type: ignore[list-item]
 
 
 def join_key_of_label(label: Message) -> str | None:
-    if isinstance(label, OrderDelivered):
-        return f"order:{label.order_id}"
-    if isinstance(label, ItemClicked):
-        return f"click:{label.session_id}:{label.item_id}"
-    return None
+    spec = tasks().labelled_by(type(label).SCHEMA)
+    if spec is None:
+        return None
+    return ":".join([spec.name, *(str(getattr(label, name)) for _, name in spec.label.join)])

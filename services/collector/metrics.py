@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-# what the join did with each record: joined, closed_without_click (recs reward 0),
+# what the join did with each record: joined, closed_without_click (the label's when_missing),
 # prediction_expired_unlabelled, label_without_prediction, duplicate_prediction,
 # duplicate_label, prediction_without_join_key
 JOIN = Counter("rtml_collector_join_total", "join outcomes", ["outcome"])

@@ -9,17 +9,25 @@ the join state of that key lives. The value goes on unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from services.collector.join import join_key_of_label, join_key_of_prediction
-from shared.contracts import ItemClicked, OrderDelivered, Prediction, decode
+from shared.contracts import Message, Prediction, decode
+from shared.tasks.registry import tasks
 
-LABEL_KINDS = (OrderDelivered, ItemClicked)
-JOINABLE = (Prediction, *LABEL_KINDS)
-# Most of rtml.events is neither label kind. A label's schema name is in its
-# bytes verbatim whatever msgpack string header encodes it, so an event without
-# either name is skipped undecoded; one that has it by chance is decoded and
-# skipped then.
-_LABEL_MARKERS = tuple(kind.SCHEMA.encode() for kind in LABEL_KINDS)
+
+@cache
+def label_kinds() -> tuple[type[Message], ...]:
+    """The label events of the loaded tasks."""
+    return tuple(tasks()[name].label.event for name in tasks())
+
+
+@cache
+def _label_markers() -> tuple[bytes, ...]:
+    # Most of rtml.events is no label. A label's schema name is in its bytes verbatim
+    # whatever msgpack string header encodes it, so an event without any label's name
+    # is skipped undecoded; one that has it by chance is decoded and skipped then.
+    return tuple(kind.SCHEMA.encode() for kind in label_kinds())
 
 
 @dataclass(frozen=True)
@@ -38,12 +46,13 @@ def rekey_prediction(value: bytes) -> Rekeyed | None:
 def rekey_event(value: bytes) -> Rekeyed | None:
     """A label under its join key; None for every other event.
     Raises ContractError for a label-like record that does not decode."""
-    if not any(marker in value for marker in _LABEL_MARKERS):
+    if not any(marker in value for marker in _label_markers()):
         return None
     key = join_key_of_label(decode(value))
     return Rekeyed(key.encode(), value) if key is not None else None
 
 
-def decode_joinable(value: bytes) -> Prediction | OrderDelivered | ItemClicked:
-    """A record of the join topic; raises ContractError for anything else."""
-    return decode(value, JOINABLE)  # type: ignore[return-value]
+def decode_joinable(value: bytes) -> Message:
+    """A record of the join topic (a prediction or a label); raises ContractError for
+    anything else."""
+    return decode(value, (Prediction, *label_kinds()))

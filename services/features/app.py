@@ -1,7 +1,7 @@
 """The features worker: a faust app that keeps entity state and enriches requests.
 
 State. Domain events on ``rtml.events`` are keyed by entity (restaurant events
-by restaurant_id, courier and delivery events by zone_id, recs session events
+by restaurant_id, courier and delivery events by zone_id, session events
 by session_id), so all the events of an entity are in one partition, and a
 worker holds the state of the entities of the partitions it is assigned: per
 partition an ``EntityStates`` (``state.py``). The events topic is consumed in
@@ -22,7 +22,7 @@ a fetch response (``shared/broker_compat_faust.py``), not to Tansu's wrong
 ListOffsets answer, which would stop recovery early and lose updates.
 
 The cross-key join. A request is keyed by its id, but its features live with
-its entities' partitions (an eta request: its restaurant's and its zone's),
+its entities' partitions (a request of a task with two entities: both of their partitions),
 usually on different workers. Enrichment follows a **lookup plan**
 (``handlers.py``): the request's entities in a fixed order. Each step runs
 where its entity lives: if this worker holds the entity's partition it looks
@@ -65,7 +65,6 @@ from services.features import metrics
 from services.features.batch_cache import BatchFeatureCache
 from services.features.bulk import BulkApp
 from services.features.handlers import (
-    FEATURES_OF,
     Lookup,
     account,
     admit_events,
@@ -84,6 +83,7 @@ from shared.broker_compat_faust import faust_options
 from shared.contracts import PredictRequest, decode, encode
 from shared.errors import ContractError
 from shared.faust_worker import recovered_and_assigned
+from shared.features.definitions import STREAMING_FEATURES_OF
 from shared.features.records import BatchFeatureRecord
 from shared.kafka import DlqWriter
 from shared.logging import get_logger
@@ -93,7 +93,7 @@ from shared.timings import FEATURES, LOOKUP_FORWARD
 SERVICE = "features"
 log = get_logger(__name__)
 
-ENTITY_KINDS = tuple(FEATURES_OF)
+ENTITY_KINDS = tuple(STREAMING_FEATURES_OF)
 ENTITIES_TABLE = "entities"
 RECOVERY_BATCH_RECORDS = 8
 

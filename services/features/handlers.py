@@ -5,7 +5,7 @@ adds logic of its own, so both wirings give the same answers.
 
 A request needs features of several entities whose state lives on whichever
 worker owns each entity's partition. So enrichment is a **lookup plan**: the
-request's entities in a fixed order (restaurant, then zone); each step runs
+request's entities in its task's order (its spec's ``entities``); each step runs
 where that entity lives and adds its features to a ``Lookup`` that travels with
 the request; the last step assembles the vector.
 """
@@ -25,44 +25,27 @@ from shared.contracts import (
     Message,
     PredictEnriched,
     PredictRequest,
-    Task,
     decode,
     from_wire,
     unpack,
 )
 from shared.errors import ContractError
 from shared.features.definitions import (
-    ETA_FEATURE_SET,
-    ETA_FEATURES,
-    RECS_FEATURE_SET,
-    RECS_FEATURES,
-    RESTAURANT_BATCH_FEATURES,
-    RESTAURANT_FEATURES,
-    SESSION_FEATURES,
-    ZONE_BATCH_FEATURES,
-    ZONE_FEATURES,
+    STREAMING_FEATURES_OF,
     EntityKind,
     FeatureValue,
     Outcome,
     batch_features,
     default,
     request_features,
+    task_vector,
 )
 from shared.features.records import BatchFeatureRecord
+from shared.tasks.registry import task_spec
 from shared.timings import FEATURES, FRESHNESS_WAIT, TO_FEATURES, ms, with_wait
 
-# per task, the entities a request names (kind, entities field), in the order its lookups run
-PLANS: dict[Task, tuple[tuple[EntityKind, str], ...]] = {
-    "eta": (("restaurant", "restaurant_id"), ("zone", "zone_id")),
-    "recs": (("session", "session_id"),),
-}
 # a changelog record holds a batch of events; Kafka's default request limit is 1 MiB
 CHANGELOG_RECORD_MAX_BYTES = 256 * 1024
-FEATURES_OF: dict[EntityKind, tuple[str, ...]] = {
-    "restaurant": RESTAURANT_FEATURES,
-    "zone": ZONE_FEATURES,
-    "session": SESSION_FEATURES,
-}
 
 
 # --- events ------------------------------------------------------------------------
@@ -191,10 +174,11 @@ def plan(request: PredictRequest, seen_at: float) -> Lookup:
     Entities it does not name are cold starts."""
     pending: list[tuple[EntityKind, str]] = []
     found: dict[str, FeatureValue] = {}
-    for kind, field_name in PLANS[request.task]:
-        entity_id = request.entities.get(field_name)
+    for entity in task_spec(request.task).entities:
+        kind: EntityKind = entity.name  # type: ignore[assignment]
+        entity_id = request.entities.get(entity.key)
         if entity_id is None:
-            found.update({name: default(name) for name in FEATURES_OF[kind]})
+            found.update({name: default(name) for name in STREAMING_FEATURES_OF[kind]})
         else:
             pending.append((kind, entity_id))
     timings = with_wait({}, TO_FEATURES, request.received_at, seen_at)
@@ -229,7 +213,7 @@ def entity_features(
         state = partition_states.get(kind, entity_id)
         if state is not None:
             return state.features_at(t, batch)
-    return {name: default(name) for name in FEATURES_OF[kind]}
+    return {name: default(name) for name in STREAMING_FEATURES_OF[kind]}
 
 
 def advance(lookup: Lookup, features: Mapping[str, FeatureValue]) -> Lookup:
@@ -238,27 +222,16 @@ def advance(lookup: Lookup, features: Mapping[str, FeatureValue]) -> Lookup:
 
 
 def feature_vector(lookup: Lookup, batch: Mapping[str, BatchFeatureRecord]) -> FeatureVector:
-    """The finished lookup as its task's vector (eta@1 or recs@1), with request and
-    batch features added."""
+    """The finished lookup as its task's vector, with request and batch features added."""
     request = lookup.request
-    features = {**lookup.found, **request_features(request)}
-    if request.task == "eta":
-        entities, t = request.entities, request.ts
-        restaurant, zone = entities.get("restaurant_id"), entities.get("zone_id")
-        features.update(
-            batch_features(batch, "restaurant", restaurant, RESTAURANT_BATCH_FEATURES, t)
-        )
-        features.update(batch_features(batch, "zone", zone, ZONE_BATCH_FEATURES, t))
-        feature_set, names = ETA_FEATURE_SET, ETA_FEATURES
-    else:
-        feature_set, names = RECS_FEATURE_SET, RECS_FEATURES
-    return FeatureVector(
-        feature_set=feature_set,
-        names=list(names),
-        values=[features[name].value for name in names],
-        freshness_s=[features[name].freshness_s for name in names],
-        defaulted=[features[name].defaulted for name in names],
-    )
+    spec = task_spec(request.task)
+    features = {**lookup.found, **request_features(request, spec)}
+    for entity in spec.entities:
+        names = spec.features_of(entity.name, ("batch",))
+        if names:
+            entity_id = request.entities.get(entity.key)
+            features.update(batch_features(batch, entity.name, entity_id, names, request.ts))  # type: ignore[arg-type]
+    return task_vector(spec, features)
 
 
 def enriched(lookup: Lookup, vector: FeatureVector, now: float) -> PredictEnriched:

@@ -17,8 +17,10 @@ from shared.errors import ModelStoreError, RtmlError
 from shared.kafka import ensure_topics, start_producer
 from shared.model_announcements import announce
 from shared.model_lineage import render_lineage_tree
-from shared.model_store import TASKS, ModelRecord, ModelStore
+from shared.model_store import ModelRecord, ModelStore
 from shared.settings import get_settings
+from shared.tasks.cli import TASK
+from shared.tasks.registry import tasks
 
 T = TypeVar("T")
 
@@ -38,7 +40,7 @@ def models(context: click.Context, store_root: Path | None) -> None:
 
 
 @models.command("list")
-@click.option("--task", type=click.Choice(TASKS), default=None, help="only this task's versions")
+@click.option("--task", type=TASK, default=None, help="only this task's versions")
 @click.pass_obj
 def list_versions(store: ModelStore, task: Task | None) -> None:
     """Registered versions, oldest first; * marks a champion."""
@@ -46,7 +48,7 @@ def list_versions(store: ModelStore, task: Task | None) -> None:
     if not records:
         click.echo(f"no model versions in {store.root}")
         return
-    champions = _or_fail(lambda: {t: store.champion(t) for t in TASKS})
+    champions = _or_fail(lambda: {t: store.champion(t) for t in tasks()})
     champion_versions = {r.version for r in champions.values() if r is not None}
     rows = [("", "VERSION", "TASK", "PARENT", "FEATURES", "CREATED", "METRICS")]
     for record in records:

@@ -31,8 +31,9 @@ from shared.model_announcements import (
     open_announcement_reader,
     read_to_end,
 )
-from shared.model_store import TASKS, ModelStore
+from shared.model_store import ModelStore
 from shared.settings import Settings
+from shared.tasks.registry import tasks
 
 log = get_logger(__name__)
 
@@ -81,7 +82,7 @@ class ModelFollower:
         for announcement in last_word(announcements).values():
             if announcement.action != "retired":
                 await self._load(announcement.model_version, announcement.sha256)
-        for task in TASKS:
+        for task in tasks():
             await self._restore_champion(task)
         log.info(
             "models_rebuilt",

@@ -1,15 +1,16 @@
-"""Contextual routing of a task whose arms are items (recs): pure, no I/O.
+"""Contextual routing of a task whose arms are items: pure, no I/O.
 
-The arms are the campaign's items ``0 .. n_items - 1``, named by their id as a
-string (the collector joins a click to a recommendation on that name). The
-context of a request is built from its recs@1 feature vector:
+The arms are the task's items ``0 .. n_items - 1`` (``ItemArms`` of its spec),
+named by their id as a string (the collector joins a label to a recommendation
+on that name). The context of a request is built from its feature vector:
 
-    [1, one-hot(user_feature_0), ..., one-hot(user_feature_3), session_emb_0 .. 40]
+    [1, one-hot(categorical feature 1), ..., one-hot(categorical feature k), numeric features]
 
-The leading 1 gives every arm an intercept (a request with unknown user
-features and an empty session is all zeros otherwise). A user feature is a
-category code (``rtml.tasks.recs.obd``); a code outside ``0 .. size - 1`` (the
-default -1 of a request that did not give it) leaves its block all zeros.
+(say a user's categorical features, then their session's mean item embedding). The leading 1
+gives every arm an intercept (a request with unknown categorical features and
+zero numeric ones is all zeros otherwise). A categorical feature is a category
+code; a code outside ``0 .. size - 1`` (e.g. the default -1 of a request that
+did not give it) leaves its block all zeros.
 
 Learning: a reward carries the feature vector its decision was made with
 (``Reward.features``, filled by the collector from the prediction), so the
@@ -49,12 +50,8 @@ from shared.contracts import (
     PredictRouted,
     Reward,
 )
-from shared.features.definitions import ITEM_EMBEDDING_DIM, USER_FEATURES
+from shared.tasks.spec import ItemArms
 
-SESSION_EMBEDDING = tuple(f"session_emb_{i}" for i in range(ITEM_EMBEDDING_DIM))
-# the category counts of user_feature_0..3 in the Open Bandit Dataset's "all" campaign
-OBD_USER_FEATURE_SIZES = (3, 5, 9, 9)
-OBD_ITEMS = 80
 PACKED_SNAPSHOT_VERSION = 1
 _Z95 = float(special.ndtri(0.975))
 
@@ -69,55 +66,67 @@ def is_contextual(policy: str) -> bool:
 
 @dataclass(frozen=True)
 class ContextSpec:
-    n_items: int = OBD_ITEMS
-    user_feature_sizes: tuple[int, ...] = OBD_USER_FEATURE_SIZES
+    n_items: int
+    # the one-hot encoded features and their category counts, then the numeric features
+    categorical: tuple[str, ...]
+    categories: tuple[int, ...]
+    numeric: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if len(self.user_feature_sizes) != len(USER_FEATURES):
+        if len(self.categories) != len(self.categorical):
             raise ContextualPolicyError(
-                f"user_feature_sizes needs {len(USER_FEATURES)} sizes, "
-                f"got {list(self.user_feature_sizes)}"
+                f"{len(self.categorical)} categorical features need as many category counts, "
+                f"got {list(self.categories)}"
             )
-        if any(size < 1 for size in self.user_feature_sizes):
+        if any(size < 1 for size in self.categories):
             raise ContextualPolicyError(
-                f"user_feature_sizes must be >= 1, got {list(self.user_feature_sizes)}"
+                f"category counts must be >= 1, got {list(self.categories)}"
             )
+
+    @classmethod
+    def of(cls, items: ItemArms) -> ContextSpec:
+        return cls(items.count, items.categorical, items.categories, items.numeric)
 
     @property
     def dim(self) -> int:
-        return 1 + sum(self.user_feature_sizes) + ITEM_EMBEDDING_DIM
+        return 1 + sum(self.categories) + len(self.numeric)
 
 
 class ContextEncoder:
-    """recs@1 feature vector -> context vector (see the module doc)."""
+    """Feature vector -> context vector (see the module doc)."""
 
     def __init__(self, spec: ContextSpec) -> None:
         self.spec = spec
-        self._sizes = np.array(spec.user_feature_sizes)
-        # where each user feature's block starts in the context
-        self._offsets = 1 + np.concatenate([[0], np.cumsum(self._sizes)[:-1]])
-        # every recs@1 vector has the same names: look their positions up once
+        self._sizes = np.array(spec.categories)
+        # where each categorical feature's block starts in the context
+        self._offsets = 1 + np.concatenate([[0], np.cumsum(self._sizes)[:-1]]).astype(np.intp)
+        # every vector of a feature set has the same names: look their positions up once
         self._positions: dict[tuple[str, ...], tuple[list[int], list[int]]] = {}
 
     def encode(self, features: FeatureVector) -> FloatArray:
-        users, embedding = self._lookup(tuple(features.names))
+        categorical, numeric = self._lookup(tuple(features.names))
         values = np.asarray(features.values, dtype=np.float64)
         context = np.zeros(self.spec.dim)
         context[0] = 1.0
-        codes = values[users]
+        codes = values[categorical]
         known = (codes == np.floor(codes)) & (codes >= 0) & (codes < self._sizes)
         context[(self._offsets[known] + codes[known]).astype(np.intp)] = 1.0
-        context[-ITEM_EMBEDDING_DIM:] = values[embedding]
+        if numeric:
+            context[-len(numeric) :] = values[numeric]
         return context
 
     def _lookup(self, names: tuple[str, ...]) -> tuple[list[int], list[int]]:
         positions = self._positions.get(names)
         if positions is None:
             index = {name: position for position, name in enumerate(names)}
-            missing = [n for n in (*USER_FEATURES, *SESSION_EMBEDDING) if n not in index]
+            wanted = (*self.spec.categorical, *self.spec.numeric)
+            missing = [n for n in wanted if n not in index]
             if missing:
                 raise MissingContext(f"features lack {missing[:5]} ({len(missing)} missing)")
-            positions = [index[n] for n in USER_FEATURES], [index[n] for n in SESSION_EMBEDDING]
+            positions = (
+                [index[n] for n in self.spec.categorical],
+                [index[n] for n in self.spec.numeric],
+            )
             if len(self._positions) < 16:
                 self._positions[names] = positions
         return positions

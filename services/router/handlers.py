@@ -19,19 +19,21 @@ Nothing here knows Kafka or HTTP; the adapters (``app.py``, ``rewards.py``,
 - ``state`` / ``restore``: the checkpoint of a task (posterior, counters and
   the rewards offsets folded), as a RouterState.
 
-A task configured with a contextual policy (``contextual.CONTEXTUAL_POLICY_NAMES``,
-recs only) routes items instead of model versions: each request gets the item
-the policy chooses for its context and the prediction service's champion
-answers (``contextual_routing.py``). Rewards are folded through the same
+A task configured with a contextual policy (``contextual.CONTEXTUAL_POLICY_NAMES``;
+its spec declares ``router.items``) routes items instead of model versions: each
+request gets the item the policy chooses for its context and the prediction
+service's champion answers (``contextual_routing.py``). Rewards are folded through the same
 ledger; announcements only move its champion, and promotions do not apply.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 
@@ -62,13 +64,20 @@ from shared.contracts import (
 )
 from shared.logging import get_logger
 from shared.settings import Settings
+from shared.tasks.registry import tasks
+from shared.tasks.spec import TaskSpec
 from shared.timings import ROUTING, TO_ROUTER, ms, with_wait
 
 log = get_logger(__name__)
 
-TASKS: tuple[Task, ...] = get_args(Task)
 # what PredictRouted.policy says when no arm exists and the prediction service's champion answers
 CHAMPION_FALLBACK = "champion"
+# per-task overrides of the spec's router defaults ({task}: the task's name, upper case)
+POLICY_ENV = "RTML_ROUTER_POLICY_{task}"
+PARAMS_ENV = "RTML_ROUTER_PARAMS_{task}"
+PRIOR_ENV = "RTML_ROUTER_PRIOR_{task}"
+ITEMS_ENV = "RTML_ROUTER_{task}_ITEMS"
+CATEGORIES_ENV = "RTML_ROUTER_{task}_CATEGORIES"
 
 
 @dataclass(frozen=True)
@@ -80,36 +89,76 @@ class TaskConfig:
     # a new arm's exploration floor: at least min_share of traffic until min_pulls rewards
     min_share: float = 0.05
     min_pulls: int = 200
-    # items and user features, for a contextual policy (items as arms)
-    context: ContextSpec = field(default_factory=ContextSpec)
+    # the items a contextual policy routes over; None: the task has none
+    context: ContextSpec | None = None
+
+    @classmethod
+    def of(
+        cls,
+        spec: TaskSpec,
+        settings: Settings | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> TaskConfig:
+        """The spec's router defaults, overridden by the task's RTML_ROUTER_* variables
+        (``environ``) and the new-arm floor of ``settings``."""
+        environ = {} if environ is None else environ
+        router, items = spec.router, spec.router.items
+
+        def override(template: str) -> str | None:
+            return environ.get(template.format(task=spec.name.upper()))
+
+        context = None
+        if items is not None:
+            count, categories = override(ITEMS_ENV), override(CATEGORIES_ENV)
+            context = ContextSpec(
+                n_items=items.count if count is None else int(count),
+                categorical=items.categorical,
+                categories=(
+                    items.categories
+                    if categories is None
+                    else tuple(_json(CATEGORIES_ENV, spec, categories))
+                ),
+                numeric=items.numeric,
+            )
+        params, prior = override(PARAMS_ENV), override(PRIOR_ENV)
+        floor = {} if settings is None else {
+            "min_share": settings.router_new_arm_min_share,
+            "min_pulls": settings.router_new_arm_min_pulls,
+        }  # fmt: skip
+        return cls(
+            policy=override(POLICY_ENV) or router.policy,
+            params=dict(router.params) if params is None else _json(PARAMS_ENV, spec, params),
+            prior=dict(router.prior) if prior is None else _json(PRIOR_ENV, spec, prior),
+            context=context,
+            **floor,
+        )
+
+
+def _json(template: str, spec: TaskSpec, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        name = template.format(task=spec.name.upper())
+        raise PolicyError(f"{name} is not JSON: {exc}") from exc
 
 
 @dataclass(frozen=True)
 class RouterConfig:
+    # every loaded task with its spec's defaults
     tasks: Mapping[Task, TaskConfig] = field(
-        default_factory=lambda: {t: TaskConfig() for t in TASKS}
+        default_factory=lambda: {name: TaskConfig.of(spec) for name, spec in tasks().items()}
     )
     dedupe_window: int = 10_000
     promote_every: int = 1000
     promotion_rule: PromotionRule = PromotionRule()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RouterConfig:
-        def task_config(task: Task) -> TaskConfig:
-            return TaskConfig(
-                policy=getattr(settings, f"router_policy_{task}"),
-                params=getattr(settings, f"router_params_{task}"),
-                prior=getattr(settings, f"router_prior_{task}"),
-                min_share=settings.router_new_arm_min_share,
-                min_pulls=settings.router_new_arm_min_pulls,
-                context=ContextSpec(
-                    n_items=settings.router_recs_items,
-                    user_feature_sizes=tuple(settings.router_recs_user_feature_sizes),
-                ),
-            )
-
+    def from_settings(
+        cls, settings: Settings, environ: Mapping[str, str] | None = None
+    ) -> RouterConfig:
+        environ = os.environ if environ is None else environ
         return cls(
-            tasks={task: task_config(task) for task in TASKS},
+            tasks={name: TaskConfig.of(spec, settings, environ) for name, spec in tasks().items()},
             dedupe_window=settings.router_dedupe_window,
             promote_every=settings.router_promote_every,
             promotion_rule=PromotionRule(
@@ -402,9 +451,10 @@ def with_router_timings(routed: PredictRouted, seen_at: float, now: float) -> Pr
 
 
 def new_contextual_arms(task: Task, config: TaskConfig) -> ContextualArms:
-    if task != "recs":
+    if config.context is None:
         raise PolicyError(
-            f"contextual policy {config.policy!r} routes items: only task recs has them, not {task}"
+            f"contextual policy {config.policy!r} routes items: task {task} declares none "
+            "(router.items of its spec)"
         )
     return ContextualArms(config.policy, config.params, config.context)
 

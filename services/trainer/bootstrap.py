@@ -1,6 +1,6 @@
 """Training examples from a stored event log, for the first model (before any
-live labels exist): features from the reference implementation of the
-features service, labels from ``order_delivered``."""
+live labels exist): features from the reference implementation of the features
+service, labels from the task's label events joined on its label's keys."""
 
 from __future__ import annotations
 
@@ -8,45 +8,64 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shared.contracts import FeatureVector, Message, OrderDelivered, PredictRequest
+from shared.contracts import FeatureVector, Message, PredictRequest
 from shared.features.batch import compute_batch_features
 from shared.features.records import BatchFeatureRecord
-from shared.features.reference import eta_vectors
+from shared.features.reference import task_vectors
+from shared.tasks.spec import ARM, TaskSpec
 from shared.warehouse import ExampleTable, empty_table
 
-MINUTE = 60.0
+
+class NoLabelsInLog(ValueError):
+    """A task whose label cannot be joined from an event log alone."""
 
 
 def reference_vectors(
-    messages: Sequence[Message], batch: Sequence[BatchFeatureRecord] | None = None
+    messages: Sequence[Message], spec: TaskSpec, batch: Sequence[BatchFeatureRecord] | None = None
 ) -> list[tuple[PredictRequest, FeatureVector]]:
-    """Every eta request of the log with its reference vector, batch features
+    """Every request of the task in the log with its reference vector, batch features
     included as the live service would serve them (``rtml batch features`` on the
     same log, unless the records are given)."""
     records = compute_batch_features(messages) if batch is None else batch
-    return eta_vectors(messages, batch={record.entity: record for record in records})
+    return task_vectors(messages, spec, batch={record.entity: record for record in records})
 
 
-def eta_examples_from_log(
-    messages: Sequence[Message], batch: Sequence[BatchFeatureRecord] | None = None
+def examples_from_log(
+    messages: Sequence[Message], spec: TaskSpec, batch: Sequence[BatchFeatureRecord] | None = None
 ) -> ExampleTable:
-    minutes = {
-        m.order_id: (m.ts - m.placed_ts) / MINUTE for m in messages if isinstance(m, OrderDelivered)
+    """The log's requests of the task that have a label in the log, with their
+    reference vectors; the label's event time is the request's (the live example's
+    would be the label's)."""
+    label = spec.label
+    if any(side == ARM for side, _ in label.join):
+        raise NoLabelsInLog(
+            f"task {spec.name}'s label joins on the arm the router chose, which an event log "
+            "does not have: train it on the warehouse"
+        )
+    labels = {
+        tuple(str(getattr(event, field)) for _, field in label.join): label.value(event)
+        for event in messages
+        if isinstance(event, label.event)
     }
     rows = [
-        (request, vector)
-        for request, vector in reference_vectors(messages, batch)
-        if request.entities.get("order_id") in minutes
+        (request, vector, key)
+        for request, vector in reference_vectors(messages, spec, batch)
+        if (key := _join_key(request, label.join)) in labels
     ]
     if not rows:
         return empty_table()
     names = rows[0][1].names
     return ExampleTable(
-        ids=np.array([request.id for request, _ in rows], dtype=object),
-        X=np.array([vector.values for _, vector in rows], dtype=float),
-        y=np.array([minutes[request.entities["order_id"]] for request, _ in rows]),
-        label_ts=np.array([request.ts for request, _ in rows]),
+        ids=np.array([request.id for request, _, _ in rows], dtype=object),
+        X=np.array([vector.values for _, vector, _ in rows], dtype=float),
+        y=np.array([labels[key] for _, _, key in rows]),
+        label_ts=np.array([request.ts for request, _, _ in rows]),
         feature_set=rows[0][1].feature_set,
         feature_names=list(names),
         files=[],
     )
+
+
+def _join_key(request: PredictRequest, join: tuple[tuple[str, str], ...]) -> tuple[str, ...] | None:
+    values = [request.entities.get(side) for side, _ in join]
+    return None if None in values else tuple(values)  # type: ignore[arg-type]

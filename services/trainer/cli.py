@@ -21,11 +21,14 @@ from services.trainer.jobs import (
 from shared.contracts import Task
 from shared.model_store import ModelRecord, ModelStore
 from shared.settings import get_settings
+from shared.tasks.cli import TASK
+from shared.tasks.registry import task_spec
 from shared.warehouse import Warehouse
 
 
 @click.command("train")
-@click.option("--task", type=click.Choice(["eta", "recs"]), default="eta", show_default=True)
+@click.option("--task", type=TASK, default=None,
+              help="a loaded task (rtml tasks list)  [default: $RTML_TRAINER_TASK]")  # fmt: skip
 @click.option(
     "--from-scratch", "mode", flag_value="scratch", default=True, help="stage 1: a new model"
 )
@@ -44,7 +47,7 @@ from shared.warehouse import Warehouse
     "--announce/--no-announce", default=True, show_default=True, help="announce on rtml.models"
 )
 def train_command(
-    task: Task,
+    task: Task | None,
     mode: str,
     event_log: str | None,
     discard_after_use: bool,
@@ -53,6 +56,7 @@ def train_command(
 ) -> None:
     """Train a model version and register it in the model store."""
     config = TrainerSettings()
+    task = task or config.trainer_task
     store, warehouse = ModelStore(config.model_store), Warehouse(config.warehouse)
     try:
         with _spinner(f"training {task} ({mode})"):
@@ -88,10 +92,13 @@ def _candidate(
         return fine_tune_candidate(warehouse, store, current.version)
     if event_log is None:
         return scratch_candidate(warehouse, task)
-    from services.trainer.bootstrap import eta_examples_from_log
+    from services.trainer.bootstrap import NoLabelsInLog, examples_from_log
     from shared.eventlog import read_event_log
 
-    table = eta_examples_from_log(list(read_event_log(event_log)))
+    try:
+        table = examples_from_log(list(read_event_log(event_log)), task_spec(task))
+    except NoLabelsInLog as exc:
+        raise click.ClickException(str(exc)) from exc
     source = {"source": "event_log", "path": str(Path(event_log).resolve()),
               "sha256": _sha256(event_log), "examples": len(table)}  # fmt: skip
     return table_candidate(table, task, source)
@@ -140,13 +147,14 @@ class _spinner:
 
 
 @click.command("skew")
-@click.option("--task", type=click.Choice(["eta"]), default="eta", show_default=True)
+@click.option("--task", type=TASK, default=None,
+              help="a loaded task (rtml tasks list)  [default: $RTML_TRAINER_TASK]")  # fmt: skip
 @click.option("--event-log", type=click.Path(exists=True, dir_okay=False), required=True,
               help="the event log the logged features should follow from")  # fmt: skip
 @click.option("--batch-log", type=click.Path(exists=True, dir_okay=False), default=None,
               help="the event log `rtml batch features` ran on, if not --event-log "
                    "(rtml demo serves the batch features of its warm-up)")  # fmt: skip
-def skew_command(task: Task, event_log: str, batch_log: str | None) -> None:
+def skew_command(task: Task | None, event_log: str, batch_log: str | None) -> None:
     """Compare the features logged in the warehouse with their recomputation from
     an event log by the reference implementation; exit 1 on any mismatch."""
     from services.trainer.bootstrap import reference_vectors
@@ -154,10 +162,13 @@ def skew_command(task: Task, event_log: str, batch_log: str | None) -> None:
     from shared.eventlog import read_event_log
     from shared.features.batch import compute_batch_features
 
+    config = TrainerSettings()
+    spec = task_spec(task or config.trainer_task)
     messages = list(read_event_log(event_log))
     batch = None if batch_log is None else compute_batch_features(read_event_log(batch_log))
-    reference = {request.id: vector for request, vector in reference_vectors(messages, batch)}
-    report = skew_report(Warehouse(TrainerSettings().warehouse).read(task), reference)
+    pairs = reference_vectors(messages, spec, batch)
+    reference = {request.id: vector for request, vector in pairs}
+    report = skew_report(Warehouse(config.warehouse).read(spec.name), reference)
     click.echo(f"compared {report.compared} logged vectors ({report.missing} not in the log)")
     for name, count in report.mismatches.most_common():
         click.echo(f"  {name}: {count} mismatches")

@@ -26,6 +26,7 @@ class TrainerSettings(BaseSettings):
     retrain_mode: Literal["scratch", "finetune"] = "finetune"
     # stage 4: fine-tune when the drift monitor fires
     drift_finetune: bool = True
-    # features whose distribution the drift monitor watches besides the error
-    drift_features: list[str] = Field(default_factory=lambda: ["zone_couriers_idle"])
+    # features whose distribution the drift monitor watches besides the error (None:
+    # the task's model.drift_features)
+    drift_features: list[str] | None = None
     discard_after_use: bool = False

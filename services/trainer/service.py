@@ -26,6 +26,7 @@ from services.trainer.jobs import (
 from shared.contracts import TrainingExample
 from shared.logging import get_logger
 from shared.model_store import ModelRecord, ModelStore
+from shared.tasks.registry import task_spec
 from shared.warehouse import Warehouse
 
 log = get_logger(__name__)
@@ -133,7 +134,10 @@ class Trainer:
     def _monitor_of(self, champion: ModelRecord) -> DriftMonitor:
         if self._monitor is None or self._monitor_for != champion.version:
             table = self.warehouse.read(champion.task)
-            watched = [f for f in self.settings.drift_features if f in table.feature_names]
+            drift_features = self.settings.drift_features
+            if drift_features is None:
+                drift_features = list(task_spec(self.settings.trainer_task).model.drift_features)
+            watched = [f for f in drift_features if f in table.feature_names]
             baseline = feature_baseline(table.X, table.feature_names, watched) if len(table) else {}
             self._monitor, self._monitor_for = DriftMonitor(baseline), champion.version
         return self._monitor

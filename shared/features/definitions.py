@@ -1,7 +1,9 @@
-"""What the features are: eta@1 and recs@1 names, order, windows, defaults.
+"""What the built-in entity features are: names, windows, defaults; and the parts
+of a task's vector that come from the request.
 
 Shared by the streaming state, the reference implementation and the batch job,
-so that the three agree on definitions while computing them independently.
+so that the three agree on definitions while computing them independently. A
+task's vector (which features, in which order) is its spec's (``shared/tasks``).
 
 Every streaming feature is **point in time**: its value for a request at event
 time ``t`` is a function of the accepted events with ``ts <= t`` of the entity
@@ -12,15 +14,16 @@ left, ``t - width < ts <= t``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from shared.contracts import Message, PredictRequest
+from shared.contracts import FeatureVector, Message, PredictRequest
 
 if TYPE_CHECKING:
     from shared.features.records import BatchFeatureRecord
+    from shared.tasks.spec import TaskSpec
 
 EntityKind = Literal["restaurant", "zone", "session", "item"]
 
@@ -50,9 +53,6 @@ def entity_of(event: Message) -> tuple[EntityKind, str]:
     return kind, str(getattr(event, type(event).KEY_FIELD))
 
 
-ETA_FEATURE_SET = "eta@1"
-
-REQUEST_FEATURES = ("distance_km", "n_items", "hour_of_day", "day_of_week")
 RESTAURANT_FEATURES = (
     "restaurant_active_orders",
     "restaurant_orders_10m",
@@ -63,29 +63,14 @@ ZONE_FEATURES = ("zone_couriers_idle", "zone_mean_delivery_min_30m")
 RESTAURANT_BATCH_FEATURES = ("restaurant_hist_prep_mean_min", "restaurant_hist_prep_p90_min")
 ZONE_BATCH_FEATURES = ("zone_hist_travel_min_per_km",)
 
-ETA_FEATURES = (
-    *REQUEST_FEATURES,
-    "restaurant_active_orders",
-    "restaurant_orders_10m",
-    "restaurant_orders_30m",
-    "zone_couriers_idle",
-    "zone_mean_delivery_min_30m",
-    "restaurant_mean_prep_min_60m",
-    *RESTAURANT_BATCH_FEATURES,
-    *ZONE_BATCH_FEATURES,
-)
+# --- session features ------------------------------------------------------------
 
-# --- recs@1: session features -----------------------------------------------------
-
-RECS_FEATURE_SET = "recs@1"
 # how many of the session's latest viewed and clicked items, most recent first
 LAST_ITEMS = 5
 SESSION_WINDOW_S = 1800.0
 # item_feature_0 (numeric) and one-hot item_feature_1/2/3 (12 + 21 + 7 values) of
 # the Open Bandit Dataset's item_context.csv
 ITEM_EMBEDDING_DIM = 41
-USER_FEATURES = tuple(f"user_feature_{i}" for i in range(4))
-RECS_REQUEST_FEATURES = ("hour_of_day", "day_of_week", *USER_FEATURES)
 SESSION_FEATURES = (
     *(f"last_viewed_{i}" for i in range(1, LAST_ITEMS + 1)),
     *(f"last_clicked_{i}" for i in range(1, LAST_ITEMS + 1)),
@@ -93,9 +78,8 @@ SESSION_FEATURES = (
     "session_clicks_30m",
     *(f"session_emb_{i}" for i in range(ITEM_EMBEDDING_DIM)),
 )
-RECS_FEATURES = (*RECS_REQUEST_FEATURES, *SESSION_FEATURES)
 ITEM_EMBEDDING_NAMES = tuple(f"item_emb_{i}" for i in range(ITEM_EMBEDDING_DIM))
-# an empty slot of a last-N list, and the user features a request did not give
+# an empty slot of a last-N list
 NO_ITEM = -1.0
 
 ORDERS_SHORT_WINDOW_S = 600.0
@@ -113,13 +97,39 @@ MAX_WINDOW_S = max(
 # as active / busy. It bounds the state a lost event could otherwise pin forever.
 OPEN_SPAN_MAX_S = 3 * 3600.0
 
+# The entity kinds whose features ship with rtml, by name: what a task's
+# ``Entity.name`` points at (shared/tasks/spec.py). Their streaming state is
+# services/features/state.py, their reference reference.py, their batch job batch.py.
+STREAMING_FEATURES_OF: dict[EntityKind, tuple[str, ...]] = {
+    "restaurant": RESTAURANT_FEATURES,
+    "zone": ZONE_FEATURES,
+    "session": SESSION_FEATURES,
+}
+BATCH_FEATURES_OF: dict[EntityKind, tuple[str, ...]] = {
+    "restaurant": RESTAURANT_BATCH_FEATURES,
+    "zone": ZONE_BATCH_FEATURES,
+}
+# the look-back of each windowed feature the implementations compute
+WINDOW_OF: dict[str, float] = {
+    "restaurant_orders_10m": ORDERS_SHORT_WINDOW_S,
+    "restaurant_orders_30m": ORDERS_LONG_WINDOW_S,
+    "restaurant_mean_prep_min_60m": PREP_WINDOW_S,
+    "zone_mean_delivery_min_30m": DELIVERY_WINDOW_S,
+    "session_views_30m": SESSION_WINDOW_S,
+    "session_clicks_30m": SESSION_WINDOW_S,
+    **dict.fromkeys((f"session_emb_{i}" for i in range(ITEM_EMBEDDING_DIM)), SESSION_WINDOW_S),
+}
+# the calendar features of a request's event time (UTC)
+CALENDAR: dict[str, Callable[[datetime], float]] = {
+    "hour_of_day": lambda when: float(when.hour),
+    "day_of_week": lambda when: float(when.weekday()),
+}
+
 # Cold-start values: what a feature is when its entity is unknown, or a mean
 # has nothing in its window. Population priors of the simulated marketplace,
 # finite so that every consumer of the vector can use it as is; the
 # ``defaulted`` flag says when one was used.
 DEFAULTS: dict[str, float] = {
-    "distance_km": 3.0,
-    "n_items": 2.0,
     "restaurant_active_orders": 0.0,
     "restaurant_orders_10m": 0.0,
     "restaurant_orders_30m": 0.0,
@@ -129,7 +139,6 @@ DEFAULTS: dict[str, float] = {
     "restaurant_hist_prep_mean_min": 15.0,
     "restaurant_hist_prep_p90_min": 25.0,
     "zone_hist_travel_min_per_km": 3.0,
-    **dict.fromkeys(USER_FEATURES, NO_ITEM),
     **dict.fromkeys(SESSION_FEATURES, 0.0),
     **{
         f"last_{kind}_{i}": NO_ITEM
@@ -152,20 +161,34 @@ def default(name: str) -> FeatureValue:
     return FeatureValue(DEFAULTS[name], None, True)
 
 
-def request_features(request: PredictRequest) -> dict[str, FeatureValue]:
-    """Inputs of the request's task (eta: distance_km, n_items; recs: the user features)
-    and the hour and weekday (UTC) of its ts."""
+def request_features(request: PredictRequest, spec: TaskSpec) -> dict[str, FeatureValue]:
+    """The features of ``spec`` that come from the request: its inputs (the spec's
+    default for one it does not give) and the calendar of its ts (UTC)."""
     when = datetime.fromtimestamp(request.ts, UTC)
-    inputs = ("distance_km", "n_items") if request.task == "eta" else USER_FEATURES
-    features = {
-        name: FeatureValue(request.inputs[name], None, False)
-        if name in request.inputs
-        else default(name)
-        for name in inputs
-    }
-    features["hour_of_day"] = FeatureValue(float(when.hour), None, False)
-    features["day_of_week"] = FeatureValue(float(when.weekday()), None, False)
+    features: dict[str, FeatureValue] = {}
+    for feature in spec.features:
+        if feature.kind == "input":
+            given = request.inputs.get(feature.name)
+            features[feature.name] = (
+                FeatureValue(feature.default, None, True)
+                if given is None
+                else FeatureValue(given, None, False)
+            )
+        elif feature.kind == "calendar":
+            features[feature.name] = FeatureValue(CALENDAR[feature.name](when), None, False)
     return features
+
+
+def task_vector(spec: TaskSpec, features: Mapping[str, FeatureValue]) -> FeatureVector:
+    """``features`` as the task's vector: its features, in its order."""
+    names = spec.feature_names
+    return FeatureVector(
+        feature_set=spec.feature_set,
+        names=list(names),
+        values=[features[name].value for name in names],
+        freshness_s=[features[name].freshness_s for name in names],
+        defaulted=[features[name].defaulted for name in names],
+    )
 
 
 def batch_features(

@@ -1,4 +1,4 @@
-"""The plain-Python reference: every eta feature computed from an event log.
+"""The plain-Python reference: every task's features computed from an event log.
 
 It shares the definitions (``definitions.py``) with the streaming service but
 none of its algorithms: it keeps every accepted event and answers by scanning
@@ -11,12 +11,11 @@ bootstrap training builds its training set with it.
         reference.apply(message)          # events only; returns the Outcome
     vector = reference.vector(request)    # FeatureVector as of request.ts
 
-``eta_vectors(messages)`` does both for a whole log: every event is applied in
-log order (which decides what is late or a duplicate, as arrival order does
-for the service), then every eta request is answered as of its own event time.
-That is the value with complete knowledge: what the service answers when a
-request arrives after the events before it. ``recs_vectors(messages, batch=...)``
-does the same for recs requests and session events.
+``task_vectors(messages, spec)`` does both for a whole log: every event of the
+task is applied in log order (which decides what is late or a duplicate, as
+arrival order does for the service), then every request of the task is answered
+as of its own event time. That is the value with complete knowledge: what the
+service answers when a request arrives after the events before it.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from shared.contracts import (
     CourierOffline,
     CourierOnline,
     FeatureVector,
-    Impression,
     ItemClicked,
     ItemViewed,
     Message,
@@ -42,8 +40,6 @@ from shared.contracts import (
 )
 from shared.features.definitions import (
     DELIVERY_WINDOW_S,
-    ETA_FEATURE_SET,
-    ETA_FEATURES,
     ITEM_EMBEDDING_DIM,
     LAST_ITEMS,
     NO_ITEM,
@@ -51,12 +47,8 @@ from shared.features.definitions import (
     ORDERS_LONG_WINDOW_S,
     ORDERS_SHORT_WINDOW_S,
     PREP_WINDOW_S,
-    RECS_FEATURE_SET,
-    RECS_FEATURES,
-    RESTAURANT_BATCH_FEATURES,
     SESSION_FEATURES,
     SESSION_WINDOW_S,
-    ZONE_BATCH_FEATURES,
     EntityKind,
     FeatureValue,
     Outcome,
@@ -65,14 +57,15 @@ from shared.features.definitions import (
     entity_of,
     item_embedding,
     request_features,
+    task_vector,
 )
 from shared.features.records import BatchFeatureRecord
+from shared.tasks.registry import task_spec
+from shared.tasks.spec import TaskSpec
 
 Entity = tuple[EntityKind, str]
 # the events that change which couriers are idle
 COURIER_EVENTS = (CourierOnline, CourierOffline, CourierAssigned, OrderDelivered)
-ETA_EVENTS = (OrderPlaced, OrderReady, OrderPickedUp, *COURIER_EVENTS)
-SESSION_EVENTS = (Impression, ItemViewed, ItemClicked)
 
 
 class ReferenceFeatures:
@@ -100,38 +93,16 @@ class ReferenceFeatures:
         return Outcome.ACCEPTED
 
     def vector(self, request: PredictRequest) -> FeatureVector:
-        if request.task == "recs":
-            return self._recs_vector(request)
+        spec = task_spec(request.task)
         t = request.ts
-        restaurant_id = request.entities.get("restaurant_id")
-        zone_id = request.entities.get("zone_id")
-        features = {
-            **request_features(request),
-            **self._restaurant(restaurant_id, t),
-            **self._zone(zone_id, t),
-            **batch_features(self.batch, "restaurant", restaurant_id, RESTAURANT_BATCH_FEATURES, t),
-            **batch_features(self.batch, "zone", zone_id, ZONE_BATCH_FEATURES, t),
-        }
-        return FeatureVector(
-            feature_set=ETA_FEATURE_SET,
-            names=list(ETA_FEATURES),
-            values=[features[n].value for n in ETA_FEATURES],
-            freshness_s=[features[n].freshness_s for n in ETA_FEATURES],
-            defaulted=[features[n].defaulted for n in ETA_FEATURES],
-        )
-
-    def _recs_vector(self, request: PredictRequest) -> FeatureVector:
-        features = {
-            **request_features(request),
-            **self._session(request.entities.get("session_id"), request.ts),
-        }
-        return FeatureVector(
-            feature_set=RECS_FEATURE_SET,
-            names=list(RECS_FEATURES),
-            values=[features[n].value for n in RECS_FEATURES],
-            freshness_s=[features[n].freshness_s for n in RECS_FEATURES],
-            defaulted=[features[n].defaulted for n in RECS_FEATURES],
-        )
+        features = request_features(request, spec)
+        for entity in spec.entities:
+            entity_id = request.entities.get(entity.key)
+            features.update(self._entity_features[entity.name](self, entity_id, t))
+            names = spec.features_of(entity.name, ("batch",))
+            if names:
+                features.update(batch_features(self.batch, entity.name, entity_id, names, t))  # type: ignore[arg-type]
+        return task_vector(spec, features)
 
     def _session(self, session_id: str | None, t: float) -> dict[str, FeatureValue]:
         events = self._events("session", session_id, t)
@@ -229,6 +200,9 @@ class ReferenceFeatures:
             ),
         }
 
+    # the reference of each built-in entity kind (shared/tasks/spec.py: the hook)
+    _entity_features = {"restaurant": _restaurant, "zone": _zone, "session": _session}
+
 
 def _earliest(events: Iterable[Message]) -> dict[str, float]:
     earliest: dict[str, float] = {}
@@ -263,36 +237,21 @@ def _age(t: float, events: list[Message]) -> float | None:
     return t - max(e.ts for e in events) if events else None
 
 
-def eta_vectors(
+def task_vectors(
     messages: Iterable[Message],
+    spec: TaskSpec,
     allowed_lateness_s: float = 300.0,
     batch: Mapping[str, BatchFeatureRecord] | None = None,
 ) -> list[tuple[PredictRequest, FeatureVector]]:
-    """Every eta request of ``messages`` with its reference vector (see the module doc)."""
+    """Every request of the task in ``messages`` with its reference vector (see the
+    module doc); ``batch`` holds the batch features the service would serve (the item
+    embeddings, ``batch.item_embedding_records()``, for session features)."""
     reference = ReferenceFeatures(allowed_lateness_s, batch)
     requests: list[PredictRequest] = []
     for message in messages:
         if isinstance(message, PredictRequest):
-            if message.task == "eta":
+            if message.task == spec.name:
                 requests.append(message)
-        elif isinstance(message, ETA_EVENTS):
-            reference.apply(message)
-    return [(request, reference.vector(request)) for request in requests]
-
-
-def recs_vectors(
-    messages: Iterable[Message],
-    allowed_lateness_s: float = 300.0,
-    batch: Mapping[str, BatchFeatureRecord] | None = None,
-) -> list[tuple[PredictRequest, FeatureVector]]:
-    """Every recs request of ``messages`` with its reference vector (as ``eta_vectors``);
-    ``batch`` should hold the item embeddings (``batch.item_embedding_records()``)."""
-    reference = ReferenceFeatures(allowed_lateness_s, batch)
-    requests: list[PredictRequest] = []
-    for message in messages:
-        if isinstance(message, PredictRequest):
-            if message.task == "recs":
-                requests.append(message)
-        elif isinstance(message, SESSION_EVENTS):
+        elif isinstance(message, spec.events):
             reference.apply(message)
     return [(request, reference.vector(request)) for request in requests]

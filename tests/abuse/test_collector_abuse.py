@@ -8,7 +8,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from services.collector.routing import LABEL_KINDS
+from services.collector.routing import label_kinds
 from shared import topics
 from shared.contracts import TrainingExample, encode
 from shared.kafka import read_all
@@ -25,7 +25,7 @@ from tests.integration.test_collector import (  # noqa: F401 (own_broker is a fi
 
 
 def _may_be_a_label(frame: bytes | None) -> bool:
-    return any(kind.SCHEMA.encode() in (frame or b"") for kind in LABEL_KINDS)
+    return any(kind.SCHEMA.encode() in (frame or b"") for kind in label_kinds())
 
 
 async def examples_of(settings: Settings, request_id: str, timeout_s: float = 60) -> list:

@@ -76,7 +76,9 @@ def expected_join(settings: Settings, stream: list[Message]) -> tuple[dict, dict
         read_topic(settings, topics.EVENTS.name, len(stream) - len(predictions), timeout_s=120)
     )
     assert len(on_predictions) + len(on_events) == len(stream)
-    state = JoinState(JoinConfig(window_s=WINDOW_S, attribution_window_s=ATTRIBUTION_S), {}, {}, {})
+    state = JoinState(
+        JoinConfig(window_s=WINDOW_S, label_windows={"recs": ATTRIBUTION_S}), {}, {}, {}
+    )
     joined = [j for p in on_predictions for j in state.on_prediction(p)]
     joined += [j for e in on_events if isinstance(e, OrderDelivered) for j in state.on_label(e)]
     labels = {j.example.id: j.example.label for j in joined}

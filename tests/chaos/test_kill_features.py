@@ -21,12 +21,13 @@ from dataclasses import dataclass
 
 import pytest
 
+from rtml.tasks.eta.spec import TASK as ETA
 from services.simulator.world import SimConfig, simulate
 from shared import topics
 from shared.contracts import FeatureVector, Message, PredictEnriched, PredictRequest
 from shared.embedded_broker import EmbeddedBroker, free_port
 from shared.features.definitions import Outcome
-from shared.features.reference import ETA_EVENTS, ReferenceFeatures
+from shared.features.reference import ReferenceFeatures
 from shared.settings import Settings
 from tests.chaos.conftest import CHAOS_TIMEOUT_S, ChaosSetting, PacedStream, kill_points
 from tests.helpers import read_topic, service_process
@@ -59,7 +60,7 @@ class KeyedStream:
         log = list(simulate(sim, chaos.sim_hours * HOUR))
         events = [m for m in disordered(log, seed=chaos.seed, max_delay_s=HOUR)]
         return cls(
-            events=[m for m in events if isinstance(m, ETA_EVENTS)],
+            events=[m for m in events if isinstance(m, ETA.events)],
             requests=[m for m in log if isinstance(m, PredictRequest)],
             # requests are answered after the whole log: the lateness must cover it
             lateness_s=(chaos.sim_hours + 2) * HOUR,

@@ -13,6 +13,7 @@ broker: its topics hold that run's records only.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -120,7 +121,7 @@ def _one_key_per_partition(partitions: int) -> list[str]:
     chosen: dict[int, str] = {}
     for i in range(10_000):
         order = f"clock{i}"
-        chosen.setdefault(partition_of(f"order:{order}".encode(), partitions), order)
+        chosen.setdefault(partition_of(f"eta:{order}".encode(), partitions), order)
         if len(chosen) == partitions:
             return list(chosen.values())
     raise AssertionError("no key found for some partition")
@@ -143,7 +144,7 @@ class Collector:
             "RTML_KAFKA_PORT": str(settings.kafka_port),
             "RTML_COLLECTOR_PORT": str(self.port),
             "RTML_COLLECTOR_WINDOW_S": str(WINDOW_S),
-            "RTML_COLLECTOR_ATTRIBUTION_WINDOW_S": str(ATTRIBUTION_S),
+            "RTML_COLLECTOR_LABEL_WINDOWS_S": json.dumps({"recs": ATTRIBUTION_S}),
             "RTML_WAREHOUSE": str(warehouse),
             "RTML_LOG_LEVEL": os.environ.get("COLLECTOR_TEST_LOG_LEVEL", "WARNING"),
         }

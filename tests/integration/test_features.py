@@ -26,6 +26,8 @@ from contextlib import ExitStack, contextmanager
 import aiohttp
 import pytest
 
+from rtml.tasks.eta.spec import TASK as ETA
+from rtml.tasks.recs.spec import TASK as RECS
 from services.features.app import changelog_topic, partition_of
 from services.features.handlers import changelog_records
 from services.features.publish import publish
@@ -44,7 +46,7 @@ from shared.contracts import (
 from shared.embedded_broker import EmbeddedBroker, free_port
 from shared.features.batch import compute_batch_features
 from shared.features.definitions import Outcome
-from shared.features.reference import ETA_EVENTS, SESSION_EVENTS, ReferenceFeatures
+from shared.features.reference import ReferenceFeatures
 from shared.kafka import ensure_topics, start_producer
 from shared.settings import Settings
 from tests.helpers import read_topic, service_process, wait_http
@@ -70,7 +72,7 @@ class Replay:
     def __init__(self) -> None:
         eta_log = list(simulate(SIM, 2.5 * HOUR))
         log = eta_log + session_log(seed=9, hours=1)
-        kinds = (*ETA_EVENTS, *SESSION_EVENTS)
+        kinds = (*ETA.events, *RECS.events)
         self.events = [m for m in disordered(log, seed=5, max_delay_s=HOUR) if isinstance(m, kinds)]
         self.late = late_copies(log, how_late_s=LATENESS_S + HOUR, kinds=kinds)
         self.events += self.late

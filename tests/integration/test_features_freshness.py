@@ -22,11 +22,12 @@ from collections.abc import Sequence
 
 import pytest
 
+from rtml.tasks.eta.spec import TASK as ETA
 from services.simulator.world import SimConfig, simulate
 from shared import topics
 from shared.contracts import Message, PredictEnriched, PredictRequest, encode
 from shared.features.definitions import Outcome
-from shared.features.reference import ETA_EVENTS, ReferenceFeatures
+from shared.features.reference import ReferenceFeatures
 from shared.kafka import start_producer
 from shared.settings import Settings
 from tests.helpers import read_topic
@@ -70,7 +71,7 @@ async def drive(
                 sent_at[message.id] = time.time()
                 topic = topics.PREDICT_REQUESTS.name
                 requests.append(await producer.send(topic, encode(message), key=message.key))
-            elif isinstance(message, ETA_EVENTS):
+            elif isinstance(message, ETA.events):
                 events.append(
                     await producer.send(topics.EVENTS.name, encode(message), key=message.key)
                 )
@@ -83,7 +84,7 @@ async def drive(
 def test_a_request_sees_the_events_sent_before_it(
     own_broker: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = [m for m in simulate(SIM, 0.5 * 3600) if isinstance(m, (PredictRequest, *ETA_EVENTS))]
+    log = [m for m in simulate(SIM, 0.5 * 3600) if isinstance(m, (PredictRequest, *ETA.events))]
     requests = [m for m in log if isinstance(m, PredictRequest) and m.task == "eta"]
     reference = ReferenceFeatures(LATENESS_S, {})
     outcomes = [reference.apply(m) for m in log if not isinstance(m, PredictRequest)]

@@ -187,6 +187,7 @@ async def test_a_prediction_is_fetched_by_its_request_id(
 async def test_predict_validation_names_the_field(ingestion: str) -> None:
     status, body = await post(f"{ingestion}/v1/predict", {"task": "weather"})
     assert status == 400 and body["problems"][0]["field"] == "task"
+    assert "known tasks: eta, recs" in body["problems"][0]["reason"]
     status, body = await post(f"{ingestion}/v1/predict?wait_ms=-3", {"task": "eta"})
     assert status == 400 and body["problems"][0]["field"] == "wait_ms"
 

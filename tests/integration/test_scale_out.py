@@ -52,6 +52,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from rtml.tasks.eta.spec import TASK as ETA
 from services.simulator.world import SimConfig
 from shared import topics
 from shared.contracts import (
@@ -62,7 +63,6 @@ from shared.contracts import (
     PredictRequest,
 )
 from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.features.reference import ETA_EVENTS
 from shared.kafka import ensure_topics
 from shared.model_store import ModelStore
 from shared.settings import Settings
@@ -106,7 +106,7 @@ class Log(EtaLog):
         ]
         self.slice_of: dict[str, int] = {}
         for message, k in zip(messages, slice_of, strict=True):
-            if isinstance(message, ETA_EVENTS):
+            if isinstance(message, ETA.events):
                 self.slices[k][0].append(message)
             elif isinstance(message, PredictRequest) and message.task == "eta":
                 self.slices[k][1].append(message)

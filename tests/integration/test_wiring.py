@@ -32,10 +32,10 @@ import xgboost as xgb
 
 from rtml.stack import Wiring, services_for
 from rtml.supervisor import Supervised, started
+from rtml.tasks.eta.spec import TASK as ETA
 from shared import topics
 from shared.contracts import CourierOnline, Message, OrderPlaced, OrderReady, Prediction, encode
 from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.features.definitions import ETA_FEATURE_SET, ETA_FEATURES
 from shared.kafka import ensure_topics, start_producer
 from shared.model_announcements import announce, register_and_announce
 from shared.model_store import ModelStore
@@ -75,9 +75,9 @@ HOPS = [TO_FEATURES, FRESHNESS_WAIT, FEATURES, TO_ROUTER, ROUTING, TO_PREDICTION
 def train_champion(seed: int = 0, rounds: int = 20) -> xgb.Booster:
     """A small regressor on the features service's eta@1 vector."""
     rng = np.random.default_rng(seed)
-    x = rng.random((2000, len(ETA_FEATURES)), dtype=np.float32) * 10
-    minutes = 10 + x @ rng.uniform(0.2, 2.0, len(ETA_FEATURES))
-    data = xgb.DMatrix(x, minutes, feature_names=list(ETA_FEATURES))
+    x = rng.random((2000, len(ETA.feature_names)), dtype=np.float32) * 10
+    minutes = 10 + x @ rng.uniform(0.2, 2.0, len(ETA.feature_names))
+    data = xgb.DMatrix(x, minutes, feature_names=list(ETA.feature_names))
     return xgb.train({"max_depth": 4, "nthread": 1}, data, num_boost_round=rounds)
 
 
@@ -91,7 +91,7 @@ async def register_champion(settings: Settings, store: ModelStore, booster: xgb.
             producer,
             booster,
             task="eta",
-            feature_set=ETA_FEATURE_SET,
+            feature_set=ETA.feature_set,
             data_range={"synthetic_rows": 2000},
             params={},
             metrics={},

@@ -13,8 +13,8 @@ FEATURES = FeatureVector(
 )
 
 
-def state(**config: float) -> JoinState:
-    return JoinState(JoinConfig(**config), {}, {}, {})
+def state(**config: object) -> JoinState:
+    return JoinState(JoinConfig(**config), {}, {}, {})  # type: ignore[arg-type]
 
 
 def eta_prediction(
@@ -54,9 +54,8 @@ def test_eta_joins_in_either_order_with_label_and_reward(prediction_first: bool)
 
 
 def test_reward_is_zero_beyond_the_tolerance() -> None:
-    [joined] = feed(
-        state(eta_tolerance_min=2.0), [eta_prediction("o1", T0, 28.0), delivered("o1", T0, 31.0)]
-    )
+    # the eta task's reward: within 5 minutes of the delivery
+    [joined] = feed(state(), [eta_prediction("o1", T0, 28.0), delivered("o1", T0, 33.5)])
     assert joined.reward.reward == 0.0
 
 
@@ -83,7 +82,7 @@ def test_windows_close_in_event_time() -> None:
     )
     assert join.counts["prediction_expired_unlabelled"] == 1
     assert join.counts["label_without_prediction"] == 1
-    assert "order:lonely" in join.done
+    assert "eta:lonely" in join.done
 
 
 def test_recs_click_within_attribution_is_reward_1_and_silence_is_0() -> None:
@@ -94,7 +93,7 @@ def test_recs_click_within_attribution_is_reward_1_and_silence_is_0() -> None:
             features=FEATURES, model_version="v1", arm=str(item), propensity=0.1, prediction=0.3,
         )  # fmt: skip
 
-    join = state(attribution_window_s=600)
+    join = state(label_windows={"recs": 600})
     clicked = feed(
         join, [recommend("s1", 7, T0), ItemClicked(ts=T0 + 60, session_id="s1", item_id=7)]
     )
@@ -123,4 +122,4 @@ def test_forget_done_keeps_recent_keys() -> None:
     join = state(window_s=100)
     for i in range(5):
         feed(join, [eta_prediction(f"o{i}", T0 + i * 1000), delivered(f"o{i}", T0 + i * 1000, 1)])
-    assert join.forget_done() == 4 and set(join.done) == {"order:o4"}  # horizon: two windows back
+    assert join.forget_done() == 4 and set(join.done) == {"eta:o4"}  # horizon: two windows back

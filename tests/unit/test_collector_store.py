@@ -16,9 +16,7 @@ PARTITIONS = 3
 
 def keys_in(partition: int, count: int) -> list[str]:
     found = [
-        f"o{i}"
-        for i in range(1000)
-        if partition_of(f"order:o{i}".encode(), PARTITIONS) == partition
+        f"o{i}" for i in range(1000) if partition_of(f"eta:o{i}".encode(), PARTITIONS) == partition
     ]
     return found[:count]
 
@@ -54,9 +52,9 @@ def test_a_view_shows_its_partition_only() -> None:
     for partition, orders in ((0, mine), (1, theirs)):
         join_views = views(tables[0], partition)  # type: ignore[arg-type]
         for order in orders:
-            join_views[0][f"order:{order}"] = eta_prediction(order, T0)
+            join_views[0][f"eta:{order}"] = eta_prediction(order, T0)
             join_views[0].flush()
-    assert sorted(views(tables[0], 0)[0]) == sorted(f"order:{o}" for o in mine)  # type: ignore[arg-type]
+    assert sorted(views(tables[0], 0)[0]) == sorted(f"eta:{o}" for o in mine)  # type: ignore[arg-type]
 
 
 def test_join_state_over_views_survives_a_rebuild() -> None:
@@ -80,10 +78,10 @@ def test_rekeying_keeps_the_value_and_keys_by_join_key() -> None:
         (rekey_prediction(encode(prediction)), prediction),
         (rekey_event(encode(label)), label),
     ):
-        assert rekeyed is not None and rekeyed.key == b"order:o1"
+        assert rekeyed is not None and rekeyed.key == b"eta:o1"
         assert decode_joinable(rekeyed.value) == original
     click = ItemClicked(ts=T0, session_id="s", item_id=3)
-    assert rekey_event(encode(click)).key == b"click:s:3"  # type: ignore[union-attr]
+    assert rekey_event(encode(click)).key == b"recs:s:3"  # type: ignore[union-attr]
 
 
 def test_other_events_are_skipped_and_bad_records_raise() -> None:

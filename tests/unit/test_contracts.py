@@ -15,6 +15,7 @@ from shared.contracts import (
     OrderPlaced,
     Prediction,
     PredictRequest,
+    Reward,
     decode,
     encode,
     unpack,
@@ -109,6 +110,16 @@ def test_invalid_messages_name_the_field_and_reason(changes, field, reason) -> N
         decode(wire(**changes))
     assert caught.value.field == field
     assert reason in caught.value.reason
+
+
+def test_a_task_no_loaded_task_has_is_a_contract_error_naming_the_known_ones() -> None:
+    # a consumer dead-letters a ContractError with its reason (reason "schema" on rtml.dlq)
+    body = Reward(ts=1.0, task="recs", arm="3", reward=1.0).to_wire()
+    assert decode(msgpack.packb(body)).task == "recs"  # type: ignore[attr-defined]
+    with pytest.raises(ContractError) as error:
+        decode(msgpack.packb({**body, "task": "fraud"}))
+    assert error.value.field == "task"
+    assert "unknown task 'fraud'; known tasks: eta, recs" in error.value.reason
 
 
 def test_newer_minor_version_with_unknown_fields_decodes() -> None:

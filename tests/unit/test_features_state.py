@@ -7,6 +7,8 @@ import random
 
 import pytest
 
+from rtml.tasks.eta.spec import TASK as ETA
+from rtml.tasks.recs.spec import TASK as RECS
 from services.features.handlers import (
     admit_events,
     advance,
@@ -37,7 +39,7 @@ from shared.features.definitions import (
     Outcome,
 )
 from shared.features.records import BatchFeatureRecord
-from shared.features.reference import ETA_EVENTS, SESSION_EVENTS, ReferenceFeatures
+from shared.features.reference import ReferenceFeatures
 
 HOUR = 3600.0
 
@@ -55,7 +57,7 @@ def disordered(messages: list[Message], seed: int, max_delay_s: float) -> list[M
 
 
 def late_copies(
-    messages: list[Message], how_late_s: float, kinds: tuple[type[Message], ...] = ETA_EVENTS
+    messages: list[Message], how_late_s: float, kinds: tuple[type[Message], ...] = ETA.events
 ) -> list[Message]:
     """Fresh events (new ids) far older than their entity's history, sent at the end."""
     events = [m for m in messages if isinstance(m, kinds)][:50]
@@ -268,7 +270,7 @@ def test_session_features_equal_the_reference(lateness_s: float) -> None:
     log = session_log(seed=4, hours=3)
     items = {r.entity: r for r in item_embeddings()}
     traffic = disordered(log, seed=3, max_delay_s=min(lateness_s, HOUR) * 0.8)
-    traffic += late_copies(log, how_late_s=lateness_s + HOUR, kinds=SESSION_EVENTS)
+    traffic += late_copies(log, how_late_s=lateness_s + HOUR, kinds=RECS.events)
     states = EntityStates(lateness_s)
     reference = ReferenceFeatures(lateness_s, items)
     for message in traffic:

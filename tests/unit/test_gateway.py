@@ -114,6 +114,7 @@ def test_parse_predict_takes_what_ingestion_takes() -> None:
     with pytest.raises(BadRequest) as bad:
         parse_predict(b'{"task": "weather"}', "application/json", NOW)
     assert [p.field for p in bad.value.problems] == ["task"]
+    assert "unknown task 'weather'; known tasks: eta, recs" in bad.value.problems[0].reason
     with pytest.raises(BadRequest) as bad:
         parse_predict(b"{not json", "application/json", NOW)
     assert [p.field for p in bad.value.problems] == ["body"]

@@ -3,10 +3,13 @@ with propensities, rewards folded exactly once from their own features, checkpoi
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from rtml.tasks.recs.spec import TASK as RECS
 from services.router.app import RouterApp
 from services.router.contextual_routing import (
     ContextEncoder,
@@ -28,17 +31,20 @@ from shared.contracts import (
     decode,
     encode,
 )
-from shared.features.definitions import DEFAULTS, ITEM_EMBEDDING_DIM, RECS_FEATURES
+from shared.features.definitions import ITEM_EMBEDDING_DIM
 from shared.service import HealthEndpoints
 from shared.settings import Settings
 from tests.unit.test_router_handlers import announcement, enriched
 
 TS = 1_700_000_000.0
-SMALL = ContextSpec(n_items=5, user_feature_sizes=(5, 2, 2, 2))
+ITEMS = RECS.router.items
+assert ITEMS is not None
+OBD = ContextSpec.of(ITEMS)
+SMALL = ContextSpec.of(dataclasses.replace(ITEMS, count=5, categories=(5, 2, 2, 2)))
 
 
 def recs_features(user: tuple[float, ...] = (-1.0,) * 4, session: float = 0.0) -> FeatureVector:
-    values = {name: DEFAULTS.get(name, 0.0) for name in RECS_FEATURES}
+    values = {feature.name: feature.default for feature in RECS.features}
     values.update({f"user_feature_{i}": code for i, code in enumerate(user)})
     values.update({f"session_emb_{i}": session * (i + 1) for i in range(ITEM_EMBEDDING_DIM)})
     return FeatureVector(
@@ -72,7 +78,9 @@ def contextual_router(policy: str = "linucb", spec: ContextSpec = SMALL, **param
 
 
 def test_the_context_is_a_bias_the_user_one_hot_blocks_and_the_session_embedding():
-    encoder = ContextEncoder(ContextSpec(n_items=3, user_feature_sizes=(3, 2, 4, 2)))
+    encoder = ContextEncoder(
+        ContextSpec.of(dataclasses.replace(ITEMS, count=3, categories=(3, 2, 4, 2)))
+    )
     # codes: known, out of range, unknown (-1), not an integer
     context = encoder.encode(recs_features((2.0, 5.0, -1.0, 0.5), session=0.25))
 
@@ -200,20 +208,20 @@ def test_packing_keeps_the_inverse_to_float32_and_everything_else_exactly():
 
 
 def test_a_checkpoint_of_the_default_campaign_fits_in_one_message():
-    router = contextual_router("linucb", spec=ContextSpec())
+    router = contextual_router("linucb", spec=OBD)
     for i in range(200):
         request = recs_request(f"r{i}", user0=i % 3)
         router.on_reward(recs_reward(request, str(i % 80), 1.0), LogPosition(0, i))
 
     size = len(encode(router.state("recs", TS)))
 
-    assert ContextSpec().dim == 68
+    assert OBD.dim == 68
     assert size < MAX_MESSAGE_BYTES
 
 
 def test_a_checkpoint_too_large_for_a_message_is_refused_at_start():
     with pytest.raises(ContextualPolicyError, match="message limit"):
-        contextual_router(spec=ContextSpec(n_items=400))
+        contextual_router(spec=ContextSpec.of(dataclasses.replace(ITEMS, count=400)))
 
 
 def test_a_checkpoint_of_another_policy_is_not_restored_and_every_reward_is_refolded():
@@ -252,7 +260,7 @@ def test_configuration_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("RTML_ROUTER_POLICY_RECS", "linear_ts")
     monkeypatch.setenv("RTML_ROUTER_PARAMS_RECS", '{"scale": 0.5}')
     monkeypatch.setenv("RTML_ROUTER_RECS_ITEMS", "34")
-    monkeypatch.setenv("RTML_ROUTER_RECS_USER_FEATURE_SIZES", "[3, 5, 9, 9]")
+    monkeypatch.setenv("RTML_ROUTER_RECS_CATEGORIES", "[3, 5, 9, 9]")
 
     router = Router(RouterConfig.from_settings(Settings()))
 
@@ -263,13 +271,18 @@ def test_configuration_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize(
     ("task", "policy", "params", "message"),
     [
-        ("eta", "linucb", {}, "only task recs"),
+        ("eta", "linucb", {}, "task eta declares none"),
         ("recs", "linucb", {"alpha": -1}, "alpha must be finite and >= 0"),
         ("recs", "linucb", {"scale": 1}, "linucb: .*scale"),
     ],
 )
 def test_a_bad_contextual_configuration_is_refused_at_start(task, policy, params, message):
-    tasks = {"eta": TaskConfig(), "recs": TaskConfig(), task: TaskConfig(policy, params)}
+    context = OBD if task == "recs" else None
+    tasks = {
+        "eta": TaskConfig(),
+        "recs": TaskConfig(),
+        task: TaskConfig(policy, params, context=context),
+    }
     with pytest.raises(PolicyError, match=message):
         Router(RouterConfig(tasks=tasks))
 

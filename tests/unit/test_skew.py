@@ -3,11 +3,12 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from rtml.cli import main
+from rtml.tasks.eta.spec import TASK as ETA
 from services.simulator.world import SimConfig, simulate
 from shared.contracts import FeatureVector, TrainingExample
 from shared.eventlog import write_event_log
 from shared.features.batch import compute_batch_features
-from shared.features.reference import eta_vectors
+from shared.features.reference import task_vectors
 from shared.warehouse import Located, Warehouse
 
 
@@ -35,7 +36,7 @@ def test_skew_finds_no_mismatch_in_logged_vectors_and_names_a_tampered_feature(
     log = tmp_path / "day.evl"
     write_event_log(log, messages)
     batch = {r.entity: r for r in compute_batch_features(messages)}
-    pairs = eta_vectors(messages, batch=batch)[:50]
+    pairs = task_vectors(messages, ETA, batch=batch)[:50]
     runner = CliRunner()
 
     monkeypatch.setenv("RTML_WAREHOUSE", str(tmp_path / "clean"))
@@ -62,7 +63,7 @@ def test_batch_features_come_from_the_batch_log_when_it_is_not_the_event_log(
     write_event_log(tmp_path / "live.evl", live)
     served = {r.entity: r for r in compute_batch_features(warmup)}
     monkeypatch.setenv("RTML_WAREHOUSE", str(tmp_path / "warehouse"))
-    logged_warehouse(tmp_path / "warehouse", eta_vectors(live, batch=served)[:40])
+    logged_warehouse(tmp_path / "warehouse", task_vectors(live, ETA, batch=served)[:40])
     runner = CliRunner()
 
     own_log = runner.invoke(main, ["skew", "--event-log", str(tmp_path / "live.evl")])

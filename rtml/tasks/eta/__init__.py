@@ -1,0 +1,1 @@
+"""eta: delivery-time regression on the simulated food marketplace (``spec.py``)."""

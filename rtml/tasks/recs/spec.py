@@ -1,0 +1,71 @@
+"""The recs task: which item of the Open Bandit Dataset campaign to show a session,
+learned from clicks, with the user features and the session's recent items."""
+
+from __future__ import annotations
+
+from rtml.tasks.recs.obd import USER_FEATURES
+from shared.contracts import Impression, ItemClicked, ItemViewed, Message
+from shared.features.definitions import (
+    ITEM_EMBEDDING_DIM,
+    LAST_ITEMS,
+    NO_ITEM,
+    SESSION_WINDOW_S,
+)
+from shared.tasks.spec import ARM, Entity, Feature, ItemArms, Label, Model, RouterPolicy, TaskSpec
+
+SESSION_EMBEDDING = tuple(f"session_emb_{i}" for i in range(ITEM_EMBEDDING_DIM))
+
+
+def clicked(_: Message) -> float:
+    return 1.0
+
+
+def click_is_reward(_: float | list[float], label: float) -> float:
+    return label
+
+
+TASK = TaskSpec(
+    name="recs",
+    events=(Impression, ItemViewed, ItemClicked),
+    entities=(Entity("session", key="session_id"),),
+    features=(
+        Feature("hour_of_day", "calendar"),
+        Feature("day_of_week", "calendar"),
+        # a category code; -1 (no category) when the request does not give it
+        *(Feature(name, "input", default=-1.0) for name in USER_FEATURES),
+        *(
+            Feature(f"last_{kind}_{slot}", "latest", entity="session", default=NO_ITEM)
+            for kind in ("viewed", "clicked")
+            for slot in range(1, LAST_ITEMS + 1)
+        ),
+        Feature("session_views_30m", "count", entity="session", window_s=SESSION_WINDOW_S),
+        Feature("session_clicks_30m", "count", entity="session", window_s=SESSION_WINDOW_S),
+        *(
+            Feature(name, "mean", entity="session", window_s=SESSION_WINDOW_S)
+            for name in SESSION_EMBEDDING
+        ),
+    ),
+    # a click on the recommended item within 30 minutes; none is a 0
+    label=Label(
+        ItemClicked,
+        join=(("session_id", "session_id"), (ARM, "item_id")),
+        value=clicked,
+        reward=click_is_reward,
+        window_s=SESSION_WINDOW_S,
+        when_missing=0.0,
+        reward_with_features=True,
+    ),
+    # what `rtml train --task recs` fits today: the click rate as a regression
+    model=Model("regression", objective="reg:absoluteerror", metric="mae"),
+    router=RouterPolicy(
+        "thompson_beta",
+        # the Open Bandit Dataset's "all" campaign: 80 items; user_feature_0..3 have
+        # 3, 5, 9 and 9 categories
+        items=ItemArms(
+            count=80,
+            categorical=USER_FEATURES,
+            categories=(3, 5, 9, 9),
+            numeric=SESSION_EMBEDDING,
+        ),
+    ),
+)

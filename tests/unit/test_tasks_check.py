@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from rtml.tasks.eta.spec import TASK as ETA
+from rtml.tasks.recs.spec import TASK as RECS
+from shared.contracts import CourierOnline, ItemClicked, OrderDelivered
+from shared.tasks.check import check
+from shared.tasks.spec import ARM, Entity, Feature, ItemArms, Model, RouterPolicy
+
+
+def problems_of(spec: object) -> dict[str, str]:
+    return {problem.where: problem.what for problem in check(spec)}
+
+
+@pytest.mark.parametrize("spec", [ETA, RECS], ids=["eta", "recs"])
+def test_rtmls_own_tasks_have_no_problem(spec: object) -> None:
+    assert check(spec) == []
+
+
+def test_something_other_than_a_spec_is_refused() -> None:
+    assert problems_of("eta") == {"TASK": "is a str, not a TaskSpec"}
+
+
+def test_a_name_that_cannot_name_a_setting_is_refused() -> None:
+    assert "name" in problems_of(dataclasses.replace(ETA, name="Fraud-Score"))
+
+
+def test_an_event_keyed_by_no_entity_of_the_task_is_named() -> None:
+    spec = dataclasses.replace(ETA, entities=(Entity("restaurant", key="restaurant_id"),))
+    problems = problems_of(spec)
+    assert "zone_id" in problems["events[6]"]
+    assert problems["features[7] (zone_couriers_idle).entity"].startswith("'zone' is none")
+
+
+def test_an_entity_without_implementation_or_with_a_key_on_no_event_is_named() -> None:
+    spec = dataclasses.replace(ETA, entities=(*ETA.entities, Entity("card", key="card_id")))
+    problems = problems_of(spec)
+    assert "'card_id' is a field of none" in problems["entities[2] (card).key"]
+    assert "no feature implementation" in problems["entities[2] (card).name"]
+
+
+def test_feature_problems_say_which_feature_and_which_field() -> None:
+    features = list(ETA.features)
+    features[5] = Feature("restaurant_orders_10m", "count", entity="restaurant")
+    features[8] = dataclasses.replace(features[8], default=40.0)
+    features[9] = dataclasses.replace(features[9], window_s=600.0)
+    features.append(Feature("distance_km", "input"))
+    features.append(Feature("week_of_year", "calendar"))
+    features.append(Feature("restaurant_rating", "latest", entity="restaurant"))
+    features.append(Feature("n_items_latest", "input", window_s=60.0))
+    problems = problems_of(dataclasses.replace(ETA, features=tuple(features)))
+    assert problems == {
+        "features[5] (restaurant_orders_10m).window_s": "a count needs a window > 0 seconds",
+        "features[8] (zone_mean_delivery_min_30m).default": (
+            "40.0, but the zone implementation defaults to 35.0"
+        ),
+        "features[9] (restaurant_mean_prep_min_60m).window_s": (
+            "600.0, but the restaurant implementation looks back 3600.0 s"
+        ),
+        "features[13] (distance_km)": "declared twice",
+        "features[14] (week_of_year)": "calendar features are hour_of_day, day_of_week",
+        "features[15] (restaurant_rating)": (
+            "the restaurant streaming state computes no feature 'restaurant_rating'"
+        ),
+        "features[16] (n_items_latest).window_s": "only count/mean have a window",
+    }
+
+
+def test_label_problems_name_the_join_pair_and_the_event() -> None:
+    label = dataclasses.replace(
+        ETA.label, event=ItemClicked, join=(("order_id", "order_id"), ("basket", "item_id"))
+    )
+    problems = problems_of(dataclasses.replace(ETA, label=label))
+    assert problems["label.event"] == "item_clicked is not one of the task's events"
+    assert problems["label.join[0]"] == "item_clicked has no field 'order_id'"
+    assert problems["label.join[1]"].startswith("'basket' is no key of the task's requests")
+
+
+def test_the_arm_may_be_a_join_key_and_a_window_must_be_positive() -> None:
+    label = dataclasses.replace(
+        ETA.label, event=OrderDelivered, join=((ARM, "courier_id"),), window_s=0.0
+    )
+    assert problems_of(dataclasses.replace(ETA, label=label)) == {
+        "label.window_s": "0.0 is not > 0 seconds"
+    }
+
+
+def test_model_kind_objective_metric_and_drift_features_are_checked() -> None:
+    assert problems_of(
+        dataclasses.replace(ETA, model=Model("binary", objective="reg:squarederror"))
+    ) == {"model.objective": "'reg:squarederror' is not a binary objective (binary:...)"}
+    problems = problems_of(
+        dataclasses.replace(
+            ETA,
+            model=Model(
+                "survival", objective="survival:cox", metric="auc", drift_features=("speed",)
+            ),
+        )
+    )
+    assert set(problems) == {"model.kind", "model.metric", "model.drift_features[0]"}
+
+
+def test_router_policy_params_and_items_are_checked() -> None:
+    assert set(problems_of(dataclasses.replace(ETA, router=RouterPolicy("greedy")))) == {
+        "router.policy"
+    }
+    assert (
+        "declare router.items"
+        in problems_of(dataclasses.replace(ETA, router=RouterPolicy("linucb")))["router.policy"]
+    )
+    assert "router.params/prior" in problems_of(
+        dataclasses.replace(ETA, router=RouterPolicy("epsilon_greedy", params={"epsilon": 2}))
+    )
+    items = ItemArms(count=0, categorical=("user_feature_0",), categories=(3, 0), numeric=("x",))
+    problems = problems_of(
+        dataclasses.replace(RECS, router=dataclasses.replace(RECS.router, items=items))
+    )
+    assert set(problems) == {
+        "router.items.count",
+        "router.items.categories",
+        "router.items.numeric[0]",
+    }
+
+
+def test_a_task_event_that_is_not_a_domain_event_is_named() -> None:
+    spec = dataclasses.replace(ETA, events=(*ETA.events, CourierOnline, int))
+    assert problems_of(spec) == {"events[8]": "<class 'int'> is not a contract class (Message)"}

@@ -19,10 +19,12 @@ from shared import broker_compat_doorbell
 
 # Tansu does not wake a waiting fetch when data arrives, and a consumer on the
 # embedded broker fetches when the doorbell rings (broker_compat_doorbell.py),
-# that is when data is already there: the wait is then only what a fetch that
-# finds nothing costs (the freshness barrier's proof, a ring for records another
-# consumer took), so it is as short as Tansu allows (0 never answers).
-EMBEDDED_FETCH_MAX_WAIT_MS = 1
+# that is when data is already there: the wait is only what a fetch that finds
+# nothing costs (the freshness barrier's proof, a ring for records another
+# consumer took). Shorter is not safe: at 1 ms Tansu stopped answering the
+# features worker under a burst (benchmarks/wiring.py, 2 partitions: a third of
+# the requests never served); 0 never answers at all.
+EMBEDDED_FETCH_MAX_WAIT_MS = 5
 # Tansu holds every JoinGroup for about half the session timeout: short
 # sessions make joins and takeovers take seconds instead of a minute.
 EMBEDDED_SESSION_TIMEOUT_MS = 3000

@@ -3,23 +3,22 @@
 Tansu does not answer a waiting fetch when data arrives (EMBEDDED_BROKER.md), so
 a consumer either polls with a short fetch wait (fast, but every idle consumer
 then costs the broker and itself a fetch every few milliseconds) or waits long
-(cheap at rest, slow per hop). The doorbell gives both. A fetch response
-tells each partition's end (its high watermark). A consumer whose every
-partition in a planned fetch is at the end a response showed sends that fetch
-only once a producer of this machine has rung for one of those partitions since
-that response's fetch was sent, its position moves (seek, reset, new
-assignment, resume), or ``IDLE_FETCH_INTERVAL_S`` has passed. So it fetches
-when there is something to fetch: not at all at rest, and under load once per
-ring (batched by the producers' loop turns), not back to back.
+(cheap at rest, slow per hop). The doorbell gives both: once a fetch has come
+back empty with every partition at the high watermark, the consumer sends no
+new fetch for its node until a producer of this machine rings for one of the
+partitions in it, its position changes (seek, reset, new assignment, resume), or
+``IDLE_FETCH_INTERVAL_S`` has passed. A fetch that brought records is always
+followed by another: the features worker's freshness barrier proves a request
+fresh by a fetch response newer than the one that brought it.
 
 The guarantee: a record acknowledged by the broker is fetched without waiting
 for the interval. A producer rings only after the broker acknowledged the
-send, and a consumer counts the rings it has heard for a partition before it
-sends a fetch; a ring after that count belongs to a record that may be missing
-from the response, and it fetches again; a ring before it belongs to a record
-the response already covered (it was in the log when the fetch was read). A
-ring that is lost (a receiver's socket buffer full, a producer outside rtml)
-costs at most the interval, never a record.
+send, and a consumer takes its mark of the rings before it sends the fetch
+that came back empty; so a ring it has not seen belongs to a record that may
+be missing from that fetch, and it fetches again; a ring it has seen belongs
+to a record the fetch already saw. A ring that is lost (a receiver's socket
+buffer full, a producer outside rtml) costs at most the interval, never a
+record.
 
 Transport: every process with a consumer binds a Unix datagram socket in a
 directory of its own user, one per broker address; a producer sends the
@@ -47,7 +46,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,10 +153,10 @@ class Doorbell:
             with contextlib.suppress(RuntimeError):  # that loop has closed
                 loop.call_soon_threadsafe(_resolve, future)
 
-    def rings(self, partition: str) -> int:
-        """How many rings this process has heard for ``partition`` so far."""
+    def mark(self, partitions: frozenset[str]) -> int:
+        """How many rings this process has heard for ``partitions`` so far."""
         with self._lock:
-            return self._rings[partition]
+            return sum(self._rings[partition] for partition in partitions)
 
     def rung_future(self, partitions: frozenset[str], mark: int) -> asyncio.Future:
         """A future of the running loop, done at the first ring for ``partitions``
@@ -258,47 +256,40 @@ def _install() -> None:
         if doorbell is None:
             return actions
         requests, resets, timeout, invalid_metadata, wake_on = actions
-        caught_up = _caught_up(self, assignment)
         now = time.monotonic()
         kept = []
         for node_id, request in requests:
-            key, channels = _fetch_key(request)
-            ends = [caught_up.get((topic, partition)) for topic, partition, _ in key]
-            if any(
-                end is None
-                or end.offset != offset
-                or doorbell.rings(channel(topic, partition)) != end.rings
-                or now - end.fetched_at >= IDLE_FETCH_INTERVAL_S
-                for end, (topic, partition, offset) in zip(ends, key, strict=True)
+            idle = getattr(self, "_rtml_idle", {}).get(node_id)
+            key, partitions = _fetch_key(request)
+            if (
+                idle is None
+                or idle[0] != key
+                or doorbell.mark(partitions) != idle[1]
+                or now - idle[2] >= IDLE_FETCH_INTERVAL_S
             ):
                 kept.append((node_id, request))
                 continue
-            # every partition at the end a fetch saw, and no ring since: sleep
-            # until a ring or the interval
-            mark = sum(end.rings for end in ends if end is not None)
-            oldest = min(end.fetched_at for end in ends if end is not None)
-            wake_on = [*wake_on, doorbell.rung_future(channels, mark)]
-            timeout = min(timeout, IDLE_FETCH_INTERVAL_S - (now - oldest))
+            # nothing new since that empty fetch: sleep until a ring or the interval
+            wake_on = [*wake_on, doorbell.rung_future(partitions, idle[1])]
+            timeout = min(timeout, IDLE_FETCH_INTERVAL_S - (now - idle[2]))
         return kept, resets, timeout, invalid_metadata, wake_on
 
     async def fetched(self: Fetcher, assignment: Any, node_id: int, request: Any) -> bool:
         doorbell: Doorbell | None = getattr(self._client, "_rtml_doorbell", None)
         if doorbell is None:
             return await fetch(self, assignment, node_id, request)
-        key, _ = _fetch_key(request)
-        partitions = [TopicPartition(topic, partition) for topic, partition, _ in key]
-        rings = [doorbell.rings(channel(*tp)) for tp in partitions]
-        answered_before = [assignment.state_value(tp).timestamp for tp in partitions]
-        sent = time.monotonic()
+        key, partitions = _fetch_key(request)
+        mark, sent = doorbell.mark(partitions), time.monotonic()
         woke = await fetch(self, assignment, node_id, request)
-        caught_up = _caught_up(self, assignment)
-        for tp, rung, before in zip(partitions, rings, answered_before, strict=True):
-            state = assignment.state_value(tp) if assignment.active else None
-            # only a response applied to this partition (aiokafka stamps it) says where its end is
-            if state is not None and state.timestamp != before and state.highwater is not None:
-                caught_up[(tp.topic, tp.partition)] = _End(state.highwater, rung, sent)
-            else:
-                caught_up.pop((tp.topic, tp.partition), None)
+        idle: dict = self.__dict__.setdefault("_rtml_idle", {})
+        caught_up = assignment.active and all(
+            assignment.state_value(tp).highwater == offset
+            for tp, offset in ((TopicPartition(t, p), o) for t, p, o in key)
+        )
+        if woke or not caught_up:
+            idle.pop(node_id, None)
+        else:
+            idle[node_id] = (key, mark, sent)
         return woke
 
     async def sent(self: AIOKafkaProducer, topic: str, *args: Any, **kwargs: Any):
@@ -311,23 +302,6 @@ def _install() -> None:
     Fetcher._proc_fetch_request = fetched
     AIOKafkaProducer.send = sent
     AIOKafkaProducer.send_batch = batch_sent
-
-
-@dataclass(frozen=True, slots=True)
-class _End:
-    """A partition's end as a fetch response gave it."""
-
-    offset: int  # the high watermark: a consumer at it has read everything then written
-    rings: int  # rings heard for the partition before that fetch was sent
-    fetched_at: float  # monotonic, when it was sent
-
-
-def _caught_up(fetcher: Fetcher, assignment: Any) -> dict[tuple[str, int], _End]:
-    """The fetcher's known partition ends, forgotten when its assignment changes."""
-    known = fetcher.__dict__.get("_rtml_ends")
-    if known is None or known[0] is not assignment:
-        known = fetcher.__dict__["_rtml_ends"] = (assignment, {})
-    return known[1]
 
 
 def _fetch_key(request: Any) -> tuple[frozenset[tuple[str, int, int]], frozenset[str]]:

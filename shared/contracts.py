@@ -51,8 +51,19 @@ def registered_task(name: str) -> str:
     return name
 
 
+class _RegisteredTaskSchema:
+    """In a JSON schema (the OpenAPI document, `rtml schemas`), a task is one of the
+    names loaded when the schema is made: a client learns them, a fuzzer keeps to them."""
+
+    @staticmethod
+    def __get_pydantic_json_schema__(core_schema: Any, handler: Any) -> dict[str, Any]:
+        from shared.tasks.registry import tasks
+
+        return {**handler(core_schema), "enum": sorted(tasks().names)}
+
+
 # the name of a task of the registry (shared/tasks)
-Task = Annotated[str, AfterValidator(registered_task)]
+Task = Annotated[str, AfterValidator(registered_task), _RegisteredTaskSchema]
 
 
 def new_id() -> str:

@@ -11,8 +11,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from shared.bandits.contextual import CONTEXTUAL_POLICY_NAMES
-from shared.bandits.policies import POLICY_NAMES, make_policy
 from shared.contracts import DOMAIN_EVENTS, Message
 from shared.features.definitions import (
     BATCH_FEATURES_OF,
@@ -49,8 +47,11 @@ class Problem:
         return f"{self.where}: {self.what}"
 
 
-def check(spec: Any) -> list[Problem]:
-    """Every problem of ``spec``; empty when it is a valid task."""
+def check(spec: Any, *, policies: bool = True) -> list[Problem]:
+    """Every problem of ``spec``; empty when it is a valid task. ``policies=False``
+    leaves out building the router policy from its params and prior (the router
+    does that at start, and the bandits bring scipy into every service that loads
+    tasks: ~100 MiB and 3 s each)."""
     if not isinstance(spec, TaskSpec):
         return [Problem("TASK", f"is a {type(spec).__name__}, not a TaskSpec")]
     problems: list[Problem] = []
@@ -63,7 +64,7 @@ def check(spec: Any) -> list[Problem]:
     problems += _features(spec)
     problems += _label(spec)
     problems += _model(spec)
-    problems += _router(spec)
+    problems += _router(spec) if policies else []
     return problems
 
 
@@ -273,6 +274,10 @@ def _model(spec: TaskSpec) -> list[Problem]:
 
 
 def _router(spec: TaskSpec) -> list[Problem]:
+    # imported here: only a check of the router policies needs the bandits (scipy)
+    from shared.bandits.contextual import CONTEXTUAL_POLICY_NAMES
+    from shared.bandits.policies import POLICY_NAMES, make_policy
+
     router, problems = spec.router, []
     if router.policy in CONTEXTUAL_POLICY_NAMES:
         if router.items is None:

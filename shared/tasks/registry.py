@@ -79,21 +79,22 @@ def task_sources() -> list[str]:
     return [point.value for point in found]
 
 
-def load_spec(source: str) -> TaskSpec:
-    """The spec a module declares; InvalidTasks naming the module if it has problems."""
+def load_spec(source: str, *, policies: bool = True) -> TaskSpec:
+    """The spec a module declares; InvalidTasks naming the module if it has problems
+    (``policies``: see ``check``)."""
     module_path, _, attribute = source.partition(":")
     try:
         module = importlib.import_module(module_path)
     except ImportError as exc:
         raise InvalidTasks([(source, Problem("module", f"cannot be imported: {exc}"))]) from exc
     spec = getattr(module, attribute or SPEC_ATTRIBUTE, None)
-    problems = check(spec)
+    problems = check(spec, policies=policies)
     if problems:
         raise InvalidTasks([(source, problem) for problem in problems])
     return spec  # type: ignore[no-any-return]
 
 
-def load_registry(sources: list[str] | None = None) -> TaskRegistry:
+def load_registry(sources: list[str] | None = None, *, policies: bool = True) -> TaskRegistry:
     """Load and check every task of ``sources`` (default: ``task_sources()``), reporting
     the problems of all of them at once."""
     sources = task_sources() if sources is None else sources
@@ -108,7 +109,7 @@ def load_registry(sources: list[str] | None = None) -> TaskRegistry:
     label_events: dict[str, str] = {}
     for source in sources:
         try:
-            spec = load_spec(source)
+            spec = load_spec(source, policies=policies)
         except InvalidTasks as exc:
             problems += exc.problems
             continue
@@ -127,8 +128,9 @@ def load_registry(sources: list[str] | None = None) -> TaskRegistry:
 
 @lru_cache(maxsize=1)
 def tasks() -> TaskRegistry:
-    """This process's tasks, loaded on first use (``tasks.cache_clear()`` reloads)."""
-    return load_registry()
+    """This process's tasks, loaded on first use (``tasks.cache_clear()`` reloads);
+    ``rtml tasks check`` checks the router policies too."""
+    return load_registry(policies=False)
 
 
 def task_spec(name: str) -> TaskSpec:

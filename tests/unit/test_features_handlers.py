@@ -21,7 +21,6 @@ from services.features.handlers import (
 from services.features.state import EntityStates
 from shared.contracts import (
     FeatureVector,
-    OrderPlaced,
     OrderReady,
     PredictRequest,
     encode,
@@ -29,9 +28,7 @@ from shared.contracts import (
 from shared.features.batch import compute_batch_features
 from shared.features.definitions import FeatureValue
 from shared.timings import FEATURES, LOOKUP_FORWARD
-
-T0 = 1_717_412_400.0  # a Monday, 11:00 UTC
-
+from tests.unit.test_features_batch import T0, placed
 
 SEEN = 1_800_000_000.0  # wall clock when the service saw the request
 # what enriched() carries along; its timings do not depend on it
@@ -46,18 +43,6 @@ def request(received_at: float | None = None, **entities: str) -> PredictRequest
         entities=entities,
         inputs={"distance_km": 2.5},
         received_at=received_at,
-    )
-
-
-def placed(i: int, restaurant: str = "r1", ts: float = T0 - 60) -> OrderPlaced:
-    return OrderPlaced(
-        id=f"p{i}",
-        ts=ts,
-        order_id=f"o{i}",
-        restaurant_id=restaurant,
-        zone_id="z1",
-        distance_km=2.0,
-        n_items=1,
     )
 
 

@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every rtml service: the service is chosen by the command,
-#   docker run IMAGE python -m services.ingestion      (the default)
-#   docker run IMAGE python -m services.<name>         (any other service)
+#   docker run IMAGE python -m rtml.services.ingestion      (the default)
+#   docker run IMAGE python -m rtml.services.<name>         (any other service)
 #   docker run IMAGE rtml topics                       (create the topics)
 # Build: docker build -t rtml .   (needs BuildKit: the default since Docker 23)
 # See docs/DEPLOY.md. Pin the base by digest for production builds:
@@ -27,7 +27,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && pip install -r /tmp/requirements.txt
 
 # 2. rtml itself (dependencies already satisfied above).
-COPY README.md ./
+COPY setup.py README.md ./
 COPY rtml ./rtml
 COPY shared ./shared
 COPY services ./services
@@ -48,13 +48,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     RTML_WAREHOUSE=/var/lib/rtml/warehouse
 COPY --from=builder /opt/venv /opt/venv
 
-# The source again, under /app and owned by the service user: /app comes first
-# on sys.path (PYTHONPATH), so Tilt's live_update can sync edits here; the copy
-# installed in the venv provides the `rtml` command and the package metadata.
+# The source again, under /app and owned by the service user, laid out as the
+# wheel installs it (shared/ and services/ inside the rtml package): /app comes
+# first on sys.path (PYTHONPATH), so Tilt's live_update can sync edits here; the
+# copy installed in the venv provides the `rtml` command and the package metadata.
 WORKDIR /app
 COPY --chown=10001:10001 rtml ./rtml
-COPY --chown=10001:10001 shared ./shared
-COPY --chown=10001:10001 services ./services
+COPY --chown=10001:10001 shared ./rtml/shared
+COPY --chown=10001:10001 services ./rtml/services
 COPY --chown=10001:10001 infra/docker/devreload.py ./infra/docker/devreload.py
 
 # The commit recorded with every model version (the image has no .git).
@@ -65,4 +66,4 @@ USER 10001:10001
 # HTTP side ports: ingestion 8080, features 8081, router 8082, prediction 8083,
 # collector 8084, trainer 8085, dashboard 8090 (each set by its RTML_*_PORT).
 EXPOSE 8080
-CMD ["python", "-m", "services.ingestion"]
+CMD ["python", "-m", "rtml.services.ingestion"]

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from shared.kafka import client_kwargs
-from shared.settings import Settings
+from rtml.shared.kafka import client_kwargs
+from rtml.shared.settings import Settings
 
 
 def peak_rss_mib(pid: int) -> float:

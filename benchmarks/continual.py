@@ -53,15 +53,12 @@ from typing import Any
 
 import numpy as np
 from prometheus_client import REGISTRY
-
-from benchmarks._common import machine, peak_rss_mib
-from services.features.handlers import advance, entity_features, feature_vector, plan
-from services.features.state import EntityStates
-from services.simulator.world import SimConfig, simulate
-from services.trainer.config import TrainerSettings
-from services.trainer.jobs import register, table_candidate
-from services.trainer.service import Trainer
-from shared.contracts import (
+from rtml.services.features.handlers import advance, entity_features, feature_vector, plan
+from rtml.services.features.state import EntityStates
+from rtml.services.trainer.config import TrainerSettings
+from rtml.services.trainer.jobs import register, table_candidate
+from rtml.services.trainer.service import Trainer
+from rtml.shared.contracts import (
     DOMAIN_EVENTS,
     FeatureVector,
     Message,
@@ -69,10 +66,13 @@ from shared.contracts import (
     PredictRequest,
     TrainingExample,
 )
-from shared.features.batch import compute_batch_features
-from shared.logging import configure_logging
-from shared.model_store import ModelRecord, ModelStore
-from shared.warehouse import ExampleTable, Located, Warehouse
+from rtml.shared.features.batch import compute_batch_features
+from rtml.shared.logging import configure_logging
+from rtml.shared.model_store import ModelRecord, ModelStore
+from rtml.shared.warehouse import ExampleTable, Located, Warehouse
+
+from benchmarks._common import machine, peak_rss_mib
+from rtml.tasks.eta.simulator.world import SimConfig, simulate
 
 HOUR = 3600.0
 MINUTE = 60.0

@@ -5,7 +5,7 @@ One run, one embedded broker, the same simulated events on rtml.events:
   (``shared.contracts.decode``) every event: the ceiling;
 - plain faust agent: a faust agent (``stream.take_events``, this repo's compat
   transport) that only decodes: what faust's per-record path allows;
-- the features worker (``python -m services.features``) with every eta
+- the features worker (``python -m rtml.services.features``) with every eta
   feature on: admission, state, changelog writes;
 - the scale-out sweep: 1, 2, 3 ... workers of one app (``--workers``) splitting
   the 6 partitions, each count on a broker of its own: the group settles on an
@@ -54,13 +54,13 @@ from dataclasses import dataclass
 import aiohttp
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from rtml.shared import broker_compat, topics
+from rtml.shared.contracts import Message, PredictEnriched, PredictRequest, decode, encode
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import client_kwargs, ensure_topics, start_producer
+from rtml.shared.settings import Settings
 
 from benchmarks._common import machine, peak_rss_mib
-from shared import broker_compat, topics
-from shared.contracts import Message, PredictEnriched, PredictRequest, decode, encode
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import client_kwargs, ensure_topics, start_producer
-from shared.settings import Settings
 from tests.helpers import wait_http
 
 # many restaurants and couriers so that events spread over entities as in a city
@@ -93,8 +93,9 @@ def workload(
     n_events: int, latency_s: float
 ) -> tuple[list[Message], list[Message], list[PredictRequest]]:
     """Events for the throughput runs, events that follow them, and requests for the latency run."""
-    from services.simulator.world import SimConfig, simulate
-    from shared.features.reference import ETA_EVENTS
+    from rtml.shared.features.reference import ETA_EVENTS
+
+    from rtml.tasks.eta.simulator.world import SimConfig, simulate
 
     wanted_later = int(latency_s * 1.5 * EVENT_RATE)
     events: list[Message] = []
@@ -175,8 +176,7 @@ def peer_raw(settings: Settings, n: int) -> Rate:
 
 def peer_faust_agent(settings: Settings, n: int) -> Rate:
     import faust
-
-    from shared.broker_compat_faust import CompatApp, faust_options
+    from rtml.shared.broker_compat_faust import CompatApp, faust_options
 
     app = CompatApp(
         f"bench-agent-{os.getpid()}",
@@ -305,7 +305,7 @@ def features_worker(
         "RTML_FEATURES_APP_ID": app_id,
         "RTML_LOG_LEVEL": "WARNING",
     }
-    process = subprocess.Popen([sys.executable, "-m", "services.features"], env=env)
+    process = subprocess.Popen([sys.executable, "-m", "rtml.services.features"], env=env)
     try:
         yield process, f"http://127.0.0.1:{port}"
     finally:
@@ -374,8 +374,9 @@ def held_partitions(url: str) -> set[int]:
 def group_timings() -> dict[str, float]:
     """Seconds to ready on a first start and a restart, and for a survivor to take over
     the partitions of a worker killed with kill -9, on a broker of their own."""
-    from services.simulator.world import SimConfig, simulate
-    from shared.features.reference import ETA_EVENTS
+    from rtml.shared.features.reference import ETA_EVENTS
+
+    from rtml.tasks.eta.simulator.world import SimConfig, simulate
 
     timings: dict[str, float] = {}
     with EmbeddedBroker(port=free_port()) as broker:

@@ -35,15 +35,15 @@ from typing import Any
 import numpy as np
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from rtml.shared import topics
+from rtml.shared.contracts import FeatureVector, Message, PredictEnriched, PredictRequest, decode
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.features.reference import ETA_EVENTS, ReferenceFeatures
+from rtml.shared.kafka import client_kwargs, ensure_topics
+from rtml.shared.settings import Settings
 
 from benchmarks._common import machine, peak_rss_mib
-from services.simulator.world import SimConfig, simulate
-from shared import topics
-from shared.contracts import FeatureVector, Message, PredictEnriched, PredictRequest, decode
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.features.reference import ETA_EVENTS, ReferenceFeatures
-from shared.kafka import client_kwargs, ensure_topics
-from shared.settings import Settings
+from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from tests.helpers import service_process
 from tests.integration.test_features import LATENESS_S, metric_values, worker_env
 from tests.integration.test_features_freshness import drive
@@ -141,7 +141,7 @@ def run(
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = worker_env(settings, port) | {"RTML_FEATURES_FRESHNESS_WAIT_MS": str(wait_ms)}
-        with service_process("services.features", env, f"{url}/readyz") as worker:
+        with service_process("rtml.services.features", env, f"{url}/readyz") as worker:
             progress(f"{setting}: sending {len(log)} messages at {speedup:.0f}x event time")
             worker_cpu, broker_cpu = cpu_seconds(worker.pid), cpu_seconds(broker.process.pid)
             sent_at = asyncio.run(drive(settings, log, speedup))

@@ -36,11 +36,11 @@ from pathlib import Path
 
 import aiohttp
 import psutil
+from rtml.shared.embedded_broker import free_port
 
 from benchmarks._common import machine
 from rtml.stack import SERVICES
-from services.simulator.world import SimConfig, demand_multiplier
-from shared.embedded_broker import free_port
+from rtml.tasks.eta.simulator.world import SimConfig, demand_multiplier
 
 READY_TIMEOUT_S = 180.0
 # the simulator's clock runs this much faster than the wall clock while it drives the load

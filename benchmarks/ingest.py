@@ -15,13 +15,13 @@ import subprocess
 import sys
 
 import aiohttp
+from rtml.shared import topics
+from rtml.shared.contracts import OrderPlaced, encode
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import ensure_topics, start_producer
+from rtml.shared.settings import Settings
 
 from benchmarks._common import Stopwatch, machine, peak_rss_mib
-from shared import topics
-from shared.contracts import OrderPlaced, encode
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import ensure_topics, start_producer
-from shared.settings import Settings
 from tests.helpers import wait_http
 
 
@@ -93,7 +93,7 @@ async def run(args: argparse.Namespace, broker: EmbeddedBroker) -> None:
         "RTML_INGEST_PORT": str(port),
         "RTML_LOG_LEVEL": "WARNING",
     }
-    service = subprocess.Popen([sys.executable, "-m", "services.ingestion"], env=env)
+    service = subprocess.Popen([sys.executable, "-m", "rtml.services.ingestion"], env=env)
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
         await through_ingestion(

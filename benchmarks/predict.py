@@ -32,16 +32,16 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import xgboost as xgb
+from rtml.services.prediction.app import PredictionApp
+from rtml.services.prediction.handlers import LoadedModel, Scorer
+from rtml.shared import topics
+from rtml.shared.contracts import FeatureVector, PredictRouted, encode
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import ensure_topics, start_consumer, start_producer
+from rtml.shared.model_store import ModelStore
+from rtml.shared.settings import Settings
 
 from benchmarks._common import append_rate, machine, peak_rss_mib
-from services.prediction.app import PredictionApp
-from services.prediction.handlers import LoadedModel, Scorer
-from shared import topics
-from shared.contracts import FeatureVector, PredictRouted, encode
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import ensure_topics, start_consumer, start_producer
-from shared.model_store import ModelStore
-from shared.settings import Settings
 from tests.helpers import wait_http
 
 FEATURE_SET = "eta@1"
@@ -200,7 +200,7 @@ class ServiceRun:
         }
         with open(self.log_path, "ab") as log:
             service = subprocess.Popen(
-                [sys.executable, "-m", "services.prediction"], env=env, stdout=log, stderr=log
+                [sys.executable, "-m", "rtml.services.prediction"], env=env, stdout=log, stderr=log
             )
         try:
             wait_http(f"{self.url}/readyz", timeout_s=60)

@@ -33,13 +33,11 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-
-from benchmarks._common import Stopwatch, append_rate, machine, peak_rss_mib
-from services.router.handlers import Router, RouterConfig
-from services.router.ledger import LogPosition
-from shared import topics
-from shared.bandits.policies import Policy, make_policy
-from shared.contracts import (
+from rtml.services.router.handlers import Router, RouterConfig
+from rtml.services.router.ledger import LogPosition
+from rtml.shared import topics
+from rtml.shared.bandits.policies import Policy, make_policy
+from rtml.shared.contracts import (
     FeatureVector,
     Message,
     ModelAnnouncement,
@@ -47,9 +45,11 @@ from shared.contracts import (
     Reward,
     encode,
 )
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import ensure_topics, start_producer
-from shared.settings import Settings
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import ensure_topics, start_producer
+from rtml.shared.settings import Settings
+
+from benchmarks._common import Stopwatch, append_rate, machine, peak_rss_mib
 from tests.helpers import wait_http
 
 ARMS = ("v1", "v2", "v3")
@@ -221,7 +221,7 @@ async def service_run(
     }
     with open(log, "ab") as output:
         service = subprocess.Popen(
-            [sys.executable, "-m", "services.router"], env=env, stdout=output, stderr=output
+            [sys.executable, "-m", "rtml.services.router"], env=env, stdout=output, stderr=output
         )
     try:
         wait_http(f"{url}/readyz", timeout_s=60)

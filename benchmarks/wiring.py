@@ -50,18 +50,18 @@ import aiohttp
 import numpy as np
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from rtml.shared import topics
+from rtml.shared.contracts import Prediction, decode
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import client_kwargs
+from rtml.shared.logging import configure_logging
+from rtml.shared.model_store import ModelStore
+from rtml.shared.settings import Settings
+from rtml.shared.timings import hops, in_chain_order
 
 from benchmarks._common import machine, peak_rss_mib
 from rtml.stack import Wiring
 from rtml.supervisor import Supervised, started, wait_ready
-from shared import topics
-from shared.contracts import Prediction, decode
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import client_kwargs
-from shared.logging import configure_logging
-from shared.model_store import ModelStore
-from shared.settings import Settings
-from shared.timings import hops, in_chain_order
 from tests.integration.test_wiring import (
     CHAIN,
     CHAIN_SPECS,

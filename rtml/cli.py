@@ -12,7 +12,7 @@ from typing import cast
 
 import click
 
-from shared.settings import get_settings
+from rtml.shared.settings import get_settings
 
 
 @click.group()
@@ -23,7 +23,7 @@ def main() -> None:
 @contextlib.contextmanager
 def _broker_if_embedded() -> Iterator[str]:
     """Start the embedded broker unless RTML_KAFKA_BOOTSTRAP names an external one."""
-    from shared.embedded_broker import EmbeddedBroker
+    from rtml.shared.embedded_broker import EmbeddedBroker
 
     settings = get_settings()
     if not settings.embedded:
@@ -44,8 +44,8 @@ def _stop_event() -> asyncio.Event:
 @main.command()
 def broker() -> None:
     """Run the embedded broker (memory only) on 127.0.0.1:$RTML_KAFKA_PORT until stopped."""
-    from shared.embedded_broker import EmbeddedBroker
-    from shared.kafka import ensure_topics
+    from rtml.shared.embedded_broker import EmbeddedBroker
+    from rtml.shared.kafka import ensure_topics
 
     settings = get_settings()
 
@@ -74,9 +74,9 @@ def broker() -> None:
 )
 def up(ready_timeout: float, wiring: str) -> None:
     """Start the broker (unless external) and every service; Ctrl-C stops all."""
+    from rtml.shared.kafka import ensure_topics
     from rtml.stack import Wiring, services_for
     from rtml.supervisor import run_stack
-    from shared.kafka import ensure_topics
 
     settings = get_settings()
     specs = services_for(cast(Wiring, wiring))
@@ -103,12 +103,12 @@ def evaluate() -> None:
 def _mount_subcommands() -> None:
     from rtml.research.bakeoff_cli import cb_bakeoff
     from rtml.research.experiment_cli import experiment
+    from rtml.services.features.cli import batch_features
+    from rtml.services.prediction.cli import models
+    from rtml.services.trainer.cli import skew_command, train_command
+    from rtml.shared.tasks.cli import tasks_group
+    from rtml.tasks.eta.simulator.cli import simulate_command
     from rtml.tasks.recs.cli import batch_predict, evaluate_recs
-    from services.features.cli import batch_features
-    from services.prediction.cli import models
-    from services.simulator.cli import simulate_command
-    from services.trainer.cli import skew_command, train_command
-    from shared.tasks.cli import tasks_group
 
     main.add_command(simulate_command)
     main.add_command(experiment)
@@ -142,7 +142,7 @@ def demo(duration: str, seed: int, workdir: Path | None) -> None:
 @main.command()
 def topics() -> None:
     """Create every rtml topic that does not exist yet (idempotent)."""
-    from shared.kafka import ensure_topics
+    from rtml.shared.kafka import ensure_topics
 
     created = asyncio.run(ensure_topics(get_settings()))
     click.echo(f"created: {', '.join(created) or 'nothing, all topics exist'}")

@@ -28,18 +28,18 @@ from pathlib import Path
 import aiohttp
 
 from rtml.demo_summary import Phases, Summary, lineage_lines, only, summarize
+from rtml.shared import topics
+from rtml.shared.contracts import DlqRecord, Message, ModelAnnouncement, Prediction, TrainingExample
+from rtml.shared.embedded_broker import EmbeddedBroker
+from rtml.shared.eventlog import write_event_log
+from rtml.shared.kafka import ensure_topics, read_all, start_producer
+from rtml.shared.model_announcements import announce
+from rtml.shared.model_store import ModelRecord, ModelStore
+from rtml.shared.settings import Settings
 from rtml.stack import SERVICES
 from rtml.supervisor import READY, plan, render_table, wait_ready
-from services.simulator.driver import IngestionClient, drive
-from services.simulator.world import Marketplace, SimConfig
-from shared import topics
-from shared.contracts import DlqRecord, Message, ModelAnnouncement, Prediction, TrainingExample
-from shared.embedded_broker import EmbeddedBroker
-from shared.eventlog import write_event_log
-from shared.kafka import ensure_topics, read_all, start_producer
-from shared.model_announcements import announce
-from shared.model_store import ModelRecord, ModelStore
-from shared.settings import Settings
+from rtml.tasks.eta.simulator.driver import IngestionClient, drive
+from rtml.tasks.eta.simulator.world import Marketplace, SimConfig
 
 HOUR = 3600.0
 
@@ -110,10 +110,10 @@ class Demo:
     def bootstrap(self) -> tuple[ModelRecord, list]:
         """Stage 1: the first model, from the warm-up's event log, and the batch
         features the live service will serve."""
+        from rtml.services.trainer.bootstrap import examples_from_log
+        from rtml.services.trainer.jobs import register, table_candidate
+        from rtml.shared.features.batch import compute_batch_features
         from rtml.tasks.eta.spec import TASK as ETA
-        from services.trainer.bootstrap import examples_from_log
-        from services.trainer.jobs import register, table_candidate
-        from shared.features.batch import compute_batch_features
 
         warmup = list(self.world.run(self.plan.warmup_h * HOUR))
         log_path = self.workdir / "warmup.evl"
@@ -132,7 +132,7 @@ class Demo:
         return record, batch
 
     async def run(self, settings: Settings, env: dict[str, str]) -> Summary:
-        from services.features.publish import publish
+        from rtml.services.features.publish import publish
 
         first, batch = await asyncio.to_thread(self.bootstrap)
         await ensure_topics(settings)

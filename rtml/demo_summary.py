@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.contracts import DlqRecord, Message, ModelAnnouncement, Prediction, TrainingExample
+from rtml.shared.contracts import DlqRecord, Message, ModelAnnouncement, Prediction, TrainingExample
 
 
 @dataclass(frozen=True)

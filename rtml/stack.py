@@ -26,54 +26,54 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         "ingestion",
-        "services.ingestion",
+        "rtml.services.ingestion",
         "RTML_INGEST_PORT",
         8080,
         "HTTP API -> events, predict requests",
     ),
     ServiceSpec(
         "features",
-        "services.features",
+        "rtml.services.features",
         "RTML_FEATURES_PORT",
         8081,
         "faust: events -> entity state; predict.requests -> predict.enriched",
     ),
     ServiceSpec(
         "router",
-        "services.router",
+        "rtml.services.router",
         "RTML_ROUTER_PORT",
         8082,
         "bandit router: predict.enriched -> predict.routed",
     ),
     ServiceSpec(
         "prediction",
-        "services.prediction",
+        "rtml.services.prediction",
         "RTML_PREDICTION_PORT",
         8083,
         "XGBoost scoring: predict.routed -> predictions",
     ),
     ServiceSpec(
         "collector",
-        "services.collector",
+        "rtml.services.collector",
         "RTML_COLLECTOR_PORT",
         8084,
         "log-and-wait join: predictions + labels -> examples, rewards, warehouse",
     ),
     ServiceSpec(
         "trainer",
-        "services.trainer",
+        "rtml.services.trainer",
         "RTML_TRAINER_PORT",
         8085,
         "drift-triggered and scheduled (re)training",
     ),
     ServiceSpec(
-        "dashboard", "services.dashboard", "RTML_DASHBOARD_PORT", 8090, "live dashboard at /"
+        "dashboard", "rtml.services.dashboard", "RTML_DASHBOARD_PORT", 8090, "live dashboard at /"
     ),
 )
 
 GATEWAY = ServiceSpec(
     "gateway",
-    "services.gateway",
+    "rtml.services.gateway",
     "RTML_GATEWAY_PORT",
     8086,
     "request-driven wiring: POST /v1/predict -> features, router, prediction over HTTP",

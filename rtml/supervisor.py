@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from rtml.shared.logging import get_logger
 from rtml.stack import ServiceSpec
-from shared.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -14,8 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
-from shared import broker_compat_doorbell
+from rtml.shared import broker_compat_doorbell
 
 # Tansu does not wake a waiting fetch when data arrives, and a consumer on the
 # embedded broker fetches when the doorbell rings (broker_compat_doorbell.py),

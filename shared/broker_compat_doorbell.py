@@ -51,8 +51,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.consumer.fetcher import Fetcher
-
-from shared.logging import get_logger
+from rtml.shared.logging import get_logger
 
 log = get_logger(__name__)
 

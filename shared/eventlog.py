@@ -23,8 +23,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from shared.contracts import MAX_MESSAGE_BYTES, Message, decode, encode
-from shared.errors import RtmlError
+from rtml.shared.contracts import MAX_MESSAGE_BYTES, Message, decode, encode
+from rtml.shared.errors import RtmlError
 
 MAGIC = b"RTMLEVL1"
 _LENGTH = struct.Struct(">I")

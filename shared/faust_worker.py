@@ -17,8 +17,7 @@ import faust
 from faust.types import TP, AgentT
 from mode import Service
 from prometheus_client import Counter
-
-from shared.logging import get_logger
+from rtml.shared.logging import get_logger
 
 log = get_logger(__name__)
 AGENT_CRASHES = Counter(

@@ -8,8 +8,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
-from shared.contracts import DOMAIN_EVENTS, Message, PredictRequest, from_wire, unpack
-from shared.errors import ContractError
+from rtml.shared.contracts import DOMAIN_EVENTS, Message, PredictRequest, from_wire, unpack
+from rtml.shared.errors import ContractError
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 MSGPACK_INT_MIN, MSGPACK_INT_MAX = -(2**63), 2**64 - 1

@@ -12,13 +12,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from prometheus_client import Counter
+from rtml.shared import broker_compat, topics
+from rtml.shared.contracts import DlqRecord, Message, decode, encode
+from rtml.shared.errors import BrokerUnavailable, ContractError
+from rtml.shared.logging import get_logger
+from rtml.shared.settings import Settings
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
-
-from shared import broker_compat, topics
-from shared.contracts import DlqRecord, Message, decode, encode
-from shared.errors import BrokerUnavailable, ContractError
-from shared.logging import get_logger
-from shared.settings import Settings
 
 log = get_logger(__name__)
 

@@ -17,14 +17,13 @@ from typing import Any, Literal, cast
 
 import xgboost as xgb
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
-from shared import broker_compat, topics
-from shared.contracts import ModelAnnouncement, decode, encode
-from shared.errors import ContractError
-from shared.kafka import start_consumer
-from shared.logging import get_logger
-from shared.model_store import ModelRecord, ModelStore
-from shared.settings import Settings
+from rtml.shared import broker_compat, topics
+from rtml.shared.contracts import ModelAnnouncement, decode, encode
+from rtml.shared.errors import ContractError
+from rtml.shared.kafka import start_consumer
+from rtml.shared.logging import get_logger
+from rtml.shared.model_store import ModelRecord, ModelStore
+from rtml.shared.settings import Settings
 
 log = get_logger(__name__)
 

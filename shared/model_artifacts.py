@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 
-from shared.errors import IntegrityError, UnsafeModelError
+from rtml.shared.errors import IntegrityError, UnsafeModelError
 
 # Leading bytes of formats that can carry a pickle; naming them turns "not a
 # model" into an error that says what the file actually is.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 
-from shared.model_store import ModelRecord, ModelStore
+from rtml.shared.model_store import ModelRecord, ModelStore
 
 _BRANCH = "├── "
 _LAST_BRANCH = "└── "

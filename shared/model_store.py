@@ -36,16 +36,15 @@ from typing import Any
 
 import xgboost as xgb
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from shared.contracts import Task
-from shared.errors import (
+from rtml.shared.contracts import Task
+from rtml.shared.errors import (
     IntegrityError,
     ModelStoreError,
     UnknownVersion,
     VersionExists,
 )
-from shared.model_artifacts import probe_artifact, verify_artifact
-from shared.tasks.registry import UnknownTask, task_spec
+from rtml.shared.model_artifacts import probe_artifact, verify_artifact
+from rtml.shared.tasks.registry import UnknownTask, task_spec
 
 STORE_ENV = "RTML_MODEL_STORE"
 DEFAULT_STORE_ROOT = Path(".rtml/models")

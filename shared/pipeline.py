@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 from prometheus_client import Counter, Histogram
-
-from shared.contracts import Message, decode, encode
-from shared.errors import ContractError
-from shared.kafka import DlqWriter, send_all
-from shared.logging import get_logger
-from shared.service import BrokerProbe
+from rtml.shared.contracts import Message, decode, encode
+from rtml.shared.errors import ContractError
+from rtml.shared.kafka import DlqWriter, send_all
+from rtml.shared.logging import get_logger
+from rtml.shared.service import BrokerProbe
 
 log = get_logger(__name__)
 

@@ -10,8 +10,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from shared.logging import get_logger
+from rtml.shared.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from shared.contracts import TrainingExample
+from rtml.shared.contracts import TrainingExample
 
 SCHEMA = pa.schema(
     [

@@ -5,10 +5,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import ensure_topics
-from shared.settings import Settings
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import ensure_topics
+from rtml.shared.settings import Settings
 
 # The tests run with rtml's own tasks whatever is installed: an editable install made
 # before the rtml.tasks entry points were declared has none. Service subprocesses

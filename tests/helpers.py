@@ -15,10 +15,9 @@ from contextlib import contextmanager
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
-
-from shared.contracts import Message, decode
-from shared.kafka import client_kwargs
-from shared.settings import Settings
+from rtml.shared.contracts import Message, decode
+from rtml.shared.kafka import client_kwargs
+from rtml.shared.settings import Settings
 
 
 async def read_topic(

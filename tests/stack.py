@@ -13,19 +13,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rtml.services.features.publish import publish
+from rtml.services.trainer.bootstrap import examples_from_log
+from rtml.services.trainer.jobs import register, table_candidate
+from rtml.shared.contracts import Message, OrderDelivered, PredictRequest
+from rtml.shared.embedded_broker import free_port
+from rtml.shared.features.batch import compute_batch_features
+from rtml.shared.features.reference import task_vectors
+from rtml.shared.kafka import start_producer
+from rtml.shared.model_announcements import announce
+from rtml.shared.model_store import ModelStore
+from rtml.shared.settings import Settings
+
+from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from rtml.tasks.eta.spec import TASK as ETA
-from services.features.publish import publish
-from services.simulator.world import SimConfig, simulate
-from services.trainer.bootstrap import examples_from_log
-from services.trainer.jobs import register, table_candidate
-from shared.contracts import Message, OrderDelivered, PredictRequest
-from shared.embedded_broker import free_port
-from shared.features.batch import compute_batch_features
-from shared.features.reference import task_vectors
-from shared.kafka import start_producer
-from shared.model_announcements import announce
-from shared.model_store import ModelStore
-from shared.settings import Settings
 from tests.helpers import wait_http
 
 HOUR = 3600.0
@@ -142,7 +143,7 @@ def running_stack(
         for name, port_env in services:
             port = free_port()
             own = {**env, port_env: str(port)}
-            module = f"services.{name}"
+            module = f"rtml.services.{name}"
             stack.services.append(Service(name, module, port, own, spawn(module, own)))
         stack.wait_ready(ready_timeout_s)
         yield stack

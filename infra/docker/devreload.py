@@ -1,8 +1,9 @@
 """Development only: run a service and restart it when its code changes.
 
-``python devreload.py -m services.ingestion`` runs ``python -m services.ingestion``
+``python devreload.py -m rtml.services.ingestion`` runs ``python -m rtml.services.ingestion``
 as a child process and polls the ``.py`` files under ``$RTML_DEVRELOAD_DIRS``
-(default ``/app/services:/app/shared:/app/rtml``). When one changes -- Tilt's
+(default ``/app/rtml``, where the image lays out rtml with its shared/ and
+services/ folders inside). When one changes -- Tilt's
 ``live_update`` has just synced an edit into the running container -- the child
 gets SIGTERM (so it drains as in production), then SIGKILL after
 ``$RTML_DEVRELOAD_GRACE_S`` seconds, and a fresh child starts with the new code.
@@ -22,7 +23,7 @@ import signal
 import subprocess
 import sys
 
-DEFAULT_DIRS = "/app/services:/app/shared:/app/rtml"
+DEFAULT_DIRS = "/app/rtml"
 
 
 def _log(message: str) -> None:

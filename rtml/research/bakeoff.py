@@ -68,8 +68,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
-from shared.bandits.contextual import make_contextual_policy
-from shared.errors import RtmlError
+from rtml.shared.bandits.contextual import make_contextual_policy
+from rtml.shared.errors import RtmlError
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]

@@ -29,8 +29,8 @@ from numpy.typing import NDArray
 from scipy import optimize, stats
 from scipy.special import betaln, xlogy
 
-from shared.bandits.policies import value_remaining
-from shared.errors import RtmlError
+from rtml.shared.bandits.policies import value_remaining
+from rtml.shared.errors import RtmlError
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]

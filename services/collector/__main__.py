@@ -1,4 +1,4 @@
-"""Entry point: ``python -m services.collector`` (what ``rtml up`` runs).
+"""Entry point: ``python -m rtml.services.collector`` (what ``rtml up`` runs).
 
 A faust worker (``app.py``: the join) and, next to it in the same process,
 the warehouse writer (``warehouse_writer.py``) and, on the side port
@@ -16,16 +16,15 @@ import faust
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from mode import Service
-
-from services.collector.app import SERVICE, CollectorWorker, changelog_topics, join_topic
-from services.collector.config import CollectorSettings
-from services.collector.warehouse_writer import WarehouseWriter
-from shared import topics
-from shared.faust_worker import run_worker
-from shared.kafka import DlqWriter, client_kwargs, ensure_topics, start_producer
-from shared.logging import configure_logging, get_logger
-from shared.service import BrokerProbe, HealthEndpoints, serve
-from shared.settings import Settings, get_settings
+from rtml.services.collector.app import SERVICE, CollectorWorker, changelog_topics, join_topic
+from rtml.services.collector.config import CollectorSettings
+from rtml.services.collector.warehouse_writer import WarehouseWriter
+from rtml.shared import topics
+from rtml.shared.faust_worker import run_worker
+from rtml.shared.kafka import DlqWriter, client_kwargs, ensure_topics, start_producer
+from rtml.shared.logging import configure_logging, get_logger
+from rtml.shared.service import BrokerProbe, HealthEndpoints, serve
+from rtml.shared.settings import Settings, get_settings
 
 log = get_logger(SERVICE)
 

@@ -44,20 +44,19 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from faust.types import Message, StreamT
-
-from services.collector import metrics
-from services.collector.config import EMBEDDED_FETCH_MAX_WAIT_MS, CollectorSettings
-from services.collector.join import Joined, JoinState
-from services.collector.routing import Rekeyed, decode_joinable, rekey_event, rekey_prediction
-from services.collector.store import FLOATS, MESSAGES, PartitionView
-from shared import topics
-from shared.broker_compat_faust import CompatApp, faust_options
-from shared.contracts import Prediction, encode
-from shared.errors import ContractError
-from shared.faust_worker import recovered_and_assigned
-from shared.kafka import DlqWriter, send_all
-from shared.logging import get_logger
-from shared.settings import Settings
+from rtml.services.collector import metrics
+from rtml.services.collector.config import EMBEDDED_FETCH_MAX_WAIT_MS, CollectorSettings
+from rtml.services.collector.join import Joined, JoinState
+from rtml.services.collector.routing import Rekeyed, decode_joinable, rekey_event, rekey_prediction
+from rtml.services.collector.store import FLOATS, MESSAGES, PartitionView
+from rtml.shared import topics
+from rtml.shared.broker_compat_faust import CompatApp, faust_options
+from rtml.shared.contracts import Prediction, encode
+from rtml.shared.errors import ContractError
+from rtml.shared.faust_worker import recovered_and_assigned
+from rtml.shared.kafka import DlqWriter, send_all
+from rtml.shared.logging import get_logger
+from rtml.shared.settings import Settings
 
 SERVICE = "collector"
 TABLES = ("predictions", "labels", "done")

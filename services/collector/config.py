@@ -6,8 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from services.collector.join import JoinConfig
+from rtml.services.collector.join import JoinConfig
 
 # The embedded broker does not answer a waiting fetch when data arrives, so every
 # consumer there polls; each fetch costs it more the more record batches a partition

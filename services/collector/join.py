@@ -26,9 +26,9 @@ from collections import Counter
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 
-from shared.contracts import Message, Prediction, Reward, TrainingExample
-from shared.tasks.registry import tasks
-from shared.tasks.spec import ARM, TaskSpec
+from rtml.shared.contracts import Message, Prediction, Reward, TrainingExample
+from rtml.shared.tasks.registry import tasks
+from rtml.shared.tasks.spec import ARM, TaskSpec
 
 
 @dataclass(frozen=True)

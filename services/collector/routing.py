@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from services.collector.join import join_key_of_label, join_key_of_prediction
-from shared.contracts import Message, Prediction, decode
-from shared.tasks.registry import tasks
+from rtml.services.collector.join import join_key_of_label, join_key_of_prediction
+from rtml.shared.contracts import Message, Prediction, decode
+from rtml.shared.tasks.registry import tasks
 
 
 @cache

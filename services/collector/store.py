@@ -24,8 +24,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
 
 from aiokafka.partitioner import murmur2
-
-from shared.contracts import decode, encode
+from rtml.shared.contracts import decode, encode
 
 T = TypeVar("T")
 _DELETED = None

@@ -19,16 +19,15 @@ import contextlib
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
-
-from services.collector import metrics
-from services.collector.config import CollectorSettings
-from shared import topics
-from shared.contracts import TrainingExample, decode
-from shared.errors import ContractError
-from shared.kafka import DlqWriter, start_consumer
-from shared.logging import get_logger
-from shared.settings import Settings
-from shared.warehouse import Located, Warehouse
+from rtml.services.collector import metrics
+from rtml.services.collector.config import CollectorSettings
+from rtml.shared import topics
+from rtml.shared.contracts import TrainingExample, decode
+from rtml.shared.errors import ContractError
+from rtml.shared.kafka import DlqWriter, start_consumer
+from rtml.shared.logging import get_logger
+from rtml.shared.settings import Settings
+from rtml.shared.warehouse import Located, Warehouse
 
 log = get_logger(__name__)
 

@@ -1,16 +1,16 @@
-"""Entry point: ``python -m services.dashboard`` — the live dashboard on RTML_DASHBOARD_PORT."""
+"""Entry point: ``python -m rtml.services.dashboard``, the live dashboard."""
 
 from __future__ import annotations
 
 import asyncio
 
-from services.dashboard.aggregates import Dashboard
-from services.dashboard.app import DashboardApp
-from services.dashboard.feed import TopicFeed
-from services.dashboard.settings import DashboardSettings
-from shared.kafka import ensure_topics
-from shared.logging import configure_logging, get_logger
-from shared.service import HealthEndpoints, run_until_signalled, serve
+from rtml.services.dashboard.aggregates import Dashboard
+from rtml.services.dashboard.app import DashboardApp
+from rtml.services.dashboard.feed import TopicFeed
+from rtml.services.dashboard.settings import DashboardSettings
+from rtml.shared.kafka import ensure_topics
+from rtml.shared.logging import configure_logging, get_logger
+from rtml.shared.service import HealthEndpoints, run_until_signalled, serve
 
 SERVICE = "dashboard"
 

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.dashboard.bounded import EventBuckets, RecentIds, WallBuckets
-from services.dashboard.histogram import LogHistogram
-from shared.contracts import (
+from rtml.services.dashboard.bounded import EventBuckets, RecentIds, WallBuckets
+from rtml.services.dashboard.histogram import LogHistogram
+from rtml.shared.contracts import (
     DOMAIN_EVENTS,
     DlqRecord,
     Message,
@@ -41,7 +41,7 @@ from shared.contracts import (
     Task,
     TrainingExample,
 )
-from shared.timings import TOTAL, hops, in_chain_order
+from rtml.shared.timings import TOTAL, hops, in_chain_order
 
 # wall-clock rates and latency: the last 5 minutes, in 5-second points
 WALL_WINDOW_S = 300

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import Gauge
-
-from services.dashboard.aggregates import Dashboard
-from shared.service import HealthEndpoints
+from rtml.services.dashboard.aggregates import Dashboard
+from rtml.shared.service import HealthEndpoints
 
 STATIC = Path(__file__).parent / "static"
 # EventSource reconnects after this long when the stream breaks (a dashboard restart)

@@ -14,14 +14,13 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter
-
-from services.dashboard.aggregates import Dashboard
-from shared import topics
-from shared.contracts import decode
-from shared.errors import ContractError
-from shared.kafka import start_consumer
-from shared.logging import get_logger
-from shared.settings import Settings
+from rtml.services.dashboard.aggregates import Dashboard
+from rtml.shared import topics
+from rtml.shared.contracts import decode
+from rtml.shared.errors import ContractError
+from rtml.shared.kafka import start_consumer
+from rtml.shared.logging import get_logger
+from rtml.shared.settings import Settings
 
 log = get_logger(__name__)
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from pydantic import Field
-
-from shared.settings import Settings
+from rtml.shared.settings import Settings
 
 
 class DashboardSettings(Settings):

@@ -1,4 +1,4 @@
-"""Entry point: ``python -m services.features`` (what ``rtml up`` runs).
+"""Entry point: ``python -m rtml.services.features`` (what ``rtml up`` runs).
 
 A faust worker (``app.py``) plus, on the side port (RTML_FEATURES_PORT),
 ``/healthz``, ``/readyz`` (assigned, tables recovered, batch features loaded),
@@ -16,16 +16,21 @@ import faust
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from mode import Service
-
-from services.features.app import SERVICE, FeaturesWorker, changelog_topic, lookup_topics
-from services.features.batch_cache import BatchFeatureCache
-from services.features.http_adapter import HttpAdapter
-from shared import topics
-from shared.faust_worker import run_worker
-from shared.kafka import DlqWriter, client_kwargs, ensure_topics, start_consumer, start_producer
-from shared.logging import configure_logging, get_logger
-from shared.service import BrokerProbe, HealthEndpoints, serve
-from shared.settings import Settings, get_settings
+from rtml.services.features.app import SERVICE, FeaturesWorker, changelog_topic, lookup_topics
+from rtml.services.features.batch_cache import BatchFeatureCache
+from rtml.services.features.http_adapter import HttpAdapter
+from rtml.shared import topics
+from rtml.shared.faust_worker import run_worker
+from rtml.shared.kafka import (
+    DlqWriter,
+    client_kwargs,
+    ensure_topics,
+    start_consumer,
+    start_producer,
+)
+from rtml.shared.logging import configure_logging, get_logger
+from rtml.shared.service import BrokerProbe, HealthEndpoints, serve
+from rtml.shared.settings import Settings, get_settings
 
 log = get_logger(SERVICE)
 BATCH_FETCH_WAIT_MS = 1000

@@ -60,11 +60,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from aiokafka.partitioner import murmur2
 from faust.tables.table import Table
 from faust.types import TP, EventT, Message, StreamT
-
-from services.features import metrics
-from services.features.batch_cache import BatchFeatureCache
-from services.features.bulk import BulkApp
-from services.features.handlers import (
+from rtml.services.features import metrics
+from rtml.services.features.batch_cache import BatchFeatureCache
+from rtml.services.features.bulk import BulkApp
+from rtml.services.features.handlers import (
     Lookup,
     account,
     admit_events,
@@ -77,18 +76,18 @@ from services.features.handlers import (
     plan,
     replay_changelog,
 )
-from services.features.state import EntityStates
-from shared import topics
-from shared.broker_compat_faust import faust_options
-from shared.contracts import PredictRequest, decode, encode
-from shared.errors import ContractError
-from shared.faust_worker import recovered_and_assigned
-from shared.features.definitions import STREAMING_FEATURES_OF
-from shared.features.records import BatchFeatureRecord
-from shared.kafka import DlqWriter
-from shared.logging import get_logger
-from shared.settings import Settings
-from shared.timings import FEATURES, LOOKUP_FORWARD
+from rtml.services.features.state import EntityStates
+from rtml.shared import topics
+from rtml.shared.broker_compat_faust import faust_options
+from rtml.shared.contracts import PredictRequest, decode, encode
+from rtml.shared.errors import ContractError
+from rtml.shared.faust_worker import recovered_and_assigned
+from rtml.shared.features.definitions import STREAMING_FEATURES_OF
+from rtml.shared.features.records import BatchFeatureRecord
+from rtml.shared.kafka import DlqWriter
+from rtml.shared.logging import get_logger
+from rtml.shared.settings import Settings
+from rtml.shared.timings import FEATURES, LOOKUP_FORWARD
 
 SERVICE = "features"
 log = get_logger(__name__)

@@ -12,11 +12,10 @@ import asyncio
 import contextlib
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from shared import broker_compat, topics
-from shared.errors import ContractError
-from shared.features.records import BatchFeatureRecord, decode_batch_record
-from shared.logging import get_logger
+from rtml.shared import broker_compat, topics
+from rtml.shared.errors import ContractError
+from rtml.shared.features.records import BatchFeatureRecord, decode_batch_record
+from rtml.shared.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -41,10 +41,9 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message, TopicT
 from mode import Service
-
-from services.features import metrics
-from services.features.freshness import UNFETCHED, FreshnessBarrier, PartitionFetch
-from shared.broker_compat_faust import CompatApp, CompatConsumer, CompatTransport
+from rtml.services.features import metrics
+from rtml.services.features.freshness import UNFETCHED, FreshnessBarrier, PartitionFetch
+from rtml.shared.broker_compat_faust import CompatApp, CompatConsumer, CompatTransport
 
 BulkHandler = Callable[[list[Message]], Awaitable[None]]
 

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import click
 from aiokafka.errors import KafkaError
-
-from services.features.publish import publish
-from shared.errors import RtmlError
-from shared.eventlog import read_event_log
-from shared.features.batch import compute_batch_features, item_embedding_records
-from shared.settings import get_settings
+from rtml.services.features.publish import publish
+from rtml.shared.errors import RtmlError
+from rtml.shared.eventlog import read_event_log
+from rtml.shared.features.batch import compute_batch_features, item_embedding_records
+from rtml.shared.settings import get_settings
 
 PROGRESS_EVERY = 50_000
 

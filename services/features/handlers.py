@@ -17,9 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgpack
-
-from services.features.state import EntityStates
-from shared.contracts import (
+from rtml.services.features.state import EntityStates
+from rtml.shared.contracts import (
     DOMAIN_EVENTS,
     FeatureVector,
     Message,
@@ -29,8 +28,8 @@ from shared.contracts import (
     from_wire,
     unpack,
 )
-from shared.errors import ContractError
-from shared.features.definitions import (
+from rtml.shared.errors import ContractError
+from rtml.shared.features.definitions import (
     STREAMING_FEATURES_OF,
     EntityKind,
     FeatureValue,
@@ -40,9 +39,9 @@ from shared.features.definitions import (
     request_features,
     task_vector,
 )
-from shared.features.records import BatchFeatureRecord
-from shared.tasks.registry import task_spec
-from shared.timings import FEATURES, FRESHNESS_WAIT, TO_FEATURES, ms, with_wait
+from rtml.shared.features.records import BatchFeatureRecord
+from rtml.shared.tasks.registry import task_spec
+from rtml.shared.timings import FEATURES, FRESHNESS_WAIT, TO_FEATURES, ms, with_wait
 
 # a changelog record holds a batch of events; Kafka's default request limit is 1 MiB
 CHANGELOG_RECORD_MAX_BYTES = 256 * 1024

@@ -23,10 +23,9 @@ from typing import Any, cast
 
 import aiohttp
 from aiohttp import web
-
-from services.features import metrics
-from services.features.app import ENTITY_KINDS, FeaturesWorker
-from services.features.handlers import (
+from rtml.services.features import metrics
+from rtml.services.features.app import ENTITY_KINDS, FeaturesWorker
+from rtml.services.features.handlers import (
     Lookup,
     account,
     advance,
@@ -36,10 +35,10 @@ from services.features.handlers import (
     held,
     plan,
 )
-from shared.contracts import PredictRequest, from_wire
-from shared.errors import ContractError
-from shared.features.definitions import EntityKind, FeatureValue
-from shared.timings import FEATURES, LOOKUP_FORWARD
+from rtml.shared.contracts import PredictRequest, from_wire
+from rtml.shared.errors import ContractError
+from rtml.shared.features.definitions import EntityKind, FeatureValue
+from rtml.shared.timings import FEATURES, LOOKUP_FORWARD
 
 OWNER_TIMEOUT_S = 2.0
 

@@ -7,8 +7,7 @@ Freshness is a histogram per feature; the fallback rate of a feature is
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
-
-from shared.contracts import FeatureVector
+from rtml.shared.contracts import FeatureVector
 
 EVENTS = Counter(
     "rtml_features_events_total",

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from services.features.batch_cache import BatchFeatureCache
-from shared import topics
-from shared.contracts import encode
-from shared.features.records import BatchFeatureRecord
-from shared.kafka import ensure_topics, start_consumer, start_producer
-from shared.settings import Settings
+from rtml.services.features.batch_cache import BatchFeatureCache
+from rtml.shared import topics
+from rtml.shared.contracts import encode
+from rtml.shared.features.records import BatchFeatureRecord
+from rtml.shared.kafka import ensure_topics, start_consumer, start_producer
+from rtml.shared.settings import Settings
 
 
 @dataclass(frozen=True)

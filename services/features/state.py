@@ -25,7 +25,7 @@ import math
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Mapping
 
-from shared.contracts import (
+from rtml.shared.contracts import (
     CourierAssigned,
     CourierOffline,
     CourierOnline,
@@ -37,7 +37,7 @@ from shared.contracts import (
     OrderPlaced,
     OrderReady,
 )
-from shared.features.definitions import (
+from rtml.shared.features.definitions import (
     DELIVERY_WINDOW_S,
     ITEM_EMBEDDING_DIM,
     LAST_ITEMS,
@@ -59,7 +59,7 @@ from shared.features.definitions import (
     item_embedding,
     mean_embedding,
 )
-from shared.features.records import BatchFeatureRecord
+from rtml.shared.features.records import BatchFeatureRecord
 
 # pruning walks each zone's couriers, so do it once the horizon has moved this far
 PRUNE_STEP_S = 300.0

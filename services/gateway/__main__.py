@@ -1,4 +1,4 @@
-"""Entry point: ``python -m services.gateway``, the request-driven wiring.
+"""Entry point: ``python -m rtml.services.gateway``, the request-driven wiring.
 
 What ``rtml up --wiring request`` runs next to the other services: per
 request, features -> router -> prediction over HTTP (``app.py``). Its side
@@ -12,18 +12,17 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-
-from services.gateway.app import (
+from rtml.services.gateway.app import (
     Gateway,
     HttpUpstreams,
     PredictionLog,
     UpstreamProbe,
     upstream_urls,
 )
-from shared.kafka import ensure_topics, start_producer
-from shared.logging import configure_logging, get_logger
-from shared.service import HealthEndpoints, run_until_signalled, serve
-from shared.settings import get_settings
+from rtml.shared.kafka import ensure_topics, start_producer
+from rtml.shared.logging import configure_logging, get_logger
+from rtml.shared.service import HealthEndpoints, run_until_signalled, serve
+from rtml.shared.settings import get_settings
 
 SERVICE = "gateway"
 # concurrent connections to all upstreams together (aiohttp's default is 100)

@@ -27,8 +27,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
-
-from services.gateway.handlers import (
+from rtml.services.gateway.handlers import (
     UPSTREAMS,
     M,
     Upstream,
@@ -39,8 +38,8 @@ from services.gateway.handlers import (
     readiness,
     unavailable,
 )
-from shared import topics
-from shared.contracts import (
+from rtml.shared import topics
+from rtml.shared.contracts import (
     Message,
     PredictEnriched,
     Prediction,
@@ -48,10 +47,10 @@ from shared.contracts import (
     PredictRouted,
     encode,
 )
-from shared.ingest_requests import BadRequest
-from shared.logging import get_logger
-from shared.service import HealthEndpoints
-from shared.settings import Settings
+from rtml.shared.ingest_requests import BadRequest
+from rtml.shared.logging import get_logger
+from rtml.shared.service import HealthEndpoints
+from rtml.shared.settings import Settings
 
 log = get_logger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol, TypeVar, cast
 
-from shared.contracts import (
+from rtml.shared.contracts import (
     Message,
     PredictEnriched,
     Prediction,
@@ -21,8 +21,8 @@ from shared.contracts import (
     PredictRouted,
     from_wire,
 )
-from shared.errors import ContractError
-from shared.ingest_requests import parse_body, predict_request
+from rtml.shared.errors import ContractError
+from rtml.shared.ingest_requests import parse_body, predict_request
 
 Upstream = Literal["features", "router", "prediction"]
 UPSTREAMS: tuple[Upstream, ...] = ("features", "router", "prediction")

@@ -1,16 +1,16 @@
-"""Entry point: ``python -m services.ingestion`` (what ``rtml up`` runs)."""
+"""Entry point: ``python -m rtml.services.ingestion`` (what ``rtml up`` runs)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from services.ingestion.app import Ingestion
-from services.ingestion.config import IngestionSettings
-from services.ingestion.predictions import PredictionWaiter
-from shared.kafka import ensure_topics, start_consumer, start_producer
-from shared.logging import configure_logging, get_logger
-from shared.service import BrokerProbe, HealthEndpoints, run_until_signalled, serve
-from shared.settings import get_settings
+from rtml.services.ingestion.app import Ingestion
+from rtml.services.ingestion.config import IngestionSettings
+from rtml.services.ingestion.predictions import PredictionWaiter
+from rtml.shared.kafka import ensure_topics, start_consumer, start_producer
+from rtml.shared.logging import configure_logging, get_logger
+from rtml.shared.service import BrokerProbe, HealthEndpoints, run_until_signalled, serve
+from rtml.shared.settings import get_settings
 
 SERVICE = "ingestion"
 

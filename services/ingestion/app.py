@@ -12,23 +12,22 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
-
-from services.ingestion.config import IngestionSettings
-from services.ingestion.openapi import openapi_document
-from services.ingestion.predictions import PredictionWaiter
-from shared import topics
-from shared.contracts import Message, encode, new_id
-from shared.ingest_requests import (
+from rtml.services.ingestion.config import IngestionSettings
+from rtml.services.ingestion.openapi import openapi_document
+from rtml.services.ingestion.predictions import PredictionWaiter
+from rtml.shared import topics
+from rtml.shared.contracts import Message, encode, new_id
+from rtml.shared.ingest_requests import (
     BadRequest,
     Problem,
     parse_body,
     predict_request,
     validate_events,
 )
-from shared.kafka import ensure_topics
-from shared.logging import get_logger
-from shared.service import HealthEndpoints
-from shared.settings import Settings
+from rtml.shared.kafka import ensure_topics
+from rtml.shared.logging import get_logger
+from rtml.shared.service import HealthEndpoints
+from rtml.shared.settings import Settings
 
 log = get_logger(__name__)
 

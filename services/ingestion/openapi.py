@@ -12,8 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from shared.contracts import DOMAIN_EVENTS, Message, Prediction, PredictRequest
-from shared.ingest_requests import MSGPACK_INT_MAX, MSGPACK_INT_MIN, MSGPACK_TYPES
+from rtml.shared.contracts import DOMAIN_EVENTS, Message, Prediction, PredictRequest
+from rtml.shared.ingest_requests import MSGPACK_INT_MAX, MSGPACK_INT_MIN, MSGPACK_TYPES
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 # set by ingestion from its clock, never taken from the client

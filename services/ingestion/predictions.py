@@ -8,11 +8,10 @@ import contextlib
 from collections import OrderedDict
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from shared import topics
-from shared.contracts import Prediction, decode
-from shared.errors import ContractError
-from shared.logging import get_logger
+from rtml.shared import topics
+from rtml.shared.contracts import Prediction, decode
+from rtml.shared.errors import ContractError
+from rtml.shared.logging import get_logger
 
 log = get_logger(__name__)
 

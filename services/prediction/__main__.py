@@ -1,4 +1,4 @@
-"""Entry point: ``python -m services.prediction`` (what ``rtml up`` runs)."""
+"""Entry point: ``python -m rtml.services.prediction`` (what ``rtml up`` runs)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+from rtml.services.prediction.app import PredictionApp
+from rtml.services.prediction.handlers import Scorer
+from rtml.services.prediction.models import ModelFollower
+from rtml.shared import topics
+from rtml.shared.contracts import PredictRouted
+from rtml.shared.kafka import ensure_topics, start_consumer, start_producer
+from rtml.shared.logging import configure_logging, get_logger
+from rtml.shared.model_store import ModelStore
+from rtml.shared.pipeline import Pipeline
+from rtml.shared.service import HealthEndpoints, run_until_signalled, serve
+from rtml.shared.settings import get_settings
+
 from rtml.tasks.recs.serving import BatchRecommender, follow_batch_predictions
-from services.prediction.app import PredictionApp
-from services.prediction.handlers import Scorer
-from services.prediction.models import ModelFollower
-from shared import topics
-from shared.contracts import PredictRouted
-from shared.kafka import ensure_topics, start_consumer, start_producer
-from shared.logging import configure_logging, get_logger
-from shared.model_store import ModelStore
-from shared.pipeline import Pipeline
-from shared.service import HealthEndpoints, run_until_signalled, serve
-from shared.settings import get_settings
 
 SERVICE = "prediction"
 GROUP_ID = "rtml-prediction"

@@ -18,14 +18,14 @@ from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
+from rtml.services.prediction.handlers import FeatureMismatch, NoModel, Scorer
+from rtml.shared import topics
+from rtml.shared.contracts import Prediction, PredictRouted, from_wire
+from rtml.shared.errors import ContractError
+from rtml.shared.pipeline import Incoming, Outgoing
+from rtml.shared.service import HealthEndpoints
 
 from rtml.tasks.recs.serving import BatchRecommender, recommend_route
-from services.prediction.handlers import FeatureMismatch, NoModel, Scorer
-from shared import topics
-from shared.contracts import Prediction, PredictRouted, from_wire
-from shared.errors import ContractError
-from shared.pipeline import Incoming, Outgoing
-from shared.service import HealthEndpoints
 
 PREDICTIONS = Counter(
     "rtml_predictions_total", "predictions made", ["task", "version", "fell_back"]

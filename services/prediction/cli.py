@@ -10,17 +10,16 @@ from typing import TypeVar
 
 import click
 from aiokafka.errors import KafkaError
-
-from shared import topics
-from shared.contracts import Task
-from shared.errors import ModelStoreError, RtmlError
-from shared.kafka import ensure_topics, start_producer
-from shared.model_announcements import announce
-from shared.model_lineage import render_lineage_tree
-from shared.model_store import ModelRecord, ModelStore
-from shared.settings import get_settings
-from shared.tasks.cli import TASK
-from shared.tasks.registry import tasks
+from rtml.shared import topics
+from rtml.shared.contracts import Task
+from rtml.shared.errors import ModelStoreError, RtmlError
+from rtml.shared.kafka import ensure_topics, start_producer
+from rtml.shared.model_announcements import announce
+from rtml.shared.model_lineage import render_lineage_tree
+from rtml.shared.model_store import ModelRecord, ModelStore
+from rtml.shared.settings import get_settings
+from rtml.shared.tasks.cli import TASK
+from rtml.shared.tasks.registry import tasks
 
 T = TypeVar("T")
 

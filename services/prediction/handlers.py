@@ -16,11 +16,10 @@ from types import MappingProxyType
 
 import numpy as np
 import xgboost as xgb
-
-from shared.contracts import FeatureVector, Prediction, PredictRouted, Task
-from shared.errors import RtmlError
-from shared.model_store import ModelRecord
-from shared.timings import SCORING, TO_PREDICTION, TOTAL, ms, with_wait
+from rtml.shared.contracts import FeatureVector, Prediction, PredictRouted, Task
+from rtml.shared.errors import RtmlError
+from rtml.shared.model_store import ModelRecord
+from rtml.shared.timings import SCORING, TO_PREDICTION, TOTAL, ms, with_wait
 
 
 class ScoringError(RtmlError):

@@ -19,21 +19,20 @@ import time
 
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter, Gauge, Histogram
-
-from services.prediction.handlers import LoadedModel, Scorer
-from shared.contracts import ModelAnnouncement, Task
-from shared.errors import IntegrityError, ModelStoreError
-from shared.logging import get_logger
-from shared.model_announcements import (
+from rtml.services.prediction.handlers import LoadedModel, Scorer
+from rtml.shared.contracts import ModelAnnouncement, Task
+from rtml.shared.errors import IntegrityError, ModelStoreError
+from rtml.shared.logging import get_logger
+from rtml.shared.model_announcements import (
     MODELS_PARTITION,
     decode_announcement,
     last_word,
     open_announcement_reader,
     read_to_end,
 )
-from shared.model_store import ModelStore
-from shared.settings import Settings
-from shared.tasks.registry import tasks
+from rtml.shared.model_store import ModelStore
+from rtml.shared.settings import Settings
+from rtml.shared.tasks.registry import tasks
 
 log = get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""Entry point: ``python -m services.router``, the bandit router.
+"""Entry point: ``python -m rtml.services.router``, the bandit router.
 
 Start-up rebuilds the state before the first decision:
 1. read rtml.router.state to its end, the last checkpoint per task (policy
@@ -23,21 +23,20 @@ import asyncio
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
-
-from services.router.app import PosteriorCollector, RouterApp
-from services.router.handlers import Router, RouterConfig
-from services.router.models import AnnouncementFollower, Promoter
-from services.router.rewards import RewardFollower
-from services.router.state import read_checkpoints
-from shared import topics
-from shared.bandits.policies import PolicyError
-from shared.contracts import PredictEnriched
-from shared.kafka import ensure_topics, start_consumer, start_producer
-from shared.logging import configure_logging, get_logger
-from shared.model_store import ModelStore
-from shared.pipeline import Pipeline
-from shared.service import HealthEndpoints, run_until_signalled, serve
-from shared.settings import get_settings
+from rtml.services.router.app import PosteriorCollector, RouterApp
+from rtml.services.router.handlers import Router, RouterConfig
+from rtml.services.router.models import AnnouncementFollower, Promoter
+from rtml.services.router.rewards import RewardFollower
+from rtml.services.router.state import read_checkpoints
+from rtml.shared import topics
+from rtml.shared.bandits.policies import PolicyError
+from rtml.shared.contracts import PredictEnriched
+from rtml.shared.kafka import ensure_topics, start_consumer, start_producer
+from rtml.shared.logging import configure_logging, get_logger
+from rtml.shared.model_store import ModelStore
+from rtml.shared.pipeline import Pipeline
+from rtml.shared.service import HealthEndpoints, run_until_signalled, serve
+from rtml.shared.settings import get_settings
 
 SERVICE = "router"
 GROUP_ID = "rtml-router"

@@ -19,14 +19,13 @@ from aiohttp import web
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-from services.router.handlers import CHAMPION_FALLBACK, Router, with_router_timings
-from shared import topics
-from shared.bandits.contextual import ContextualPolicyError
-from shared.contracts import PredictEnriched, PredictRouted, from_wire
-from shared.errors import ContractError
-from shared.pipeline import Incoming, Outgoing
-from shared.service import HealthEndpoints
+from rtml.services.router.handlers import CHAMPION_FALLBACK, Router, with_router_timings
+from rtml.shared import topics
+from rtml.shared.bandits.contextual import ContextualPolicyError
+from rtml.shared.contracts import PredictEnriched, PredictRouted, from_wire
+from rtml.shared.errors import ContractError
+from rtml.shared.pipeline import Incoming, Outgoing
+from rtml.shared.service import HealthEndpoints
 
 DECISIONS = Counter("rtml_router_decisions_total", "routing decisions", ["task", "arm"])
 MAX_ROUTE_BODY_BYTES = 256 * 1024

@@ -32,17 +32,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import special
-
-from shared.bandits.contextual import (
+from rtml.shared.bandits.contextual import (
     CONTEXTUAL_POLICY_NAMES,
     ContextualPolicy,
     ContextualPolicyError,
     FloatArray,
     make_contextual_policy,
 )
-from shared.bandits.policies import UnknownArm
-from shared.contracts import (
+from rtml.shared.bandits.policies import UnknownArm
+from rtml.shared.contracts import (
     MAX_MESSAGE_BYTES,
     ArmSummary,
     FeatureVector,
@@ -50,7 +48,8 @@ from shared.contracts import (
     PredictRouted,
     Reward,
 )
-from shared.tasks.spec import ItemArms
+from rtml.shared.tasks.spec import ItemArms
+from scipy import special
 
 PACKED_SNAPSHOT_VERSION = 1
 _Z95 = float(special.ndtri(0.975))

@@ -36,14 +36,13 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
-
-from services.router.contextual_routing import (
+from rtml.services.router.contextual_routing import (
     ContextSpec,
     ContextualArms,
     is_contextual,
 )
-from services.router.ledger import Admission, LogPosition, RewardLedger
-from shared.bandits.policies import (
+from rtml.services.router.ledger import Admission, LogPosition, RewardLedger
+from rtml.shared.bandits.policies import (
     Policy,
     PolicyError,
     PromotionRule,
@@ -53,7 +52,7 @@ from shared.bandits.policies import (
     make_policy,
     promotion_decision,
 )
-from shared.contracts import (
+from rtml.shared.contracts import (
     ArmSummary,
     ModelAnnouncement,
     PredictEnriched,
@@ -62,11 +61,11 @@ from shared.contracts import (
     RouterState,
     Task,
 )
-from shared.logging import get_logger
-from shared.settings import Settings
-from shared.tasks.registry import tasks
-from shared.tasks.spec import TaskSpec
-from shared.timings import ROUTING, TO_ROUTER, ms, with_wait
+from rtml.shared.logging import get_logger
+from rtml.shared.settings import Settings
+from rtml.shared.tasks.registry import tasks
+from rtml.shared.tasks.spec import TaskSpec
+from rtml.shared.timings import ROUTING, TO_ROUTER, ms, with_wait
 
 log = get_logger(__name__)
 

@@ -15,12 +15,11 @@ from collections import defaultdict
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import Counter
-
-from services.router.handlers import PromotionProposal, Router
-from shared.contracts import ModelAnnouncement, Task
-from shared.errors import ModelStoreError
-from shared.logging import get_logger
-from shared.model_announcements import (
+from rtml.services.router.handlers import PromotionProposal, Router
+from rtml.shared.contracts import ModelAnnouncement, Task
+from rtml.shared.errors import ModelStoreError
+from rtml.shared.logging import get_logger
+from rtml.shared.model_announcements import (
     MODELS_PARTITION,
     announce,
     decode_announcement,
@@ -28,8 +27,8 @@ from shared.model_announcements import (
     open_announcement_reader,
     read_to_end,
 )
-from shared.model_store import ModelStore
-from shared.settings import Settings
+from rtml.shared.model_store import ModelStore
+from rtml.shared.settings import Settings
 
 log = get_logger(__name__)
 

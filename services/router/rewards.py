@@ -23,17 +23,16 @@ from typing import cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter
-
-from services.router.handlers import RewardOutcome, Router
-from services.router.ledger import LogPosition
-from services.router.models import Promoter
-from services.router.state import write_checkpoints
-from shared import broker_compat, topics
-from shared.contracts import Reward, decode
-from shared.errors import ContractError
-from shared.kafka import DlqWriter
-from shared.logging import get_logger
-from shared.settings import Settings
+from rtml.services.router.handlers import RewardOutcome, Router
+from rtml.services.router.ledger import LogPosition
+from rtml.services.router.models import Promoter
+from rtml.services.router.state import write_checkpoints
+from rtml.shared import broker_compat, topics
+from rtml.shared.contracts import Reward, decode
+from rtml.shared.errors import ContractError
+from rtml.shared.kafka import DlqWriter
+from rtml.shared.logging import get_logger
+from rtml.shared.settings import Settings
 
 log = get_logger(__name__)
 

@@ -16,14 +16,13 @@ from typing import cast
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client import Counter
-
-from services.router.handlers import Router
-from shared import broker_compat, topics
-from shared.contracts import RouterState, decode, encode
-from shared.errors import ContractError
-from shared.kafka import start_consumer
-from shared.logging import get_logger
-from shared.settings import Settings
+from rtml.services.router.handlers import Router
+from rtml.shared import broker_compat, topics
+from rtml.shared.contracts import RouterState, decode, encode
+from rtml.shared.errors import ContractError
+from rtml.shared.kafka import start_consumer
+from rtml.shared.logging import get_logger
+from rtml.shared.settings import Settings
 
 log = get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""Entry point: ``python -m services.trainer`` (what ``rtml up`` runs).
+"""Entry point: ``python -m rtml.services.trainer`` (what ``rtml up`` runs).
 
 Consumes rtml.training.examples for the drift monitor (stage 4), retrains on
 a schedule (stages 2 and 3), registers every kept version in the model store
@@ -12,19 +12,18 @@ import contextlib
 from collections.abc import Sequence
 
 from aiohttp import web
-
-from services.trainer.config import TrainerSettings
-from services.trainer.service import Trainer
-from shared import topics
-from shared.contracts import TrainingExample
-from shared.kafka import ensure_topics, start_consumer, start_producer
-from shared.logging import configure_logging, get_logger
-from shared.model_announcements import announce
-from shared.model_store import ModelRecord, ModelStore
-from shared.pipeline import Incoming, Outgoing, Pipeline
-from shared.service import HealthEndpoints, run_until_signalled, serve
-from shared.settings import get_settings
-from shared.warehouse import Warehouse
+from rtml.services.trainer.config import TrainerSettings
+from rtml.services.trainer.service import Trainer
+from rtml.shared import topics
+from rtml.shared.contracts import TrainingExample
+from rtml.shared.kafka import ensure_topics, start_consumer, start_producer
+from rtml.shared.logging import configure_logging, get_logger
+from rtml.shared.model_announcements import announce
+from rtml.shared.model_store import ModelRecord, ModelStore
+from rtml.shared.pipeline import Incoming, Outgoing, Pipeline
+from rtml.shared.service import HealthEndpoints, run_until_signalled, serve
+from rtml.shared.settings import get_settings
+from rtml.shared.warehouse import Warehouse
 
 SERVICE = "trainer"
 GROUP_ID = "rtml-trainer"

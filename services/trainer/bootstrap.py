@@ -7,13 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from shared.contracts import FeatureVector, Message, PredictRequest
-from shared.features.batch import compute_batch_features
-from shared.features.records import BatchFeatureRecord
-from shared.features.reference import task_vectors
-from shared.tasks.spec import ARM, TaskSpec
-from shared.warehouse import ExampleTable, empty_table
+from rtml.shared.contracts import FeatureVector, Message, PredictRequest
+from rtml.shared.features.batch import compute_batch_features
+from rtml.shared.features.records import BatchFeatureRecord
+from rtml.shared.features.reference import task_vectors
+from rtml.shared.tasks.spec import ARM, TaskSpec
+from rtml.shared.warehouse import ExampleTable, empty_table
 
 
 class NoLabelsInLog(ValueError):

@@ -7,9 +7,8 @@ import hashlib
 from pathlib import Path
 
 import click
-
-from services.trainer.config import TrainerSettings
-from services.trainer.jobs import (
+from rtml.services.trainer.config import TrainerSettings
+from rtml.services.trainer.jobs import (
     Candidate,
     NotEnoughData,
     discard_consumed,
@@ -18,12 +17,12 @@ from services.trainer.jobs import (
     scratch_candidate,
     table_candidate,
 )
-from shared.contracts import Task
-from shared.model_store import ModelRecord, ModelStore
-from shared.settings import get_settings
-from shared.tasks.cli import TASK
-from shared.tasks.registry import task_spec
-from shared.warehouse import Warehouse
+from rtml.shared.contracts import Task
+from rtml.shared.model_store import ModelRecord, ModelStore
+from rtml.shared.settings import get_settings
+from rtml.shared.tasks.cli import TASK
+from rtml.shared.tasks.registry import task_spec
+from rtml.shared.warehouse import Warehouse
 
 
 @click.command("train")
@@ -92,8 +91,8 @@ def _candidate(
         return fine_tune_candidate(warehouse, store, current.version)
     if event_log is None:
         return scratch_candidate(warehouse, task)
-    from services.trainer.bootstrap import NoLabelsInLog, examples_from_log
-    from shared.eventlog import read_event_log
+    from rtml.services.trainer.bootstrap import NoLabelsInLog, examples_from_log
+    from rtml.shared.eventlog import read_event_log
 
     try:
         table = examples_from_log(list(read_event_log(event_log)), task_spec(task))
@@ -105,8 +104,8 @@ def _candidate(
 
 
 def _announce(record: ModelRecord) -> None:
-    from shared.kafka import start_producer
-    from shared.model_announcements import announce
+    from rtml.shared.kafka import start_producer
+    from rtml.shared.model_announcements import announce
 
     async def send() -> None:
         producer = await start_producer(get_settings())
@@ -157,10 +156,10 @@ class _spinner:
 def skew_command(task: Task | None, event_log: str, batch_log: str | None) -> None:
     """Compare the features logged in the warehouse with their recomputation from
     an event log by the reference implementation; exit 1 on any mismatch."""
-    from services.trainer.bootstrap import reference_vectors
-    from services.trainer.skew import skew_report
-    from shared.eventlog import read_event_log
-    from shared.features.batch import compute_batch_features
+    from rtml.services.trainer.bootstrap import reference_vectors
+    from rtml.services.trainer.skew import skew_report
+    from rtml.shared.eventlog import read_event_log
+    from rtml.shared.features.batch import compute_batch_features
 
     config = TrainerSettings()
     spec = task_spec(task or config.trainer_task)

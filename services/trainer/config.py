@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from shared.contracts import Task
+from rtml.shared.contracts import Task
 
 
 class TrainerSettings(BaseSettings):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.trainer.training import (
+from rtml.services.trainer.training import (
     TrainingRun,
     fine_tune,
     mae,
@@ -19,10 +19,10 @@ from services.trainer.training import (
     split_holdout,
     train_from_scratch,
 )
-from shared.contracts import Task
-from shared.errors import RtmlError
-from shared.model_store import ModelRecord, ModelStore
-from shared.warehouse import ExampleTable, Warehouse
+from rtml.shared.contracts import Task
+from rtml.shared.errors import RtmlError
+from rtml.shared.model_store import ModelRecord, ModelStore
+from rtml.shared.warehouse import ExampleTable, Warehouse
 
 MIN_EXAMPLES = 200
 

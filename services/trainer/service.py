@@ -12,10 +12,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter
-
-from services.trainer.config import TrainerSettings
-from services.trainer.drift import DriftMonitor, DriftSignal, feature_baseline
-from services.trainer.jobs import (
+from rtml.services.trainer.config import TrainerSettings
+from rtml.services.trainer.drift import DriftMonitor, DriftSignal, feature_baseline
+from rtml.services.trainer.jobs import (
     Candidate,
     NotEnoughData,
     discard_consumed,
@@ -23,11 +22,11 @@ from services.trainer.jobs import (
     register,
     scratch_candidate,
 )
-from shared.contracts import TrainingExample
-from shared.logging import get_logger
-from shared.model_store import ModelRecord, ModelStore
-from shared.tasks.registry import task_spec
-from shared.warehouse import Warehouse
+from rtml.shared.contracts import TrainingExample
+from rtml.shared.logging import get_logger
+from rtml.shared.model_store import ModelRecord, ModelStore
+from rtml.shared.tasks.registry import task_spec
+from rtml.shared.warehouse import Warehouse
 
 log = get_logger(__name__)
 

@@ -10,9 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from shared.contracts import FeatureVector
-from shared.warehouse import ExampleTable
+from rtml.shared.contracts import FeatureVector
+from rtml.shared.warehouse import ExampleTable
 
 TOLERANCE = 1e-9
 

@@ -46,9 +46,8 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from rtml.shared.bandits.policies import PolicyError
 from scipy import special
-
-from shared.bandits.policies import PolicyError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]

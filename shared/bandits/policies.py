@@ -35,9 +35,8 @@ from typing import Any, ClassVar, NamedTuple, Protocol, TypedDict
 
 import numpy as np
 from numpy.typing import NDArray
+from rtml.shared.errors import RtmlError
 from scipy import stats
-
-from shared.errors import RtmlError
 
 Arm = str
 FloatArray = NDArray[np.float64]

@@ -29,8 +29,8 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-from shared.contracts import Message, OrderDelivered, OrderPickedUp, OrderPlaced, OrderReady
-from shared.features.definitions import (
+from rtml.shared.contracts import Message, OrderDelivered, OrderPickedUp, OrderPlaced, OrderReady
+from rtml.shared.features.definitions import (
     ITEM_EMBEDDING_DIM,
     ITEM_EMBEDDING_NAMES,
     RESTAURANT_BATCH_FEATURES,
@@ -38,7 +38,7 @@ from shared.features.definitions import (
     EntityKind,
     entity_key,
 )
-from shared.features.records import BatchFeatureRecord
+from rtml.shared.features.records import BatchFeatureRecord
 
 MINUTE = 60.0
 

@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from shared.contracts import FeatureVector, Message, PredictRequest
+from rtml.shared.contracts import FeatureVector, Message, PredictRequest
 
 if TYPE_CHECKING:
-    from shared.features.records import BatchFeatureRecord
-    from shared.tasks.spec import TaskSpec
+    from rtml.shared.features.records import BatchFeatureRecord
+    from rtml.shared.tasks.spec import TaskSpec
 
 EntityKind = Literal["restaurant", "zone", "session", "item"]
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pydantic import Field, ValidationError, field_validator
-
-from shared.contracts import Message, unpack
-from shared.errors import ContractError
+from rtml.shared.contracts import Message, unpack
+from rtml.shared.errors import ContractError
 
 
 class BatchFeatureRecord(Message):

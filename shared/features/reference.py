@@ -24,7 +24,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from shared.contracts import (
+from rtml.shared.contracts import (
     CourierAssigned,
     CourierOffline,
     CourierOnline,
@@ -38,7 +38,7 @@ from shared.contracts import (
     OrderReady,
     PredictRequest,
 )
-from shared.features.definitions import (
+from rtml.shared.features.definitions import (
     DELIVERY_WINDOW_S,
     ITEM_EMBEDDING_DIM,
     LAST_ITEMS,
@@ -59,9 +59,9 @@ from shared.features.definitions import (
     request_features,
     task_vector,
 )
-from shared.features.records import BatchFeatureRecord
-from shared.tasks.registry import task_spec
-from shared.tasks.spec import TaskSpec
+from rtml.shared.features.records import BatchFeatureRecord
+from rtml.shared.tasks.registry import task_spec
+from rtml.shared.tasks.spec import TaskSpec
 
 Entity = tuple[EntityKind, str]
 # the events that change which couriers are idle

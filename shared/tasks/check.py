@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from shared.contracts import DOMAIN_EVENTS, Message
-from shared.features.definitions import (
+from rtml.shared.contracts import DOMAIN_EVENTS, Message
+from rtml.shared.features.definitions import (
     BATCH_FEATURES_OF,
     CALENDAR,
     DEFAULTS,
@@ -20,7 +20,7 @@ from shared.features.definitions import (
     STREAMING_FEATURES_OF,
     WINDOW_OF,
 )
-from shared.tasks.spec import (
+from rtml.shared.tasks.spec import (
     ARM,
     FEATURE_KINDS,
     OBJECTIVE_PREFIXES,
@@ -275,8 +275,8 @@ def _model(spec: TaskSpec) -> list[Problem]:
 
 def _router(spec: TaskSpec) -> list[Problem]:
     # imported here: only a check of the router policies needs the bandits (scipy)
-    from shared.bandits.contextual import CONTEXTUAL_POLICY_NAMES
-    from shared.bandits.policies import POLICY_NAMES, make_policy
+    from rtml.shared.bandits.contextual import CONTEXTUAL_POLICY_NAMES
+    from rtml.shared.bandits.policies import POLICY_NAMES, make_policy
 
     router, problems = spec.router, []
     if router.policy in CONTEXTUAL_POLICY_NAMES:

@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import click
-
-from shared.tasks.registry import InvalidTasks, UnknownTask, load_registry, tasks
-from shared.tasks.spec import TaskSpec
+from rtml.shared.tasks.registry import InvalidTasks, UnknownTask, load_registry, tasks
+from rtml.shared.tasks.spec import TaskSpec
 
 
 class TaskName(click.ParamType):

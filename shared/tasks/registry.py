@@ -16,8 +16,8 @@ from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from importlib.metadata import entry_points
 
-from shared.tasks.check import Problem, check
-from shared.tasks.spec import TaskSpec
+from rtml.shared.tasks.check import Problem, check
+from rtml.shared.tasks.spec import TaskSpec
 
 TASKS_ENV = "RTML_TASKS"
 ENTRY_POINT_GROUP = "rtml.tasks"

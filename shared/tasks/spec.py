@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from shared.contracts import Message
+from rtml.shared.contracts import Message
 
 FeatureKind = Literal[
     # a request input (PredictRequest.inputs); ``default`` when the request leaves it out

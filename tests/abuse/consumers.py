@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from shared import topics
-from shared.contracts import DlqRecord
-from shared.kafka import start_producer
-from shared.settings import Settings
+from rtml.shared import topics
+from rtml.shared.contracts import DlqRecord
+from rtml.shared.kafka import start_producer
+from rtml.shared.settings import Settings
+
 from tests.helpers import read_topic
 
 Position = tuple[int, int]  # partition, offset

@@ -7,8 +7,7 @@ from typing import Any
 
 import msgpack
 from hypothesis import strategies as st
-
-from shared.contracts import REGISTRY, Message, encode
+from rtml.shared.contracts import REGISTRY, Message, encode
 
 # hypothesis / schemathesis examples per property (and per API operation): a reduced
 # run by default; the full setting is

@@ -8,11 +8,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from services.collector.routing import label_kinds
-from shared import topics
-from shared.contracts import TrainingExample, encode
-from shared.kafka import read_all
-from shared.settings import Settings
+from rtml.services.collector.routing import label_kinds
+from rtml.shared import topics
+from rtml.shared.contracts import TrainingExample, encode
+from rtml.shared.kafka import read_all
+from rtml.shared.settings import Settings
+
 from tests.abuse.consumers import dead_letters_of, produce_frames
 from tests.abuse.frames import hostile_frames
 from tests.integration.test_collector import (  # noqa: F401 (own_broker is a fixture)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 import urllib.request
 
-from shared import topics
-from shared.contracts import OrderPlaced, PredictRequest, encode
-from shared.settings import Settings
+from rtml.shared import topics
+from rtml.shared.contracts import OrderPlaced, PredictRequest, encode
+from rtml.shared.settings import Settings
+
 from tests.abuse.consumers import dead_letters_of, produce_frames
 from tests.abuse.frames import hostile_frames
 from tests.helpers import read_topic

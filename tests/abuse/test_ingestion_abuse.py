@@ -24,11 +24,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
+from rtml.shared.contracts import DOMAIN_EVENTS, PredictRequest
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import ensure_topics
+from rtml.shared.settings import Settings
 
-from shared.contracts import DOMAIN_EVENTS, PredictRequest
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import ensure_topics
-from shared.settings import Settings
 from tests.abuse.frames import EXAMPLES, msgpack_values
 from tests.helpers import metric, service_process
 
@@ -79,7 +79,7 @@ def ingestion(own_broker: EmbeddedBroker) -> Iterator[Ingestion]:
         "RTML_INGEST_MAX_BATCH": "20",
     }
     url = f"http://127.0.0.1:{port}"
-    with service_process("services.ingestion", env, f"{url}/readyz") as process:
+    with service_process("rtml.services.ingestion", env, f"{url}/readyz") as process:
         yield Ingestion(url, port, process)
         assert process.poll() is None, "ingestion died during the abuse suite"
 

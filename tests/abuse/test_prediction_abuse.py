@@ -11,12 +11,12 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from rtml.shared import topics
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.model_announcements import announce
+from rtml.shared.model_store import ModelStore
+from rtml.shared.settings import Settings
 
-from shared import topics
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.model_announcements import announce
-from shared.model_store import ModelStore
-from shared.settings import Settings
 from tests.abuse.consumers import dead_letters_of, produce_frames
 from tests.abuse.frames import hostile_frames
 from tests.helpers import service_process
@@ -47,7 +47,7 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, s
             "RTML_MODEL_STORE": str(store.root),
         }
         url = f"http://127.0.0.1:{port}"
-        with service_process("services.prediction", env, f"{url}/readyz", 180) as process:
+        with service_process("rtml.services.prediction", env, f"{url}/readyz", 180) as process:
             yield Stack(settings, store, url), process
 
 

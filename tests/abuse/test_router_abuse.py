@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import urllib.request
 
-from shared import topics
+from rtml.shared import topics
+
 from tests.abuse.consumers import dead_letters_of, produce_frames
 from tests.abuse.frames import hostile_frames
 from tests.integration.test_router_service import (  # noqa: F401 (stack is a fixture)

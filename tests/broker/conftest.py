@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-
-from shared.embedded_broker import EmbeddedBroker
-from shared.settings import Settings
+from rtml.shared.embedded_broker import EmbeddedBroker
+from rtml.shared.settings import Settings
 
 
 @pytest.fixture

@@ -17,10 +17,9 @@ import uuid
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-
-from shared import broker_compat, topics
-from shared.kafka import client_kwargs, ensure_topics, start_consumer, start_producer
-from shared.settings import Settings
+from rtml.shared import broker_compat, topics
+from rtml.shared.kafka import client_kwargs, ensure_topics, start_consumer, start_producer
+from rtml.shared.settings import Settings
 
 
 def scratch_topic(partitions: int = 3) -> topics.Topic:
@@ -132,8 +131,8 @@ async def test_committed_offsets_survive_a_consumer_restart(settings: Settings) 
 
 GROUP_MEMBER = """
 import asyncio, sys
-from shared.kafka import start_consumer
-from shared.settings import Settings
+from rtml.shared.kafka import start_consumer
+from rtml.shared.settings import Settings
 
 async def main():
     settings = Settings.model_validate_json(sys.argv[1])

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
 import pytest
-
-from shared.contracts import Message, encode
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import ensure_topics, start_producer
-from shared.settings import Settings
+from rtml.shared.contracts import Message, encode
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import ensure_topics, start_producer
+from rtml.shared.settings import Settings
 
 T = TypeVar("T")
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import aiohttp
 import psutil
 import pytest
+from rtml.shared import topics
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.settings import Settings
 
-from shared import topics
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.settings import Settings
 from tests.chaos.conftest import CHAOS_TIMEOUT_S, ChaosSetting, frozen
 from tests.helpers import read_topic, service_process
 
@@ -85,7 +85,7 @@ def test_hung_broker_during_ingestion(own_broker: EmbeddedBroker, chaos: ChaosSe
         "RTML_LOG_LEVEL": "ERROR",
     }
     outcomes, stop = Outcomes(), threading.Event()
-    with service_process("services.ingestion", env, f"{url}/readyz") as process:
+    with service_process("rtml.services.ingestion", env, f"{url}/readyz") as process:
         memory = psutil.Process(process.pid)
         thread = load(url, stop, outcomes)
         try:

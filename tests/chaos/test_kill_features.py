@@ -20,15 +20,15 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import pytest
+from rtml.shared import topics
+from rtml.shared.contracts import FeatureVector, Message, PredictEnriched, PredictRequest
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.features.definitions import Outcome
+from rtml.shared.features.reference import ReferenceFeatures
+from rtml.shared.settings import Settings
 
+from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from rtml.tasks.eta.spec import TASK as ETA
-from services.simulator.world import SimConfig, simulate
-from shared import topics
-from shared.contracts import FeatureVector, Message, PredictEnriched, PredictRequest
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.features.definitions import Outcome
-from shared.features.reference import ReferenceFeatures
-from shared.settings import Settings
 from tests.chaos.conftest import CHAOS_TIMEOUT_S, ChaosSetting, PacedStream, kill_points
 from tests.helpers import read_topic, service_process
 from tests.integration.test_features import (
@@ -79,7 +79,7 @@ def features_worker(
         "RTML_LOG_LEVEL": "ERROR",
     }
     url = f"http://127.0.0.1:{port}"
-    with service_process("services.features", env, f"{url}/readyz") as process:
+    with service_process("rtml.services.features", env, f"{url}/readyz") as process:
         yield process, url
 
 

@@ -17,15 +17,15 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from rtml.services.router.handlers import Router, RouterConfig
+from rtml.services.router.ledger import LogPosition
+from rtml.shared import topics
+from rtml.shared.contracts import Message, Reward, RouterState
+from rtml.shared.embedded_broker import EmbeddedBroker
+from rtml.shared.kafka import read_all
+from rtml.shared.model_store import ModelStore
+from rtml.shared.settings import Settings
 
-from services.router.handlers import Router, RouterConfig
-from services.router.ledger import LogPosition
-from shared import topics
-from shared.contracts import Message, Reward, RouterState
-from shared.embedded_broker import EmbeddedBroker
-from shared.kafka import read_all
-from shared.model_store import ModelStore
-from shared.settings import Settings
 from tests.chaos.conftest import CHAOS_TIMEOUT_S, ChaosSetting, PacedStream, kill_points
 from tests.integration.test_router_service import (
     Stack,

@@ -10,8 +10,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 
-from shared.embedded_broker import EmbeddedBroker, free_port
 from tests.chaos.conftest import CHAOS_TIMEOUT_S, frozen
 from tests.helpers import service_process, wait_http
 
@@ -40,8 +40,8 @@ def wait_status(url: str, want: int, timeout_s: float) -> dict:
 # module, its port setting, the readiness check that names the broker; ingestion with no
 # traffic at all: a check fed by sends would neither notice the outage nor its end
 SERVICES = {
-    "trainer": ("services.trainer", "RTML_TRAINER_PORT", "pipeline"),
-    "ingestion": ("services.ingestion", "RTML_INGEST_PORT", "broker"),
+    "trainer": ("rtml.services.trainer", "RTML_TRAINER_PORT", "pipeline"),
+    "ingestion": ("rtml.services.ingestion", "RTML_INGEST_PORT", "broker"),
 }
 
 

@@ -14,11 +14,11 @@ from contextlib import ExitStack
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from rtml.shared import broker_compat, topics
+from rtml.shared.embedded_broker import EmbeddedBroker
+from rtml.shared.kafka import client_kwargs
+from rtml.shared.settings import Settings
 
-from shared import broker_compat, topics
-from shared.embedded_broker import EmbeddedBroker
-from shared.kafka import client_kwargs
-from shared.settings import Settings
 from tests.chaos.conftest import CHAOS_TIMEOUT_S, ChaosSetting, PacedStream
 from tests.chaos.test_kill_features import (
     Expected,

@@ -3,7 +3,7 @@
 The whole event-driven stack (ingestion, features, router, prediction,
 collector, trainer, dashboard) runs as real subprocesses on a broker of its
 own. A simulated eta log is driven through the ingestion API as a client
-would (``services/simulator/driver.py``: events in acknowledged batches, then
+would (``rtml/tasks/eta/simulator/driver.py``: events in acknowledged batches, then
 the predict requests of that moment; connection errors and 503s retried) in
 one chunk per service; in the middle of each chunk that service gets SIGTERM,
 must exit with code 0 within the supervisor's grace (15 s), and is started
@@ -36,15 +36,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from rtml.shared import topics
+from rtml.shared.contracts import Message, PredictRequest
+from rtml.shared.embedded_broker import EmbeddedBroker
+from rtml.shared.model_store import ModelStore
+from rtml.shared.settings import Settings
+from rtml.shared.warehouse import Warehouse
 
-from services.simulator.driver import DriveStats, IngestionClient, drive
-from services.simulator.world import SimConfig
-from shared import topics
-from shared.contracts import Message, PredictRequest
-from shared.embedded_broker import EmbeddedBroker
-from shared.model_store import ModelStore
-from shared.settings import Settings
-from shared.warehouse import Warehouse
+from rtml.tasks.eta.simulator.driver import DriveStats, IngestionClient, drive
+from rtml.tasks.eta.simulator.world import SimConfig
 from tests.chaos.conftest import CHAOS_TIMEOUT_S, ChaosSetting, InThread
 from tests.helpers import read_topic, wait_http
 from tests.stack import HOUR, STOP_GRACE_S, EtaLog, Stack, first_model, running_stack, stack_env

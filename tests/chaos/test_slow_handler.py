@@ -17,12 +17,12 @@ from collections.abc import Sequence
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from rtml.shared import broker_compat, topics
+from rtml.shared.contracts import Reward, encode
+from rtml.shared.kafka import ensure_topics, start_consumer, start_producer
+from rtml.shared.pipeline import Incoming, Outgoing, Pipeline
+from rtml.shared.settings import Settings
 
-from shared import broker_compat, topics
-from shared.contracts import Reward, encode
-from shared.kafka import ensure_topics, start_consumer, start_producer
-from shared.pipeline import Incoming, Outgoing, Pipeline
-from shared.settings import Settings
 from tests.chaos.conftest import CHAOS_TIMEOUT_S
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(CHAOS_TIMEOUT_S)]

@@ -1,13 +1,14 @@
 """What the infra tests know about the repository and its manifests.
 
 A *service* is a folder under services/ with a ``__main__.py`` (run as
-``python -m services.<name>``). Each one has a Deployment, except the folders
+``python -m rtml.services.<name>``). Each one has a Deployment, except the folders
 listed in NOT_DEPLOYMENTS with the reason (docs/DEPLOY.md repeats the list).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import re
@@ -28,12 +29,7 @@ OVERLAYS = K8S / "overlays"
 COMPONENTS = K8S / "components"
 
 # Folders under services/ that are not long-running Deployments, with the reason.
-NOT_DEPLOYMENTS: dict[str, str] = {
-    "simulator": (
-        "a traffic generator that runs to completion: the Tiltfile runs it from your "
-        "machine (local_resource `simulator`); in a cluster it would be a Job"
-    ),
-}
+NOT_DEPLOYMENTS: dict[str, str] = {}
 
 # Services that take HTTP traffic from outside the pipeline: each has a Service.
 HTTP_FRONTENDS = {"ingestion", "dashboard"}
@@ -89,8 +85,13 @@ def deployable_services() -> set[str]:
 
 
 def module_exists(module: str) -> bool:
-    parts = module.split(".")
-    return (ROOT.joinpath(*parts) / "__main__.py").is_file()
+    """Whether ``python -m module`` runs a module of the installed package (which
+    maps the tree's shared/ and services/ folders to rtml.shared and rtml.services)."""
+    try:
+        spec = importlib.util.find_spec(f"{module}.__main__")
+    except ModuleNotFoundError:  # a parent package that does not exist
+        return False
+    return spec is not None and spec.origin is not None and spec.origin.startswith(str(ROOT))
 
 
 # ---------------------------------------------------------------- rendering --

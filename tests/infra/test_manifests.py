@@ -82,8 +82,8 @@ def test_services_and_deployments_match_both_ways(rendered, target):
     for name, deployment in deployments.items():
         (container,) = k8s.pod_spec(deployment)["containers"]
         module = k8s.container_module(container)
-        assert module == f"services.{name}", (
-            f"{target}: Deployment {name} runs {module!r}, expected services.{name}"
+        assert module == f"rtml.services.{name}", (
+            f"{target}: Deployment {name} runs {module!r}, expected rtml.services.{name}"
         )
         assert k8s.module_exists(module), (
             f"{target}: Deployment {name} runs {module}, which has no __main__.py"
@@ -114,7 +114,7 @@ def test_every_rtml_container_runs_the_rtml_image(rendered, target):
 
 def _read_by_code(env_name: str, service: str) -> bool:
     """Does the code read this RTML_* variable? (a setting, or named in the source)"""
-    from shared.settings import Settings
+    from rtml.shared.settings import Settings
 
     field = env_name.removeprefix("RTML_").lower()
     if field in Settings.model_fields:
@@ -142,7 +142,7 @@ def test_probes_ports_and_scrape_annotations_use_the_port_the_service_listens_on
         port_env, port = _service_port(container, name)
         assert _read_by_code(port_env, name), f"{name}: no code reads {port_env}"
         for spec in REGISTRY:  # `rtml up` knows the same service by the same variable
-            if spec.module == f"services.{name}":
+            if spec.module == f"rtml.services.{name}":
                 assert spec.port_env == port_env, f"{name}: rtml/stack.py says {spec.port_env}"
         # the HTTP server must bind beyond loopback, or the kubelet cannot reach it
         host_env = port_env.removesuffix("_PORT") + "_HOST"
@@ -239,7 +239,7 @@ def test_every_reference_resolves(rendered, target):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_config_keys_are_settings_the_code_reads(rendered, target):
-    from shared.settings import Settings
+    from rtml.shared.settings import Settings
 
     data = k8s.config_data(rendered[target])
     sources = "\n".join(
@@ -377,7 +377,7 @@ def test_dev_runs_services_under_the_reloader(rendered, root):
     for name, deployment in k8s.rtml_service_deployments(rendered["dev"]).items():
         (container,) = k8s.pod_spec(deployment)["containers"]
         reloader = "/app/infra/docker/devreload.py"
-        assert container["command"] == ["python", reloader, "-m", f"services.{name}"]
+        assert container["command"] == ["python", reloader, "-m", f"rtml.services.{name}"]
     assert (root / "infra/docker/devreload.py").is_file()
     for target in TARGETS:
         if target != "dev":

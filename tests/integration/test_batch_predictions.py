@@ -11,10 +11,10 @@ import urllib.request
 
 import pytest
 from click.testing import CliRunner
+from rtml.shared.embedded_broker import free_port
+from rtml.shared.settings import get_settings
 
 from rtml.cli import main
-from shared.embedded_broker import free_port
-from shared.settings import get_settings
 from tests.helpers import service_process
 
 
@@ -60,7 +60,7 @@ def test_batch_predict_publishes_once_and_the_prediction_service_serves(
         "RTML_PREDICTION_PORT": str(port),
         "RTML_MODEL_STORE": str(tmp_path / "store"),
     }
-    with service_process("services.prediction", env, f"{url}/healthz"):
+    with service_process("rtml.services.prediction", env, f"{url}/healthz"):
         known = until_served(url, {"inputs": {"user_feature_0": 1, "user_feature_1": 0}, "k": 3})
         assert (known["segment"], known["cold_start"], len(known["items"])) == (
             "all/u0=1,u1=0",

@@ -11,10 +11,9 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.protocol.fetch import FetchRequest
-
-from shared import broker_compat, broker_compat_doorbell, topics
-from shared.kafka import client_kwargs, ensure_topics, start_consumer, start_producer
-from shared.settings import Settings
+from rtml.shared import broker_compat, broker_compat_doorbell, topics
+from rtml.shared.kafka import client_kwargs, ensure_topics, start_consumer, start_producer
+from rtml.shared.settings import Settings
 
 # long enough that a record seen before it ends was brought by a ring, not by the interval
 NEVER_S = 3600.0

@@ -1,4 +1,4 @@
-"""The collector (``python -m services.collector``) on a real broker.
+"""The collector (``python -m rtml.services.collector``) on a real broker.
 
 Predictions and labels go in, in both orders, with duplicates, with labels
 that come after their window closed, while the collector is stopped mid-stream
@@ -28,10 +28,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from services.collector.store import partition_of
-from shared import broker_compat, topics
-from shared.contracts import (
+from rtml.services.collector.store import partition_of
+from rtml.shared import broker_compat, topics
+from rtml.shared.contracts import (
     DlqRecord,
     FeatureVector,
     ItemClicked,
@@ -41,10 +40,11 @@ from shared.contracts import (
     Reward,
     encode,
 )
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import client_kwargs, ensure_topics, start_producer
-from shared.settings import Settings
-from shared.warehouse import Warehouse
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import client_kwargs, ensure_topics, start_producer
+from rtml.shared.settings import Settings
+from rtml.shared.warehouse import Warehouse
+
 from tests.helpers import read_topic, wait_http
 
 T0 = 1_717_412_400.0
@@ -136,7 +136,7 @@ def own_broker() -> Iterator[Settings]:
 
 
 class Collector:
-    """``python -m services.collector`` as a subprocess that can be stopped and started."""
+    """``python -m rtml.services.collector`` as a subprocess that can be stopped and started."""
 
     def __init__(self, settings: Settings, warehouse: Path) -> None:
         self.port = free_port()
@@ -153,7 +153,7 @@ class Collector:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.collector"], env={**os.environ, **self.env}
+            [sys.executable, "-m", "rtml.services.collector"], env={**os.environ, **self.env}
         )
         wait_http(f"{self.url}/readyz", timeout_s=60)
 

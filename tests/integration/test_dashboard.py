@@ -25,10 +25,8 @@ from typing import Any
 
 import pytest
 from playwright.async_api import ConsoleMessage, Page, async_playwright
-
-from services.simulator.world import SimConfig, simulate
-from shared import topics
-from shared.contracts import (
+from rtml.shared import topics
+from rtml.shared.contracts import (
     DOMAIN_EVENTS,
     ArmSummary,
     DlqRecord,
@@ -44,9 +42,11 @@ from shared.contracts import (
     TrainingExample,
     encode,
 )
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import ensure_topics, start_producer
-from shared.settings import Settings
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import ensure_topics, start_producer
+from rtml.shared.settings import Settings
+
+from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from tests.helpers import service_process
 
 CHROMIUM = os.environ.get("RTML_CHROMIUM", "/usr/bin/chromium")
@@ -387,7 +387,7 @@ def dashboard_url(stack_history: tuple[Settings, Produced]) -> Iterator[str]:
         "RTML_DASHBOARD_PORT": str(port),
         "RTML_DASHBOARD_PUSH_INTERVAL_S": "0.5",
     }
-    with service_process("services.dashboard", env, f"http://127.0.0.1:{port}/readyz"):
+    with service_process("rtml.services.dashboard", env, f"http://127.0.0.1:{port}/readyz"):
         yield f"http://127.0.0.1:{port}"
 
 

@@ -9,12 +9,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from rtml.shared.embedded_broker import free_port
+from rtml.shared.eventlog import write_event_log
 
 from rtml.demo import HOUR, PLANS, Demo
 from rtml.stack import SERVICES
-from services.simulator.world import Marketplace
-from shared.embedded_broker import free_port
-from shared.eventlog import write_event_log
+from rtml.tasks.eta.simulator.world import Marketplace
 
 # the demo bounds itself at 600 s; on a loaded machine it can take most of that
 pytestmark = pytest.mark.timeout(900)

@@ -1,7 +1,7 @@
 """The features worker against the plain-Python reference, on a real broker.
 
 A simulated eta log of >10k events and a recs session log are replayed with
-out-of-order, duplicate and late events into ``python -m services.features``;
+out-of-order, duplicate and late events into ``python -m rtml.services.features``;
 once every event is applied, the logs' predict requests (eta and recs) go in,
 and every enriched vector that comes out must equal the reference's (floats to
 1e-9). The same must hold
@@ -25,15 +25,11 @@ from contextlib import ExitStack, contextmanager
 
 import aiohttp
 import pytest
-
-from rtml.tasks.eta.spec import TASK as ETA
-from rtml.tasks.recs.spec import TASK as RECS
-from services.features.app import changelog_topic, partition_of
-from services.features.handlers import changelog_records
-from services.features.publish import publish
-from services.simulator.world import SimConfig, simulate
-from shared import topics
-from shared.contracts import (
+from rtml.services.features.app import changelog_topic, partition_of
+from rtml.services.features.handlers import changelog_records
+from rtml.services.features.publish import publish
+from rtml.shared import topics
+from rtml.shared.contracts import (
     DlqRecord,
     FeatureVector,
     Message,
@@ -43,12 +39,16 @@ from shared.contracts import (
     decode,
     encode,
 )
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.features.batch import compute_batch_features
-from shared.features.definitions import Outcome
-from shared.features.reference import ReferenceFeatures
-from shared.kafka import ensure_topics, start_producer
-from shared.settings import Settings
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.features.batch import compute_batch_features
+from rtml.shared.features.definitions import Outcome
+from rtml.shared.features.reference import ReferenceFeatures
+from rtml.shared.kafka import ensure_topics, start_producer
+from rtml.shared.settings import Settings
+
+from rtml.tasks.eta.simulator.world import SimConfig, simulate
+from rtml.tasks.eta.spec import TASK as ETA
+from rtml.tasks.recs.spec import TASK as RECS
 from tests.helpers import read_topic, service_process, wait_http
 from tests.unit.test_features_state import (
     assert_vectors_equal,
@@ -114,7 +114,7 @@ def worker(settings: Settings) -> Iterator[tuple[subprocess.Popen, str]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with service_process(
-        "services.features", worker_env(settings, port), f"{url}/readyz"
+        "rtml.services.features", worker_env(settings, port), f"{url}/readyz"
     ) as process:
         yield process, url
 

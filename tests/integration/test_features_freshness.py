@@ -21,15 +21,15 @@ import time
 from collections.abc import Sequence
 
 import pytest
+from rtml.shared import topics
+from rtml.shared.contracts import Message, PredictEnriched, PredictRequest, encode
+from rtml.shared.features.definitions import Outcome
+from rtml.shared.features.reference import ReferenceFeatures
+from rtml.shared.kafka import start_producer
+from rtml.shared.settings import Settings
 
+from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from rtml.tasks.eta.spec import TASK as ETA
-from services.simulator.world import SimConfig, simulate
-from shared import topics
-from shared.contracts import Message, PredictEnriched, PredictRequest, encode
-from shared.features.definitions import Outcome
-from shared.features.reference import ReferenceFeatures
-from shared.kafka import start_producer
-from shared.settings import Settings
 from tests.helpers import read_topic
 from tests.integration.test_features import (
     LATENESS_S,

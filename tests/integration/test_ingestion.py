@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from rtml.shared import topics
+from rtml.shared.contracts import FeatureVector, Message, OrderPlaced, Prediction, encode
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import start_producer
+from rtml.shared.settings import Settings
 
-from shared import topics
-from shared.contracts import FeatureVector, Message, OrderPlaced, Prediction, encode
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import start_producer
-from shared.settings import Settings
 from tests.helpers import read_topic, service_process
 
 TOKEN = "s3cret"
@@ -35,7 +35,9 @@ def ingestion_env(kafka_port: int, http_port: int, **extra: str) -> dict[str, st
 def ingestion(broker: EmbeddedBroker) -> Iterator[str]:
     port = free_port()
     with service_process(
-        "services.ingestion", ingestion_env(broker.port, port), f"http://127.0.0.1:{port}/readyz"
+        "rtml.services.ingestion",
+        ingestion_env(broker.port, port),
+        f"http://127.0.0.1:{port}/readyz",
     ):
         yield f"http://127.0.0.1:{port}"
 
@@ -213,11 +215,11 @@ async def test_broker_outage_gives_503_then_recovers() -> None:
     env = ingestion_env(broker.port, port, RTML_INGEST_ACK_TIMEOUT_S="2")
     url = f"http://127.0.0.1:{port}"
     try:
-        from shared.kafka import ensure_topics
+        from rtml.shared.kafka import ensure_topics
 
         settings = Settings(kafka_port=broker.port)
         await ensure_topics(settings)
-        with service_process("services.ingestion", env, f"{url}/readyz"):
+        with service_process("rtml.services.ingestion", env, f"{url}/readyz"):
             assert (await post(f"{url}/v1/events", order("before-outage")))[0] == 200
             broker.stop()
             status, body = await post(f"{url}/v1/events", order("during-outage"))

@@ -7,12 +7,12 @@ import uuid
 from collections.abc import Sequence
 
 from aiokafka import TopicPartition
+from rtml.shared import topics
+from rtml.shared.contracts import DlqRecord, Reward, encode
+from rtml.shared.kafka import ensure_topics, start_consumer, start_producer
+from rtml.shared.pipeline import Incoming, Outgoing, Pipeline
+from rtml.shared.settings import Settings
 
-from shared import topics
-from shared.contracts import DlqRecord, Reward, encode
-from shared.kafka import ensure_topics, start_consumer, start_producer
-from shared.pipeline import Incoming, Outgoing, Pipeline
-from shared.settings import Settings
 from tests.helpers import read_topic
 
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from shared import topics
-from shared.contracts import encode
-from shared.kafka import start_producer
-from shared.model_announcements import (
+from rtml.shared import topics
+from rtml.shared.contracts import encode
+from rtml.shared.kafka import start_producer
+from rtml.shared.model_announcements import (
     announce,
     announcement_for,
     read_announcements,
     register_and_announce,
 )
-from shared.model_store import ModelStore
-from shared.settings import Settings
+from rtml.shared.model_store import ModelStore
+from rtml.shared.settings import Settings
+
 from tests.unit.test_prediction_handlers import FEATURE_SET, train_booster
 
 REGISTRATION = dict(task="eta", feature_set=FEATURE_SET, data_range={"rows": 512}, params={})

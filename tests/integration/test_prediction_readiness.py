@@ -13,13 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
+from rtml.services.prediction.cli import models
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import ensure_topics, start_producer
+from rtml.shared.model_announcements import read_announcements, register_and_announce
+from rtml.shared.model_store import ModelStore
+from rtml.shared.settings import Settings, get_settings
 
-from services.prediction.cli import models
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import ensure_topics, start_producer
-from shared.model_announcements import read_announcements, register_and_announce
-from shared.model_store import ModelStore
-from shared.settings import Settings, get_settings
 from tests.helpers import service_process, wait_http
 from tests.unit.test_prediction_handlers import (
     FEATURE_SET,
@@ -100,7 +100,7 @@ def test_ready_only_with_a_champion_and_again_after_a_restart(
         "RTML_PREDICTION_PORT": str(port),
         "RTML_MODEL_STORE": str(store.root),
     }
-    with service_process("services.prediction", env, f"{url}/healthz"):
+    with service_process("rtml.services.prediction", env, f"{url}/healthz"):
         status, body = get(f"{url}/readyz")
         assert status == 503
         assert body["failing"] == {
@@ -121,7 +121,7 @@ def test_ready_only_with_a_champion_and_again_after_a_restart(
 
     # while the service is down: v2 is registered; a restart rebuilds everything
     register(settings, store, "v2")
-    with service_process("services.prediction", env, f"{url}/readyz"):
+    with service_process("rtml.services.prediction", env, f"{url}/readyz"):
         assert score(url, None)[1]["model_version"] == "v1"
         assert until_scored_by(url, "v2", timeout_s=0)["model_version"] == "v2"
 

@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 import xgboost as xgb
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from rtml.shared import topics
+from rtml.shared.contracts import DlqRecord, Prediction, PredictRouted, Reward, decode, encode
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import client_kwargs, ensure_topics, start_producer
+from rtml.shared.model_announcements import announce, register_and_announce
+from rtml.shared.model_store import ModelStore
+from rtml.shared.settings import Settings
 
-from shared import topics
-from shared.contracts import DlqRecord, Prediction, PredictRouted, Reward, decode, encode
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import client_kwargs, ensure_topics, start_producer
-from shared.model_announcements import announce, register_and_announce
-from shared.model_store import ModelStore
-from shared.settings import Settings
 from tests.helpers import read_topic, service_process
 from tests.unit.test_prediction_handlers import (
     ETA_FEATURES,
@@ -67,7 +67,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "RTML_PREDICTION_MAX_BATCH": str(MAX_BATCH),
         }
         url = f"http://127.0.0.1:{port}"
-        with service_process("services.prediction", env, f"{url}/readyz"):
+        with service_process("rtml.services.prediction", env, f"{url}/readyz"):
             yield Stack(settings, store, url, {"v1": v1})
 
 

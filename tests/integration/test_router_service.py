@@ -26,16 +26,16 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
+from rtml.services.router.handlers import Router, RouterConfig
+from rtml.services.router.ledger import LogPosition
+from rtml.shared import topics
+from rtml.shared.contracts import DlqRecord, Message, PredictRouted, Reward, RouterState, encode
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import ensure_topics, start_producer
+from rtml.shared.model_announcements import read_announcements, register_and_announce
+from rtml.shared.model_store import ModelStore
+from rtml.shared.settings import Settings
 
-from services.router.handlers import Router, RouterConfig
-from services.router.ledger import LogPosition
-from shared import topics
-from shared.contracts import DlqRecord, Message, PredictRouted, Reward, RouterState, encode
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import ensure_topics, start_producer
-from shared.model_announcements import read_announcements, register_and_announce
-from shared.model_store import ModelStore
-from shared.settings import Settings
 from tests.helpers import metric, read_topic, service_process, wait_http
 from tests.unit.test_prediction_handlers import FEATURE_SET, train_booster
 from tests.unit.test_router_contextual import recs_request, recs_reward
@@ -101,7 +101,9 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 def running_router(stack: Stack, **env: str) -> Iterator[RouterProcess]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with service_process("services.router", stack.env(port, **env), f"{url}/readyz") as process:
+    with service_process(
+        "rtml.services.router", stack.env(port, **env), f"{url}/readyz"
+    ) as process:
         yield RouterProcess(url, process)
 
 

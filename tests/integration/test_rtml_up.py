@@ -10,10 +10,10 @@ import urllib.request
 
 import numpy as np
 import xgboost as xgb
+from rtml.shared.embedded_broker import free_port
+from rtml.shared.model_store import ModelStore
 
 from rtml.stack import SERVICES
-from shared.embedded_broker import free_port
-from shared.model_store import ModelStore
 
 
 def bootstrap_champion(root) -> None:

@@ -51,22 +51,22 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from rtml.tasks.eta.spec import TASK as ETA
-from services.simulator.world import SimConfig
-from shared import topics
-from shared.contracts import (
+from rtml.shared import topics
+from rtml.shared.contracts import (
     FeatureVector,
     Message,
     PredictEnriched,
     Prediction,
     PredictRequest,
 )
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import ensure_topics
-from shared.model_store import ModelStore
-from shared.settings import Settings
-from shared.warehouse import Warehouse
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import ensure_topics
+from rtml.shared.model_store import ModelStore
+from rtml.shared.settings import Settings
+from rtml.shared.warehouse import Warehouse
+
+from rtml.tasks.eta.simulator.world import SimConfig
+from rtml.tasks.eta.spec import TASK as ETA
 from tests.helpers import read_topic
 from tests.integration.test_collector import _caught_up, consumed_offsets
 from tests.integration.test_features import applied_offsets, metric_values, produce

@@ -6,13 +6,13 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from rtml.shared import topics
+from rtml.shared.contracts import PredictRequest
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.settings import Settings
 
-from services.simulator.driver import IngestionClient, drive
-from services.simulator.world import SimConfig, simulate
-from shared import topics
-from shared.contracts import PredictRequest
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.settings import Settings
+from rtml.tasks.eta.simulator.driver import IngestionClient, drive
+from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from tests.helpers import read_topic, service_process
 
 
@@ -20,7 +20,7 @@ from tests.helpers import read_topic, service_process
 def ingestion_url(broker: EmbeddedBroker) -> Iterator[str]:
     port = free_port()
     env = {"RTML_KAFKA_PORT": str(broker.port), "RTML_INGEST_PORT": str(port)}
-    with service_process("services.ingestion", env, f"http://127.0.0.1:{port}/readyz"):
+    with service_process("rtml.services.ingestion", env, f"http://127.0.0.1:{port}/readyz"):
         yield f"http://127.0.0.1:{port}"
 
 

@@ -29,18 +29,21 @@ import aiohttp
 import numpy as np
 import pytest
 import xgboost as xgb
-
-from rtml.stack import Wiring, services_for
-from rtml.supervisor import Supervised, started
-from rtml.tasks.eta.spec import TASK as ETA
-from shared import topics
-from shared.contracts import CourierOnline, Message, OrderPlaced, OrderReady, Prediction, encode
-from shared.embedded_broker import EmbeddedBroker, free_port
-from shared.kafka import ensure_topics, start_producer
-from shared.model_announcements import announce, register_and_announce
-from shared.model_store import ModelStore
-from shared.settings import Settings
-from shared.timings import (
+from rtml.shared import topics
+from rtml.shared.contracts import (
+    CourierOnline,
+    Message,
+    OrderPlaced,
+    OrderReady,
+    Prediction,
+    encode,
+)
+from rtml.shared.embedded_broker import EmbeddedBroker, free_port
+from rtml.shared.kafka import ensure_topics, start_producer
+from rtml.shared.model_announcements import announce, register_and_announce
+from rtml.shared.model_store import ModelStore
+from rtml.shared.settings import Settings
+from rtml.shared.timings import (
     FEATURES,
     FRESHNESS_WAIT,
     ROUTING,
@@ -51,6 +54,10 @@ from shared.timings import (
     TOTAL,
     hops,
 )
+
+from rtml.stack import Wiring, services_for
+from rtml.supervisor import Supervised, started
+from rtml.tasks.eta.spec import TASK as ETA
 from tests.helpers import read_topic
 
 # event time of the requests; the events lead up to it

@@ -5,8 +5,7 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 import pytest
-
-from shared.bandits.contextual import (
+from rtml.shared.bandits.contextual import (
     CONTEXTUAL_POLICY_NAMES,
     ContextualPolicyError,
     EpsilonGreedyLinear,
@@ -15,7 +14,7 @@ from shared.bandits.contextual import (
     contextual_policy_from_snapshot,
     make_contextual_policy,
 )
-from shared.bandits.policies import PolicyError
+from rtml.shared.bandits.policies import PolicyError
 
 N_ARMS, DIM = 4, 5
 

@@ -8,9 +8,7 @@ import math
 import msgpack
 import numpy as np
 import pytest
-from scipy import stats
-
-from shared.bandits.policies import (
+from rtml.shared.bandits.policies import (
     POLICY_NAMES,
     UCB1,
     EpsilonGreedy,
@@ -26,6 +24,7 @@ from shared.bandits.policies import (
     promotion_decision,
     value_remaining,
 )
+from scipy import stats
 
 # Monte Carlo draws for Thompson policies in tests that update after every decision:
 # each update re-estimates P(best), and the default 10,000 draws would make those tests slow.

@@ -8,8 +8,7 @@ from typing import cast
 import pytest
 from faust.types import TP
 from mode.utils.queues import FlowControlQueue
-
-from shared.broker_compat_faust import CompatApp, CompatConsumer
+from rtml.shared.broker_compat_faust import CompatApp, CompatConsumer
 
 
 async def agent_queue() -> tuple[CompatApp, FlowControlQueue]:

@@ -27,8 +27,9 @@ def test_every_subcommand_is_mounted() -> None:
 
 
 def test_train_from_scratch_then_fine_tune_from_the_warehouse(tmp_path, monkeypatch) -> None:
-    from shared.model_store import ModelStore
-    from shared.warehouse import Warehouse
+    from rtml.shared.model_store import ModelStore
+    from rtml.shared.warehouse import Warehouse
+
     from tests.unit.test_trainer_jobs import T0, fill
 
     monkeypatch.setenv("RTML_WAREHOUSE", str(tmp_path / "wh"))

@@ -3,9 +3,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from services.collector.join import JoinConfig, JoinState
-from shared.contracts import FeatureVector, ItemClicked, OrderDelivered, Prediction
+from rtml.services.collector.join import JoinConfig, JoinState
+from rtml.shared.contracts import FeatureVector, ItemClicked, OrderDelivered, Prediction
 
 T0 = 1_717_412_400.0
 FEATURES = FeatureVector(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from rtml.services.collector.join import JoinConfig, JoinState
+from rtml.services.collector.routing import decode_joinable, rekey_event, rekey_prediction
+from rtml.services.collector.store import FLOATS, MESSAGES, PartitionView, partition_of
+from rtml.shared.contracts import CourierOnline, ItemClicked, encode
+from rtml.shared.errors import ContractError
 
-from services.collector.join import JoinConfig, JoinState
-from services.collector.routing import decode_joinable, rekey_event, rekey_prediction
-from services.collector.store import FLOATS, MESSAGES, PartitionView, partition_of
-from shared.contracts import CourierOnline, ItemClicked, encode
-from shared.errors import ContractError
 from tests.unit.test_collector_join import T0, delivered, eta_prediction, feed
 
 PARTITIONS = 3

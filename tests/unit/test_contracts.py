@@ -4,8 +4,7 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from shared.contracts import (
+from rtml.shared.contracts import (
     _UNPACK_LIMITS,
     DOMAIN_EVENTS,
     MAX_MESSAGE_BYTES,
@@ -20,7 +19,8 @@ from shared.contracts import (
     encode,
     unpack,
 )
-from shared.errors import ContractError
+from rtml.shared.errors import ContractError
+
 from tests.abuse.frames import EXAMPLES, hostile_frames, message_like_maps, msgpack_values
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)

@@ -7,8 +7,7 @@ import math
 import random
 
 import pytest
-
-from services.dashboard.aggregates import (
+from rtml.services.dashboard.aggregates import (
     CURRENT_RATE_S,
     EVENT_BUCKET_S,
     MAX_HOPS,
@@ -19,9 +18,9 @@ from services.dashboard.aggregates import (
     EventClock,
     Latency,
 )
-from services.dashboard.bounded import EventBuckets, RecentIds
-from services.dashboard.histogram import GROWTH, LogHistogram
-from shared.contracts import (
+from rtml.services.dashboard.bounded import EventBuckets, RecentIds
+from rtml.services.dashboard.histogram import GROWTH, LogHistogram
+from rtml.shared.contracts import (
     ArmSummary,
     DlqRecord,
     FeatureVector,

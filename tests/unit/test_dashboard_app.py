@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-
-from services.dashboard.aggregates import Dashboard
-from services.dashboard.app import DashboardApp, SnapshotCache
-from shared.contracts import OrderPlaced
-from shared.service import HealthEndpoints
+from rtml.services.dashboard.aggregates import Dashboard
+from rtml.services.dashboard.app import DashboardApp, SnapshotCache
+from rtml.shared.contracts import OrderPlaced
+from rtml.shared.service import HealthEndpoints
 
 NOW = 1_800_000_000.0
 

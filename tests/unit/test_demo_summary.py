@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from rtml.shared.contracts import FeatureVector, ModelAnnouncement, Prediction, TrainingExample
 
 from rtml.demo_summary import Phases, lineage_lines, mae_by_phase, summarize, traffic_share
-from shared.contracts import FeatureVector, ModelAnnouncement, Prediction, TrainingExample
 
 T0 = 1_717_412_400.0
 STORM = T0 + 3600

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rtml.shared.contracts import Message, encode
+from rtml.shared.eventlog import EventLogError, read_event_log, write_event_log
 
-from services.simulator.world import SimConfig, simulate
-from shared.contracts import Message, encode
-from shared.eventlog import EventLogError, read_event_log, write_event_log
+from rtml.tasks.eta.simulator.world import SimConfig, simulate
 
 HOUR = 3600.0
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from shared.contracts import OrderDelivered, OrderPickedUp, OrderPlaced, OrderReady, encode
-from shared.features.batch import compute_batch_features, item_embedding_records
-from shared.features.definitions import ITEM_EMBEDDING_DIM
-from shared.features.records import decode_batch_record
+from rtml.shared.contracts import OrderDelivered, OrderPickedUp, OrderPlaced, OrderReady, encode
+from rtml.shared.features.batch import compute_batch_features, item_embedding_records
+from rtml.shared.features.definitions import ITEM_EMBEDDING_DIM
+from rtml.shared.features.records import decode_batch_record
 
 T0 = 1_717_412_400.0  # a Monday, 11:00 UTC
 

@@ -3,7 +3,7 @@ fetch response newer than the record's, or once its wait runs out."""
 
 from __future__ import annotations
 
-from services.features.freshness import UNFETCHED, FreshnessBarrier, PartitionFetch
+from rtml.services.features.freshness import UNFETCHED, FreshnessBarrier, PartitionFetch
 
 P0, P1 = ("rtml.events", 0), ("rtml.events", 1)
 

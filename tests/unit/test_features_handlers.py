@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import msgpack
 import pytest
-
-from services.features.handlers import (
+from rtml.services.features.handlers import (
     CHANGELOG_RECORD_MAX_BYTES,
     Lookup,
     account,
@@ -18,16 +17,17 @@ from services.features.handlers import (
     plan,
     replay_changelog,
 )
-from services.features.state import EntityStates
-from shared.contracts import (
+from rtml.services.features.state import EntityStates
+from rtml.shared.contracts import (
     FeatureVector,
     OrderReady,
     PredictRequest,
     encode,
 )
-from shared.features.batch import compute_batch_features
-from shared.features.definitions import FeatureValue
-from shared.timings import FEATURES, LOOKUP_FORWARD
+from rtml.shared.features.batch import compute_batch_features
+from rtml.shared.features.definitions import FeatureValue
+from rtml.shared.timings import FEATURES, LOOKUP_FORWARD
+
 from tests.unit.test_features_batch import T0, placed
 
 SEEN = 1_800_000_000.0  # wall clock when the service saw the request

@@ -6,19 +6,15 @@ import math
 import random
 
 import pytest
-
-from rtml.tasks.eta.spec import TASK as ETA
-from rtml.tasks.recs.spec import TASK as RECS
-from services.features.handlers import (
+from rtml.services.features.handlers import (
     admit_events,
     advance,
     entity_features,
     feature_vector,
     plan,
 )
-from services.features.state import PRUNE_STEP_S, EntityStates, Spans, TimeSeries
-from services.simulator.world import SimConfig, simulate
-from shared.contracts import (
+from rtml.services.features.state import PRUNE_STEP_S, EntityStates, Spans, TimeSeries
+from rtml.shared.contracts import (
     CourierAssigned,
     CourierOnline,
     FeatureVector,
@@ -32,14 +28,18 @@ from shared.contracts import (
     PredictRequest,
     encode,
 )
-from shared.features.definitions import (
+from rtml.shared.features.definitions import (
     ITEM_EMBEDDING_NAMES,
     MAX_WINDOW_S,
     OPEN_SPAN_MAX_S,
     Outcome,
 )
-from shared.features.records import BatchFeatureRecord
-from shared.features.reference import ReferenceFeatures
+from rtml.shared.features.records import BatchFeatureRecord
+from rtml.shared.features.reference import ReferenceFeatures
+
+from rtml.tasks.eta.simulator.world import SimConfig, simulate
+from rtml.tasks.eta.spec import TASK as ETA
+from rtml.tasks.recs.spec import TASK as RECS
 
 HOUR = 3600.0
 

@@ -12,12 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
-
-from rtml.cli import main as cli
-from rtml.stack import SERVICES, services_for
-from services.features import handlers as features
-from services.gateway.app import Gateway, HttpUpstreams, PredictionLog, upstream_urls
-from services.gateway.handlers import (
+from rtml.services.features import handlers as features
+from rtml.services.gateway.app import Gateway, HttpUpstreams, PredictionLog, upstream_urls
+from rtml.services.gateway.handlers import (
     UPSTREAMS,
     UpstreamFailure,
     parse_predict,
@@ -25,9 +22,9 @@ from services.gateway.handlers import (
     read_answer,
     readiness,
 )
-from services.prediction.handlers import Scorer
-from services.router.handlers import with_router_timings
-from shared.contracts import (
+from rtml.services.prediction.handlers import Scorer
+from rtml.services.router.handlers import with_router_timings
+from rtml.shared.contracts import (
     FeatureVector,
     PredictEnriched,
     Prediction,
@@ -35,11 +32,14 @@ from shared.contracts import (
     PredictRouted,
     decode,
 )
-from shared.embedded_broker import free_port
-from shared.ingest_requests import BadRequest
-from shared.service import HealthEndpoints
-from shared.settings import Settings
-from shared.timings import hops
+from rtml.shared.embedded_broker import free_port
+from rtml.shared.ingest_requests import BadRequest
+from rtml.shared.service import HealthEndpoints
+from rtml.shared.settings import Settings
+from rtml.shared.timings import hops
+
+from rtml.cli import main as cli
+from rtml.stack import SERVICES, services_for
 from tests.unit.test_prediction_handlers import ETA_FEATURES, loaded, train_booster
 
 NOW = 1_700_000_000.0
@@ -373,7 +373,7 @@ def test_only_the_request_wiring_runs_the_gateway() -> None:
     assert "gateway" not in {spec.name for spec in services_for("event")}
     request = services_for("request")
     assert request[: len(SERVICES)] == SERVICES
-    assert [spec.module for spec in request[len(SERVICES) :]] == ["services.gateway"]
+    assert [spec.module for spec in request[len(SERVICES) :]] == ["rtml.services.gateway"]
     assert Settings().gateway_port == request[-1].default_port
 
 

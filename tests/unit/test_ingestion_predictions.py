@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from services.ingestion.predictions import PredictionWaiter
-from shared.contracts import encode
+from rtml.services.ingestion.predictions import PredictionWaiter
+from rtml.shared.contracts import encode
+
 from tests.integration.test_ingestion import _prediction_for
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from rtml.shared.contracts import decode, encode
+from rtml.shared.model_announcements import announcement_for, decode_announcement, last_word
+from rtml.shared.model_store import ModelRecord, ModelStore
 
-from shared.contracts import decode, encode
-from shared.model_announcements import announcement_for, decode_announcement, last_word
-from shared.model_store import ModelRecord, ModelStore
 from tests.unit.test_prediction_handlers import FEATURE_SET, train_booster
 
 

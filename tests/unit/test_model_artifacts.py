@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 import xgboost as xgb
+from rtml.shared import model_artifacts, model_lineage, model_store
+from rtml.shared.errors import IntegrityError, UnsafeModelError
+from rtml.shared.model_store import ModelStore
 
-from shared import model_artifacts, model_lineage, model_store
-from shared.errors import IntegrityError, UnsafeModelError
-from shared.model_store import ModelStore
 from tests.unit.test_model_store import (
     FEATURES,
     artifact_path,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import xgboost as xgb
+from rtml.shared.model_lineage import render_lineage_tree
+from rtml.shared.model_store import ModelStore
 
-from shared.model_lineage import render_lineage_tree
-from shared.model_store import ModelStore
 from tests.unit.test_model_store import register, train
 
 

@@ -14,15 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 import xgboost as xgb
-
-from shared import model_store
-from shared.errors import (
+from rtml.shared import model_store
+from rtml.shared.errors import (
     IntegrityError,
     ModelStoreError,
     UnknownVersion,
     VersionExists,
 )
-from shared.model_store import ModelRecord, ModelStore, read_git_commit
+from rtml.shared.model_store import ModelRecord, ModelStore, read_git_commit
 
 FEATURES = np.random.default_rng(7).random((64, 3), dtype=np.float32)
 DATA_RANGE = {"topic": "rtml.training.examples", "partitions": {"0": [0, 64]}}

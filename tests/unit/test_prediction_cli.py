@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from rtml.services.prediction.cli import models
+from rtml.shared.model_store import ModelStore
 
-from services.prediction.cli import models
-from shared.model_store import ModelStore
 from tests.unit.test_prediction_handlers import FEATURE_SET, train_booster
 
 

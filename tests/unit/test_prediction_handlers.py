@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 import xgboost as xgb
-
-from services.prediction.handlers import FeatureMismatch, LoadedModel, NoModel, Scorer
-from shared.contracts import FeatureVector, PredictRouted
+from rtml.services.prediction.handlers import FeatureMismatch, LoadedModel, NoModel, Scorer
+from rtml.shared.contracts import FeatureVector, PredictRouted
 
 FEATURE_SET = "eta@1"
 # what the eta feature set looks like: request inputs, streaming and batch features

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rtml.services.prediction.handlers import Scorer
+from rtml.services.prediction.models import ModelFollower
+from rtml.shared.model_announcements import announcement_for
+from rtml.shared.model_store import ModelRecord, ModelStore
+from rtml.shared.settings import Settings
 
-from services.prediction.handlers import Scorer
-from services.prediction.models import ModelFollower
-from shared.model_announcements import announcement_for
-from shared.model_store import ModelRecord, ModelStore
-from shared.settings import Settings
 from tests.unit.test_prediction_handlers import FEATURE_SET, train_booster
 
 

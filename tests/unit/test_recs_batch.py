@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
+from rtml.services.prediction.app import PredictionApp
+from rtml.services.prediction.handlers import Scorer
+from rtml.shared.contracts import BatchPrediction, ContractError, decode, encode
+from rtml.shared.service import HealthEndpoints
 
 from rtml.tasks.recs.batch import batch_predictions
 from rtml.tasks.recs.obd import UserFeatureEncoder, load_rounds
 from rtml.tasks.recs.popularity import rank_segments, segment_name, segment_of_inputs
 from rtml.tasks.recs.serving import BatchRecommender, NoBatchPredictions, parse_request
-from services.prediction.app import PredictionApp
-from services.prediction.handlers import Scorer
-from shared.contracts import BatchPrediction, ContractError, decode, encode
-from shared.service import HealthEndpoints
 
 
 @pytest.fixture(scope="module")

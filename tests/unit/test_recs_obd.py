@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+from rtml.shared.contracts import Impression, ItemClicked, decode, encode
 
 from rtml.tasks.recs.obd import (
     BEHAVIOURS,
@@ -16,7 +17,6 @@ from rtml.tasks.recs.obd import (
     load_rounds,
     to_events,
 )
-from shared.contracts import Impression, ItemClicked, decode, encode
 
 # items per campaign, as the dataset's documentation gives them
 N_ITEMS = {"all": 80, "men": 34, "women": 46}

@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 from faust.types import TP
+from rtml.services.collector.join import JoinState
+from rtml.services.features.handlers import admit_events, changelog_records, replay_changelog
+from rtml.services.features.state import EntityStates
+from rtml.services.trainer.config import TrainerSettings
+from rtml.services.trainer.service import Trainer
+from rtml.shared.broker_compat_faust import CompatApp
+from rtml.shared.contracts import DOMAIN_EVENTS, PredictRequest, TrainingExample, decode, encode
+from rtml.shared.faust_worker import CommitWatch
+from rtml.shared.model_store import ModelStore
+from rtml.shared.service import BrokerProbe
+from rtml.shared.warehouse import Warehouse
 
-from services.collector.join import JoinState
-from services.features.handlers import admit_events, changelog_records, replay_changelog
-from services.features.state import EntityStates
-from services.simulator.world import SimConfig, simulate
-from services.trainer.config import TrainerSettings
-from services.trainer.service import Trainer
-from shared.broker_compat_faust import CompatApp
-from shared.contracts import DOMAIN_EVENTS, PredictRequest, TrainingExample, decode, encode
-from shared.faust_worker import CommitWatch
-from shared.model_store import ModelStore
-from shared.service import BrokerProbe
-from shared.warehouse import Warehouse
+from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from tests.unit.test_collector_join import T0 as JOIN_T0
 from tests.unit.test_collector_join import delivered, eta_prediction, feed, state
 from tests.unit.test_features_state import assert_vectors_equal, service_vector

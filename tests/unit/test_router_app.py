@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, generate_latest
+from rtml.services.router.app import PosteriorCollector, RouterApp
+from rtml.services.router.handlers import Router, RouterConfig, TaskConfig
+from rtml.services.router.ledger import LogPosition
+from rtml.shared import topics
+from rtml.shared.contracts import PredictRouted
+from rtml.shared.pipeline import Incoming
+from rtml.shared.service import HealthEndpoints
 
-from services.router.app import PosteriorCollector, RouterApp
-from services.router.handlers import Router, RouterConfig, TaskConfig
-from services.router.ledger import LogPosition
-from shared import topics
-from shared.contracts import PredictRouted
-from shared.pipeline import Incoming
-from shared.service import HealthEndpoints
 from tests.unit.test_router_handlers import FAST, announcement, enriched, reward
 
 

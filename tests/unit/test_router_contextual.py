@@ -8,21 +8,19 @@ import dataclasses
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-
-from rtml.tasks.recs.spec import TASK as RECS
-from services.router.app import RouterApp
-from services.router.contextual_routing import (
+from rtml.services.router.app import RouterApp
+from rtml.services.router.contextual_routing import (
     ContextEncoder,
     ContextSpec,
     MissingContext,
     pack,
     unpack,
 )
-from services.router.handlers import RewardOutcome, Router, RouterConfig, TaskConfig
-from services.router.ledger import LogPosition
-from shared.bandits.contextual import ContextualPolicyError, LinUCB
-from shared.bandits.policies import PolicyError
-from shared.contracts import (
+from rtml.services.router.handlers import RewardOutcome, Router, RouterConfig, TaskConfig
+from rtml.services.router.ledger import LogPosition
+from rtml.shared.bandits.contextual import ContextualPolicyError, LinUCB
+from rtml.shared.bandits.policies import PolicyError
+from rtml.shared.contracts import (
     MAX_MESSAGE_BYTES,
     FeatureVector,
     PredictEnriched,
@@ -31,9 +29,11 @@ from shared.contracts import (
     decode,
     encode,
 )
-from shared.features.definitions import ITEM_EMBEDDING_DIM
-from shared.service import HealthEndpoints
-from shared.settings import Settings
+from rtml.shared.features.definitions import ITEM_EMBEDDING_DIM
+from rtml.shared.service import HealthEndpoints
+from rtml.shared.settings import Settings
+
+from rtml.tasks.recs.spec import TASK as RECS
 from tests.unit.test_router_handlers import announcement, enriched
 
 TS = 1_700_000_000.0

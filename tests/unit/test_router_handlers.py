@@ -8,8 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
-from services.router.handlers import (
+from rtml.services.router.handlers import (
     CHAMPION_FALLBACK,
     RewardOutcome,
     Router,
@@ -17,9 +16,9 @@ from services.router.handlers import (
     TaskConfig,
     with_router_timings,
 )
-from services.router.ledger import Admission, LogPosition, RewardLedger
-from shared.bandits.policies import PolicyError, PromotionRule
-from shared.contracts import (
+from rtml.services.router.ledger import Admission, LogPosition, RewardLedger
+from rtml.shared.bandits.policies import PolicyError, PromotionRule
+from rtml.shared.contracts import (
     FeatureVector,
     ModelAnnouncement,
     PredictEnriched,
@@ -29,7 +28,7 @@ from shared.contracts import (
     decode,
     encode,
 )
-from shared.settings import Settings
+from rtml.shared.settings import Settings
 
 TS = 1_700_000_000.0
 # few Monte Carlo draws: these tests fold rewards one at a time and route in between

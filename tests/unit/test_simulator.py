@@ -9,10 +9,7 @@ from collections import defaultdict
 from typing import Any, TypeVar
 
 import pytest
-
-from services.simulator import world
-from services.simulator.world import Marketplace, SimConfig, demand_multiplier, paced, simulate
-from shared.contracts import (
+from rtml.shared.contracts import (
     CourierAssigned,
     CourierOffline,
     CourierOnline,
@@ -23,6 +20,15 @@ from shared.contracts import (
     OrderReady,
     PredictRequest,
     encode,
+)
+
+from rtml.tasks.eta.simulator import world
+from rtml.tasks.eta.simulator.world import (
+    Marketplace,
+    SimConfig,
+    demand_multiplier,
+    paced,
+    simulate,
 )
 
 HOUR = 3600.0

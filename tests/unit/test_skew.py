@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 from click.testing import CliRunner
+from rtml.shared.contracts import FeatureVector, TrainingExample
+from rtml.shared.eventlog import write_event_log
+from rtml.shared.features.batch import compute_batch_features
+from rtml.shared.features.reference import task_vectors
+from rtml.shared.warehouse import Located, Warehouse
 
 from rtml.cli import main
+from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from rtml.tasks.eta.spec import TASK as ETA
-from services.simulator.world import SimConfig, simulate
-from shared.contracts import FeatureVector, TrainingExample
-from shared.eventlog import write_event_log
-from shared.features.batch import compute_batch_features
-from shared.features.reference import task_vectors
-from shared.warehouse import Located, Warehouse
 
 
 def logged_warehouse(root, pairs, tamper: str | None = None) -> None:

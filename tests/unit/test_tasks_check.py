@@ -3,12 +3,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from rtml.shared.contracts import CourierOnline, ItemClicked, OrderDelivered
+from rtml.shared.tasks.check import check
+from rtml.shared.tasks.spec import ARM, Entity, Feature, ItemArms, Model, RouterPolicy
 
 from rtml.tasks.eta.spec import TASK as ETA
 from rtml.tasks.recs.spec import TASK as RECS
-from shared.contracts import CourierOnline, ItemClicked, OrderDelivered
-from shared.tasks.check import check
-from shared.tasks.spec import ARM, Entity, Feature, ItemArms, Model, RouterPolicy
 
 
 def problems_of(spec: object) -> dict[str, str]:

@@ -6,10 +6,10 @@ import types
 
 import pytest
 from click.testing import CliRunner
+from rtml.shared.tasks import registry
+from rtml.shared.tasks.spec import Feature
 
 from rtml.cli import main
-from shared.tasks import registry
-from shared.tasks.spec import Feature
 
 OWN = "rtml.tasks.eta.spec,rtml.tasks.recs.spec"
 

@@ -7,9 +7,8 @@ from collections.abc import Iterator
 from importlib.metadata import EntryPoint
 
 import pytest
-
-from shared.tasks import registry
-from shared.tasks.registry import (
+from rtml.shared.tasks import registry
+from rtml.shared.tasks.registry import (
     InvalidTasks,
     UnknownTask,
     load_registry,

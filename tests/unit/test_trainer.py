@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import numpy as np
-
-from services.trainer.drift import DriftMonitor, feature_baseline
-from services.trainer.training import fine_tune, mae, split_holdout, train_from_scratch
+from rtml.services.trainer.drift import DriftMonitor, feature_baseline
+from rtml.services.trainer.training import fine_tune, mae, split_holdout, train_from_scratch
 
 NAMES = ["distance_km", "prep_load", "couriers_idle"]
 
@@ -80,7 +79,7 @@ def test_a_shift_in_a_monitored_feature_fires_its_detector() -> None:
 
 
 def test_recency_weights_halve_per_half_life() -> None:
-    from services.trainer.training import recency_weights
+    from rtml.services.trainer.training import recency_weights
 
     np.testing.assert_allclose(
         recency_weights(np.array([0.0, 1800.0, 3600.0]), 1800.0), [0.25, 0.5, 1.0]

@@ -4,17 +4,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from services.trainer.jobs import (
+from rtml.services.trainer.jobs import (
     NotEnoughData,
     discard_consumed,
     fine_tune_candidate,
     register,
     scratch_candidate,
 )
-from shared.contracts import FeatureVector, TrainingExample
-from shared.model_store import ModelStore
-from shared.warehouse import Located, Warehouse
+from rtml.shared.contracts import FeatureVector, TrainingExample
+from rtml.shared.model_store import ModelStore
+from rtml.shared.warehouse import Located, Warehouse
+
 from tests.unit.test_trainer import NAMES, deliveries
 
 T0 = 1_717_412_400.0

@@ -3,9 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from shared.contracts import FeatureVector, TrainingExample
-from shared.warehouse import Located, Warehouse
+from rtml.shared.contracts import FeatureVector, TrainingExample
+from rtml.shared.warehouse import Located, Warehouse
 
 HOUR = 3600.0
 T0 = 1_717_412_400.0  # on the hour

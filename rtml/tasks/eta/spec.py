@@ -3,7 +3,7 @@ is placed, from the restaurant's and the zone's recent activity."""
 
 from __future__ import annotations
 
-from shared.contracts import (
+from rtml.shared.contracts import (
     CourierAssigned,
     CourierOffline,
     CourierOnline,
@@ -13,7 +13,7 @@ from shared.contracts import (
     OrderPlaced,
     OrderReady,
 )
-from shared.tasks.spec import Entity, Feature, Label, Model, RouterPolicy, TaskSpec
+from rtml.shared.tasks.spec import Entity, Feature, Label, Model, RouterPolicy, TaskSpec
 
 MINUTE = 60.0
 # a prediction within this many minutes of the actual delivery earns reward 1

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 
+from rtml.shared import topics
+from rtml.shared.contracts import BatchPrediction, encode
+from rtml.shared.kafka import ensure_topics, read_all, send_all, start_producer
+from rtml.shared.settings import Settings
 from rtml.tasks.recs.obd import BEHAVIOURS, Campaign, UserFeatureEncoder, load_rounds
 from rtml.tasks.recs.popularity import rank_segments
-from shared import topics
-from shared.contracts import BatchPrediction, encode
-from shared.kafka import ensure_topics, read_all, send_all, start_producer
-from shared.settings import Settings
 
 
 def batch_predictions(campaign: Campaign, k: int) -> list[BatchPrediction]:

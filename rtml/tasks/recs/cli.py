@@ -9,10 +9,10 @@ import time
 import click
 from aiokafka.errors import KafkaError
 
+from rtml.shared.errors import RtmlError
+from rtml.shared.settings import get_settings
 from rtml.tasks.recs.obd import CAMPAIGNS
 from rtml.tasks.recs.offline import POLICIES, evaluate_campaign, format_report, plot_reports
-from shared.errors import RtmlError
-from shared.settings import get_settings
 
 
 @click.command("recs")

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow
 import pyarrow.csv
 
-from shared.contracts import Impression, ItemClicked, Message
+from rtml.shared.contracts import Impression, ItemClicked, Message
 
 Campaign = Literal["all", "men", "women"]
 Behaviour = Literal["random", "bts"]

@@ -281,7 +281,7 @@ def make_policy(name: str, log: LoggedRounds, encoder: UserFeatureEncoder, dim: 
         return UniformRandom(log.n_items)
     if name == "popularity":
         return BatchPopularity(popularity_lists(log.campaign, encoder), encoder, log.campaign)
-    from shared.bandits.contextual import make_contextual_policy
+    from rtml.shared.bandits.contextual import make_contextual_policy
 
     contextual_name, params = CONTEXTUAL[name]
     return make_contextual_policy(contextual_name, log.n_items, dim, **params)

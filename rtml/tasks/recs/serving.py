@@ -20,13 +20,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Counter
 
+from rtml.shared import topics
+from rtml.shared.contracts import BatchPrediction
+from rtml.shared.errors import ContractError
+from rtml.shared.kafka import read_all
+from rtml.shared.logging import get_logger
+from rtml.shared.settings import Settings
 from rtml.tasks.recs.popularity import segment_name, segment_of_inputs
-from shared import topics
-from shared.contracts import BatchPrediction
-from shared.errors import ContractError
-from shared.kafka import read_all
-from shared.logging import get_logger
-from shared.settings import Settings
 
 log = get_logger(__name__)
 

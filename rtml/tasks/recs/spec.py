@@ -3,15 +3,24 @@ learned from clicks, with the user features and the session's recent items."""
 
 from __future__ import annotations
 
-from rtml.tasks.recs.obd import USER_FEATURES
-from shared.contracts import Impression, ItemClicked, ItemViewed, Message
-from shared.features.definitions import (
+from rtml.shared.contracts import Impression, ItemClicked, ItemViewed, Message
+from rtml.shared.features.definitions import (
     ITEM_EMBEDDING_DIM,
     LAST_ITEMS,
     NO_ITEM,
     SESSION_WINDOW_S,
 )
-from shared.tasks.spec import ARM, Entity, Feature, ItemArms, Label, Model, RouterPolicy, TaskSpec
+from rtml.shared.tasks.spec import (
+    ARM,
+    Entity,
+    Feature,
+    ItemArms,
+    Label,
+    Model,
+    RouterPolicy,
+    TaskSpec,
+)
+from rtml.tasks.recs.obd import USER_FEATURES
 
 SESSION_EMBEDDING = tuple(f"session_emb_{i}" for i in range(ITEM_EMBEDDING_DIM))
 

@@ -7,10 +7,10 @@ import asyncio
 import aiohttp
 import click
 
-from services.simulator.driver import IngestionClient, drive
-from services.simulator.world import SCENARIOS, SimConfig, simulate
-from shared.eventlog import write_event_log
-from shared.settings import get_settings
+from rtml.shared.eventlog import write_event_log
+from rtml.shared.settings import get_settings
+from rtml.tasks.eta.simulator.driver import IngestionClient, drive
+from rtml.tasks.eta.simulator.world import SCENARIOS, SimConfig, simulate
 
 
 @click.command("simulate")

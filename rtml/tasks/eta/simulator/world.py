@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shared.contracts import (
+from rtml.shared.contracts import (
     CourierAssigned,
     CourierOffline,
     CourierOnline,

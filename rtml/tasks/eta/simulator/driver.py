@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from services.simulator.world import paced
-from shared.contracts import Message, PredictRequest
+from rtml.shared.contracts import Message, PredictRequest
+from rtml.tasks.eta.simulator.world import paced
 
 # wall-clock bound on how long an event waits in a batch before it is sent
 FLUSH_AFTER_S = 0.05

@@ -10,8 +10,9 @@ from aiokafka.errors import KafkaError
 from rtml.services.features.publish import publish
 from rtml.shared.errors import RtmlError
 from rtml.shared.eventlog import read_event_log
-from rtml.shared.features.batch import compute_batch_features, item_embedding_records
+from rtml.shared.features.batch import compute_batch_features
 from rtml.shared.settings import get_settings
+from rtml.shared.tasks.registry import tasks
 
 PROGRESS_EVERY = 50_000
 
@@ -20,9 +21,9 @@ PROGRESS_EVERY = 50_000
 @click.argument("log", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="compute and print, publish nothing")
 def batch_features(log: Path, dry_run: bool) -> None:
-    """Batch features (historical prep and travel times) from the event log LOG, and
-    the item embeddings of the Open Bandit Dataset, published to rtml.features.batch;
-    re-running sends only what changed."""
+    """The loaded tasks' batch features from the event log LOG, and their static
+    records (an item table), published to rtml.features.batch; re-running sends only
+    what changed."""
 
     def progress(count: int) -> None:
         if count % PROGRESS_EVERY == 0:
@@ -32,10 +33,12 @@ def batch_features(log: Path, dry_run: bool) -> None:
         records = compute_batch_features(read_event_log(log), on_message=progress)
     except RtmlError as exc:
         raise click.ClickException(str(exc)) from exc
-    try:
-        records += item_embedding_records()
-    except ModuleNotFoundError:
-        click.echo("obp is not installed: no item embeddings (pip install --no-deps obp==0.4.1)")
+    for spec in tasks().values():
+        if spec.static_records is not None:
+            try:
+                records += spec.static_records()
+            except ModuleNotFoundError as exc:  # a task's optional data package
+                click.echo(f"task {spec.name}: no static records ({exc})", err=True)
     click.echo(f"computed the batch features of {len(records)} entities from {log}")
     if dry_run:
         for record in records:

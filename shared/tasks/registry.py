@@ -13,9 +13,10 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Iterator, Mapping
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib.metadata import entry_points
 
+from rtml.shared.features.catalog import CatalogError, EntityFeatures, entity_catalog
 from rtml.shared.tasks.check import Problem, check
 from rtml.shared.tasks.spec import TaskSpec
 
@@ -64,6 +65,11 @@ class TaskRegistry(Mapping[str, TaskSpec]):
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self._specs)
+
+    @cached_property
+    def entities(self) -> dict[str, EntityFeatures]:
+        """Every entity of the loaded tasks with the union of their features of it."""
+        return entity_catalog(self._specs.values())
 
     def labelled_by(self, schema: str) -> TaskSpec | None:
         """The task whose label is the event ``schema``, if any."""
@@ -121,6 +127,11 @@ def load_registry(sources: list[str] | None = None, *, policies: bool = True) ->
             already = f"{spec.label.event.SCHEMA} already labels {other}"
             problems.append((source, Problem("label.event", already)))
         specs[spec.name] = spec
+    if not problems:
+        try:  # two tasks that share an entity must agree on it
+            entity_catalog(specs.values())
+        except CatalogError as exc:
+            problems.append((",".join(sources), Problem("entities", str(exc))))
     if problems:
         raise InvalidTasks(problems)
     return TaskRegistry(specs)

@@ -19,7 +19,6 @@ from typing import Any
 import msgpack
 from rtml.services.features.state import EntityStates
 from rtml.shared.contracts import (
-    DOMAIN_EVENTS,
     FeatureVector,
     Message,
     PredictEnriched,
@@ -70,9 +69,10 @@ class AdmittedBatch:
 def admit_events(states: EntityStates, raw_events: Sequence[bytes]) -> AdmittedBatch:
     """Decode and apply ``raw_events`` (one partition's, in offset order) to ``states``."""
     batch = AdmittedBatch()
+    events = tasks().events
     for index, raw in enumerate(raw_events):
         try:
-            event = decode(raw, DOMAIN_EVENTS)
+            event = decode(raw, events)
             outcome = states.apply(event)
         except ContractError as exc:
             batch.rejected.append(Rejected(index, "schema" if exc.field else "decode", str(exc)))
@@ -99,7 +99,7 @@ def _late_reason(states: EntityStates, event: Message) -> str:
 def replay_changelog(states: EntityStates, record: bytes) -> int:
     """Re-apply one changelog record (a batch of accepted events); how many were new."""
     outcomes = [
-        states.apply(decode(raw, DOMAIN_EVENTS)) for raw in msgpack.unpackb(record, raw=False)
+        states.apply(decode(raw, tasks().events)) for raw in msgpack.unpackb(record, raw=False)
     ]
     return outcomes.count(Outcome.ACCEPTED)
 

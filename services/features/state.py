@@ -114,7 +114,7 @@ def _read(feature: Feature) -> Read:
     return lambda t, state, batch: state.values_at(t, batch)[name]
 
 
-def _program(entity: EntityFeatures) -> _Program:
+def _program(entity: EntityFeatures, lookback_s: float) -> _Program:
     structures: list[Callable[[], Structure]] = []
     updates: dict[type[Message], list[tuple[int, Update]]] = {}
     index_of: dict[object, int] = {}
@@ -178,7 +178,7 @@ def _program(entity: EntityFeatures) -> _Program:
         updates={event: tuple(entries) for event, entries in updates.items()},
         reads=tuple(reads),
         features=entity.streaming,
-        lookback_s=entity.lookback_s,
+        lookback_s=lookback_s,
     )
 
 
@@ -258,7 +258,13 @@ class EntityStates:
     ) -> None:
         self.allowed_lateness_s = allowed_lateness_s
         self.entities = tasks().entities if entities is None else entities
-        self._programs = {name: _program(entity) for name, entity in self.entities.items()}
+        # every entity keeps the longest look-back of any: a request answered later than
+        # the allowed lateness (a loaded worker) then still finds its windows whole, for
+        # entities whose own windows are shorter
+        lookback_s = max((entity.lookback_s for entity in self.entities.values()), default=0.0)
+        self._programs = {
+            name: _program(entity, lookback_s) for name, entity in self.entities.items()
+        }
         self.by_entity: dict[str, dict[str, EntityState]] = {name: {} for name in self.entities}
 
     def apply(self, event: Message) -> Outcome:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rtml.shared.contracts import DOMAIN_EVENTS, Message
+from rtml.shared.contracts import REGISTRY, Message
 from rtml.shared.features.definitions import CALENDAR
 from rtml.shared.tasks.spec import (
     ARM,
@@ -82,8 +82,8 @@ def _events(spec: TaskSpec) -> list[Problem]:
         if not _is_event(event):
             problems.append(Problem(where, f"{event!r} is not a contract class (Message)"))
             continue
-        if event not in DOMAIN_EVENTS:
-            problems.append(Problem(where, f"{event.SCHEMA} is not a domain event of rtml.events"))
+        if event.SCHEMA in REGISTRY:
+            problems.append(Problem(where, f"{event.SCHEMA} is one of rtml's own messages"))
         if event.KEY_FIELD not in keys:
             problems.append(
                 Problem(

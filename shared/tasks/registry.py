@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from functools import cached_property, lru_cache
 from importlib.metadata import entry_points
 
+from rtml.shared.contracts import REGISTRY, Message
 from rtml.shared.features.catalog import CatalogError, EntityFeatures, entity_catalog
 from rtml.shared.tasks.check import Problem, check
 from rtml.shared.tasks.spec import TaskSpec
@@ -65,6 +66,15 @@ class TaskRegistry(Mapping[str, TaskSpec]):
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self._specs)
+
+    @cached_property
+    def events(self) -> tuple[type[Message], ...]:
+        """Every domain event of the loaded tasks: what ``rtml.events`` may carry."""
+        return tuple(dict.fromkeys(e for spec in self._specs.values() for e in spec.events))
+
+    @cached_property
+    def event_schemas(self) -> dict[str, type[Message]]:
+        return {event.SCHEMA: event for event in self.events}
 
     @cached_property
     def entities(self) -> dict[str, EntityFeatures]:
@@ -127,6 +137,7 @@ def load_registry(sources: list[str] | None = None, *, policies: bool = True) ->
             already = f"{spec.label.event.SCHEMA} already labels {other}"
             problems.append((source, Problem("label.event", already)))
         specs[spec.name] = spec
+    problems += _schema_conflicts(specs)
     if not problems:
         try:  # two tasks that share an entity must agree on it
             entity_catalog(specs.values())
@@ -135,6 +146,25 @@ def load_registry(sources: list[str] | None = None, *, policies: bool = True) ->
     if problems:
         raise InvalidTasks(problems)
     return TaskRegistry(specs)
+
+
+def _schema_conflicts(specs: Mapping[str, TaskSpec]) -> list[tuple[str, Problem]]:
+    """Event schema names are one namespace on rtml.events: a name means one class."""
+    owner: dict[str, tuple[type[Message], str]] = {
+        schema: (kind, "rtml") for schema, kind in REGISTRY.items()
+    }
+    problems = []
+    for spec in specs.values():
+        for i, event in enumerate(spec.events):
+            kind, task = owner.setdefault(event.SCHEMA, (event, spec.name))
+            if kind is not event:
+                problems.append(
+                    (
+                        spec.name,
+                        Problem(f"events[{i}]", f"schema {event.SCHEMA!r} is already {task}'s"),
+                    )
+                )
+    return problems
 
 
 @lru_cache(maxsize=1)

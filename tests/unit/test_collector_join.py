@@ -4,7 +4,10 @@ import random
 
 import pytest
 from rtml.services.collector.join import JoinConfig, JoinState
-from rtml.shared.contracts import FeatureVector, ItemClicked, OrderDelivered, Prediction
+from rtml.shared.contracts import FeatureVector, Prediction
+
+from rtml.tasks.eta.events import OrderDelivered
+from rtml.tasks.recs.events import ItemClicked
 
 T0 = 1_717_412_400.0
 FEATURES = FeatureVector(

@@ -25,13 +25,14 @@ from rtml.shared.contracts import (
     DlqRecord,
     FeatureVector,
     ModelAnnouncement,
-    OrderPlaced,
     PredictEnriched,
     Prediction,
     PredictRequest,
     RouterState,
     TrainingExample,
 )
+
+from rtml.tasks.eta.events import OrderPlaced
 
 NOW = 1_800_000_000.0  # wall clock
 T0 = 1_717_412_400.0  # event time, as the simulator's clock

@@ -10,8 +10,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from rtml.services.dashboard.aggregates import Dashboard
 from rtml.services.dashboard.app import DashboardApp, SnapshotCache
-from rtml.shared.contracts import OrderPlaced
 from rtml.shared.service import HealthEndpoints
+
+from rtml.tasks.eta.events import OrderPlaced
 
 NOW = 1_800_000_000.0
 

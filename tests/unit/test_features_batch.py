@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
-from rtml.shared.contracts import OrderDelivered, OrderPickedUp, OrderPlaced, OrderReady, encode
+from rtml.shared.contracts import encode
 from rtml.shared.features.batch import compute_batch_features
 from rtml.shared.features.records import decode_batch_record
+
+from rtml.tasks.eta.events import OrderDelivered, OrderPickedUp, OrderPlaced, OrderReady
 
 T0 = 1_717_412_400.0  # a Monday, 11:00 UTC
 

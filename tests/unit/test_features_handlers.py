@@ -18,16 +18,12 @@ from rtml.services.features.handlers import (
     replay_changelog,
 )
 from rtml.services.features.state import EntityStates
-from rtml.shared.contracts import (
-    FeatureVector,
-    OrderReady,
-    PredictRequest,
-    encode,
-)
+from rtml.shared.contracts import FeatureVector, PredictRequest, encode
 from rtml.shared.features.batch import compute_batch_features
 from rtml.shared.features.definitions import FeatureValue
 from rtml.shared.timings import FEATURES, LOOKUP_FORWARD
 
+from rtml.tasks.eta.events import OrderReady
 from tests.unit.test_features_batch import T0, placed
 
 SEEN = 1_800_000_000.0  # wall clock when the service saw the request

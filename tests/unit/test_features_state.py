@@ -14,28 +14,23 @@ from rtml.services.features.handlers import (
     plan,
 )
 from rtml.services.features.state import PRUNE_STEP_S, EntityStates
-from rtml.shared.contracts import (
-    CourierAssigned,
-    CourierOnline,
-    FeatureVector,
-    Impression,
-    ItemClicked,
-    ItemViewed,
-    Message,
-    OrderDelivered,
-    OrderPickedUp,
-    OrderPlaced,
-    PredictRequest,
-    encode,
-)
+from rtml.shared.contracts import FeatureVector, Message, PredictRequest, encode
 from rtml.shared.features.definitions import Outcome
 from rtml.shared.features.records import BatchFeatureRecord
 from rtml.shared.features.reference import ReferenceFeatures
 from rtml.shared.features.series import Spans, TimeSeries
 
+from rtml.tasks.eta.events import (
+    CourierAssigned,
+    CourierOnline,
+    OrderDelivered,
+    OrderPickedUp,
+    OrderPlaced,
+)
 from rtml.tasks.eta.features import OPEN_SPAN_MAX_S, IdleCouriers
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from rtml.tasks.eta.spec import TASK as ETA
+from rtml.tasks.recs.events import Impression, ItemClicked, ItemViewed
 from rtml.tasks.recs.features import ITEM_EMBEDDING_NAMES
 from rtml.tasks.recs.spec import TASK as RECS
 
@@ -214,7 +209,7 @@ def test_state_stays_bounded_by_event_time() -> None:
         )
         states.apply(CourierOnline(id=f"on{i}", ts=ts, courier_id=f"c{i % 50}", zone_id="z"))
     restaurant, zone = states.get("restaurant", "r"), states.get("zone", "z")
-    # an order every 2 s; kept: the entity's longest window + the lateness + up to a prune step
+    # an order every 2 s; kept: the longest window + the lateness + up to a prune step
     orders_kept = (restaurant.program.lookback_s + 300 + PRUNE_STEP_S) / 2.0 + 10
     structure_of = {f.name: restaurant.structures[i] for f, i, _ in restaurant.program.reads}
     placed = structure_of["restaurant_orders_10m"]

@@ -4,11 +4,12 @@ import dataclasses
 import math
 
 import pytest
-from rtml.shared.contracts import CourierOnline, ItemClicked, OrderDelivered
 from rtml.shared.tasks.check import check
 from rtml.shared.tasks.spec import ARM, Entity, Feature, ItemArms, Model, RouterPolicy
 
+from rtml.tasks.eta.events import CourierOnline, OrderDelivered
 from rtml.tasks.eta.spec import TASK as ETA
+from rtml.tasks.recs.events import ItemClicked
 from rtml.tasks.recs.spec import TASK as RECS
 
 

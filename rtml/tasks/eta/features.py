@@ -9,19 +9,19 @@ from bisect import bisect_left, bisect_right, insort
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from rtml.shared.contracts import (
+from rtml.shared.contracts import Message
+from rtml.shared.features.records import BatchFeatureRecord
+from rtml.shared.features.series import Spans, TimeSeries, span_open
+from rtml.shared.tasks.spec import BatchJob, BatchValues, CustomFeatures, Reading
+from rtml.tasks.eta.events import (
     CourierAssigned,
     CourierOffline,
     CourierOnline,
-    Message,
     OrderDelivered,
     OrderPickedUp,
     OrderPlaced,
     OrderReady,
 )
-from rtml.shared.features.records import BatchFeatureRecord
-from rtml.shared.features.series import Spans, TimeSeries, span_open
-from rtml.shared.tasks.spec import BatchJob, BatchValues, CustomFeatures, Reading
 
 MINUTE = 60.0
 # An order not picked up within this long after it was placed, and a courier

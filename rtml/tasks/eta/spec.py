@@ -3,7 +3,8 @@ is placed, from the restaurant's and the zone's recent activity."""
 
 from __future__ import annotations
 
-from rtml.shared.contracts import (
+from rtml.shared.tasks.spec import Entity, Feature, Label, Model, RouterPolicy, TaskSpec
+from rtml.tasks.eta.events import (
     CourierAssigned,
     CourierOffline,
     CourierOnline,
@@ -12,7 +13,6 @@ from rtml.shared.contracts import (
     OrderPlaced,
     OrderReady,
 )
-from rtml.shared.tasks.spec import Entity, Feature, Label, Model, RouterPolicy, TaskSpec
 from rtml.tasks.eta.features import (
     IDLE_COURIERS,
     TRAVEL,

@@ -7,10 +7,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from rtml.shared.contracts import ItemClicked, ItemViewed, Message
+from rtml.shared.contracts import Message
 from rtml.shared.features.records import BatchFeatureRecord, batch_record, entity_key
 from rtml.shared.features.series import RankedSeries
 from rtml.shared.tasks.spec import CustomFeatures, Reading
+from rtml.tasks.recs.events import ItemClicked, ItemViewed
 from rtml.tasks.recs.obd import Campaign, item_context_rows
 
 # how many of the session's latest viewed and clicked items, most recent first

@@ -3,7 +3,7 @@ learned from clicks, with the user features and the session's recent items."""
 
 from __future__ import annotations
 
-from rtml.shared.contracts import Impression, ItemClicked, ItemViewed, Message
+from rtml.shared.contracts import Message
 from rtml.shared.tasks.spec import (
     ARM,
     Entity,
@@ -14,6 +14,7 @@ from rtml.shared.tasks.spec import (
     RouterPolicy,
     TaskSpec,
 )
+from rtml.tasks.recs.events import Impression, ItemClicked, ItemViewed
 from rtml.tasks.recs.features import (
     LAST_ITEMS,
     NO_ITEM,

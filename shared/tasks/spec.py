@@ -210,10 +210,16 @@ class Label:
 
 @dataclass(frozen=True)
 class Model:
+    """What the trainer fits and how a new version is judged; the prediction service
+    serves what the booster predicts (a binary model: the probability of the positive
+    class)."""
+
     kind: ModelKind
     # the XGBoost objective the trainer fits
     objective: str
-    # the holdout metric that keeps a fine-tuned version or drops it (lower is better)
+    # the holdout metric that keeps a fine-tuned version or drops it, one of
+    # shared/model_metrics.py (its direction and its error per example, which the
+    # drift monitor watches)
     metric: str = "mae"
     # features whose distribution the drift monitor watches besides the error
     drift_features: tuple[str, ...] = ()

@@ -3,10 +3,11 @@
 Detectors are river's (ADWIN for the error, whose mean shifts when the world
 changes; Page-Hinkley per feature for a shift in its mean). The error of an
 example is the one the task's metric defines (``shared/model_metrics.py``): the
-absolute error for ``mae``, the log loss of the probability for ``logloss``. The design notes
-record that ADWIN finds large shifts in hundreds of events but misses small
-relative changes: it is chosen here because the drift that matters for eta
-(storms, slow kitchens) moves the error by minutes, not by percent.
+absolute error for ``mae``, the log loss of the probability for ``logloss``.
+The design notes record that ADWIN finds large shifts in hundreds of events but
+misses small relative changes: it is chosen here because the drift that matters
+for a delivery time (storms, slow kitchens) moves the error by minutes, not by
+percent.
 """
 
 from __future__ import annotations

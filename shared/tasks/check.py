@@ -62,6 +62,8 @@ def check(spec: Any, *, policies: bool = True) -> list[Problem]:
     problems += _features(spec)
     problems += _label(spec)
     problems += _model(spec)
+    if spec.serving is not None and not callable(spec.serving):
+        problems.append(Problem("serving", "is not callable (a factory of a ServingHook)"))
     problems += _router(spec) if policies else []
     return problems
 

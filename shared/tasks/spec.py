@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from rtml.shared.contracts import Message
 
 if TYPE_CHECKING:
+    from aiohttp import web
     from rtml.shared.features.records import BatchFeatureRecord
+    from rtml.shared.settings import Settings
 
 FeatureKind = Literal[
     # a request input (PredictRequest.inputs); ``default`` when the request leaves it out
@@ -250,6 +252,16 @@ class RouterPolicy:
     items: ItemArms | None = None
 
 
+class ServingHook(Protocol):
+    """What a task serves besides its model's predictions, on the prediction service's
+    HTTP port (say, lists computed by a batch job): its routes, and the work that keeps
+    what they serve current, which runs until the service stops (cancelled)."""
+
+    def routes(self) -> Sequence[web.RouteDef]: ...
+
+    async def run(self, settings: Settings) -> None: ...
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     # lower-case letters, digits and "_": it names settings, warehouse partitions, metrics
@@ -270,6 +282,10 @@ class TaskSpec:
     # records published with the batch features that no event log gives (an item
     # table that custom features read); ``rtml batch features`` calls it
     static_records: Callable[[], Iterable[BatchFeatureRecord]] | None = None
+    # makes the task's ServingHook, in the prediction service only (a factory, so that
+    # what only serving needs is imported there and nowhere else); None: no more than
+    # the model's predictions
+    serving: Callable[[], ServingHook] | None = None
 
     @property
     def feature_set(self) -> str:

@@ -25,7 +25,7 @@ from rtml.services.trainer.training import (
 )
 from rtml.shared.contracts import Task
 from rtml.shared.errors import RtmlError
-from rtml.shared.model_metrics import METRICS, Metric
+from rtml.shared.model_metrics import METRICS
 from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.tasks.registry import task_spec
 from rtml.shared.warehouse import ExampleTable, Warehouse
@@ -52,23 +52,25 @@ class Candidate:
     metric: str
 
     @property
-    def judged_by(self) -> Metric:
-        return METRICS[self.metric]
+    def holdout(self) -> tuple[float | None, float | None]:
+        """Its and its parent's metric on the holdout; None where there is none (from
+        scratch) or it is undefined there (an AUC over one class)."""
+        return (
+            self.metrics.get(f"holdout_{self.metric}"),
+            self.metrics.get(f"parent_holdout_{self.metric}"),
+        )
 
     @property
     def better_than_parent(self) -> bool:
-        """Kept unless the holdout shows it worse than its parent on the task's metric
-        (a metric undefined on the holdout, say an AUC over one class, shows nothing)."""
-        mine = self.metrics.get(f"holdout_{self.metric}")
-        parent = self.metrics.get(f"parent_holdout_{self.metric}")
-        return mine is None or parent is None or self.judged_by.at_least_as_good(mine, parent)
+        """Kept unless the holdout shows it worse than its parent on the task's metric."""
+        mine, parent = self.holdout
+        return mine is None or parent is None or METRICS[self.metric].at_least_as_good(mine, parent)
 
     @property
     def judgement(self) -> str:
         """The holdout figures, for a log line or an announcement: ``holdout mae 4.1 vs
         parent 4.6``."""
-        mine = self.metrics.get(f"holdout_{self.metric}")
-        parent = self.metrics.get(f"parent_holdout_{self.metric}")
+        mine, parent = self.holdout
         text = f"holdout {self.metric} {_figure(mine)}"
         return text if parent is None else f"{text} vs parent {_figure(parent)}"
 

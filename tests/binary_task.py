@@ -44,7 +44,13 @@ TASK = TaskSpec(
     features=(
         Feature("n_items", "input", default=2.0),
         Feature("hour_of_day", "calendar"),
-        Feature("restaurant_orders_10m", "count", entity="restaurant", window_s=600.0),
+        Feature(
+            "restaurant_orders_10m",
+            "count",
+            entity="restaurant",
+            window_s=600.0,
+            events=(OrderPlaced,),
+        ),
     ),
     label=Label(OrderReady, join=(("order_id", "order_id"),), value=slow, reward=closeness),
     model=Model("binary", objective="binary:logistic", metric="logloss"),

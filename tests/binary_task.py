@@ -4,7 +4,7 @@ user declares theirs, loaded by module path (``loaded()``), to show that the
 trainer, the prediction service and the collector follow its ``Model``.
 
 ``examples`` makes its training data: the chance of a slow kitchen grows with the
-order's size and the restaurant's recent orders; ``rush`` shifts it.
+order's size and the size of the restaurant's recent orders; ``rush`` shifts it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ def slow(ready: Message) -> float:
     return float(ready.ts - ready.placed_ts > SLOW_AFTER_MIN * 60)
 
 
+def items(placed: Message) -> float:
+    assert isinstance(placed, OrderPlaced)
+    return float(placed.n_items)
+
+
 def closeness(probability: float | list[float], label: float) -> float:
     """1 for a certain right answer, 0 for a certain wrong one."""
     assert isinstance(probability, float)
@@ -45,11 +50,13 @@ TASK = TaskSpec(
         Feature("n_items", "input", default=2.0),
         Feature("hour_of_day", "calendar"),
         Feature(
-            "restaurant_orders_10m",
-            "count",
+            "restaurant_mean_items_30m",
+            "mean",
             entity="restaurant",
-            window_s=600.0,
+            window_s=1800.0,
+            default=2.0,
             events=(OrderPlaced,),
+            value=items,
         ),
     ),
     label=Label(OrderReady, join=(("order_id", "order_id"),), value=slow, reward=closeness),
@@ -75,15 +82,15 @@ def loaded(model: Model | None = None) -> Iterator[TaskSpec]:
 
 def vectors(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.column_stack(
-        [rng.integers(1, 12, n), rng.integers(0, 24, n), rng.integers(0, 15, n)]
+        [rng.integers(1, 12, n), rng.integers(0, 24, n), rng.uniform(1, 12, n)]
     ).astype(float)
 
 
 def examples(n: int, rng: np.random.Generator, rush: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """(vectors, 0/1 labels); ``rush`` adds to the log-odds of a slow kitchen for busy
-    restaurants (a regime a fine-tune should learn)."""
+    """(vectors, 0/1 labels); ``rush`` adds to the log-odds of a slow kitchen where
+    recent orders are large (a regime a fine-tune should learn)."""
     X = vectors(n, rng)
-    log_odds = -3.0 + 0.25 * X[:, 0] + 0.15 * X[:, 2] + rush * (X[:, 2] > 7)
+    log_odds = -3.0 + 0.25 * X[:, 0] + 0.2 * X[:, 2] + rush * (X[:, 2] > 7)
     slow_kitchen = rng.random(n) < 1.0 / (1.0 + np.exp(-log_odds))
     return X, slow_kitchen.astype(float)
 

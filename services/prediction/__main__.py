@@ -17,8 +17,7 @@ from rtml.shared.model_store import ModelStore
 from rtml.shared.pipeline import Pipeline
 from rtml.shared.service import HealthEndpoints, run_until_signalled, serve
 from rtml.shared.settings import get_settings
-
-from rtml.tasks.recs.serving import BatchRecommender, follow_batch_predictions
+from rtml.shared.tasks.registry import tasks
 
 SERVICE = "prediction"
 GROUP_ID = "rtml-prediction"
@@ -31,8 +30,8 @@ async def main(stop: asyncio.Event) -> None:
     await ensure_topics(settings)
     scorer = Scorer()
     follower = ModelFollower(settings, ModelStore(settings.model_store), scorer)
-    recommender = BatchRecommender()
-    app = PredictionApp(scorer, recommender)
+    hooks = [spec.serving() for spec in tasks().values() if spec.serving is not None]
+    app = PredictionApp(scorer, hooks)
     pipeline: Pipeline | None = None
 
     def consuming() -> bool | str:
@@ -43,7 +42,7 @@ async def main(stop: asyncio.Event) -> None:
     health.add_ready_check("pipeline", consuming)
     # the side port is up first: /healthz answers while the models load
     runner = await serve(app.http_app(health), settings.prediction_host, settings.prediction_port)
-    batch_lists = asyncio.create_task(follow_batch_predictions(settings, recommender))
+    serving = [asyncio.create_task(hook.run(settings)) for hook in hooks]
     try:
         await follower.start()
         # joining the group only with a champion in hand: a replica that cannot
@@ -70,8 +69,9 @@ async def main(stop: asyncio.Event) -> None:
     finally:
         log.info("stopping")
         await runner.cleanup()
-        batch_lists.cancel()
-        await asyncio.gather(batch_lists, return_exceptions=True)
+        for work in serving:
+            work.cancel()
+        await asyncio.gather(*serving, return_exceptions=True)
         await follower.stop()
         log.info("stopped")
 

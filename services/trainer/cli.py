@@ -64,7 +64,7 @@ def train_command(
         raise click.ClickException(str(exc)) from exc
     if not candidate.better_than_parent:
         raise click.ClickException(
-            f"the fine-tune is worse than its parent on the holdout: {candidate.metrics}"
+            f"the fine-tune is worse than its parent on the holdout: {candidate.judgement}"
         )
     record = register(store, candidate)
     click.echo(

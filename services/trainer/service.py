@@ -24,6 +24,7 @@ from rtml.services.trainer.jobs import (
 )
 from rtml.shared.contracts import TrainingExample
 from rtml.shared.logging import get_logger
+from rtml.shared.model_metrics import METRICS
 from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.tasks.registry import task_spec
 from rtml.shared.warehouse import Warehouse
@@ -64,7 +65,8 @@ class Trainer:
             return
         monitor = self._monitor_of(champion)
         values = dict(zip(example.features.names, example.features.values, strict=True))
-        signal = monitor.observe(abs(example.prediction - example.label), values, example.label_ts)
+        error = METRICS[task_spec(champion.task).model.metric].example_error
+        signal = monitor.observe(error(example.prediction, example.label), values, example.label_ts)
         if signal is not None and self.settings.drift_finetune and not self._training.locked():
             DRIFTS.labels(signal.source).inc()
             task = asyncio.create_task(self.fine_tune(f"drift on {signal.source}", signal))
@@ -116,10 +118,7 @@ class Trainer:
             log.info("candidate_dropped", **decision)
             return None
         record = await asyncio.to_thread(register, self.store, candidate)
-        reason = f"{trigger}; holdout MAE {candidate.metrics['holdout_mae']:.2f}"
-        if "parent_holdout_mae" in candidate.metrics:
-            reason += f" vs parent {candidate.metrics['parent_holdout_mae']:.2f}"
-        await self._announce(record, reason)
+        await self._announce(record, f"{trigger}; {candidate.judgement}")
         if self.store.champion(record.task) is None:
             self.store.set_champion(record.task, record.version)
         if self.settings.discard_after_use and candidate.parent_version is not None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from rtml.shared.contracts import REGISTRY, Message
 from rtml.shared.features.definitions import CALENDAR
+from rtml.shared.model_metrics import METRICS, metrics_for
 from rtml.shared.tasks.spec import (
     ARM,
     BATCH_AGGREGATES,
@@ -28,8 +29,9 @@ from rtml.shared.tasks.spec import (
 
 # task names become settings (RTML_ROUTER_POLICY_<TASK>), warehouse partitions and labels
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
-# the holdout metrics the trainer computes (lower is better)
-METRICS = ("mae",)
+# a binary model's prediction is the probability of the positive class: the objective
+# that predicts one (binary:logitraw predicts a margin, binary:hinge a class)
+BINARY_OBJECTIVE = "binary:logistic"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ def check(spec: Any, *, policies: bool = True) -> list[Problem]:
     problems += _features(spec)
     problems += _label(spec)
     problems += _model(spec)
+    if spec.serving is not None and not callable(spec.serving):
+        problems.append(Problem("serving", "is not callable (a factory of a ServingHook)"))
     problems += _router(spec) if policies else []
     return problems
 
@@ -294,8 +298,15 @@ def _model(spec: TaskSpec) -> list[Problem]:
                 f"{model.objective!r} is not a {model.kind} objective ({' or '.join(prefixes)}...)",
             )
         )
-    if model.metric not in METRICS:
-        problems.append(Problem("model.metric", f"{model.metric!r} is not one of {METRICS}"))
+    elif model.kind == "binary" and model.objective != BINARY_OBJECTIVE:
+        problems.append(
+            Problem(
+                "model.objective",
+                f"{model.objective!r} does not predict a probability; a binary model "
+                f"is fitted with {BINARY_OBJECTIVE}",
+            )
+        )
+    problems += _metric(model.kind, model.metric)
     names = set(spec.feature_names)
     for i, name in enumerate(model.drift_features):
         if name not in names:
@@ -303,6 +314,20 @@ def _model(spec: TaskSpec) -> list[Problem]:
                 Problem(f"model.drift_features[{i}]", f"{name!r} is not a feature of the task")
             )
     return problems
+
+
+def _metric(kind: str, metric: str) -> list[Problem]:
+    if metric not in METRICS:
+        return [Problem("model.metric", f"{metric!r} is not one of {tuple(METRICS)}")]
+    if kind not in METRICS[metric].kinds and kind in OBJECTIVE_PREFIXES:
+        fitting = metrics_for(kind)
+        known = (
+            f"one of {fitting}"
+            if fitting
+            else "none yet: the trainer fits regression and binary models"
+        )
+        return [Problem("model.metric", f"{metric!r} does not judge a {kind} model ({known})")]
+    return []
 
 
 def _router(spec: TaskSpec) -> list[Problem]:

@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from rtml.shared.contracts import Message
 
 if TYPE_CHECKING:
+    from aiohttp import web
     from rtml.shared.features.records import BatchFeatureRecord
+    from rtml.shared.settings import Settings
 
 FeatureKind = Literal[
     # a request input (PredictRequest.inputs); ``default`` when the request leaves it out
@@ -210,10 +212,16 @@ class Label:
 
 @dataclass(frozen=True)
 class Model:
+    """What the trainer fits and how a new version is judged; the prediction service
+    serves what the booster predicts (a binary model: the probability of the positive
+    class)."""
+
     kind: ModelKind
     # the XGBoost objective the trainer fits
     objective: str
-    # the holdout metric that keeps a fine-tuned version or drops it (lower is better)
+    # the holdout metric that keeps a fine-tuned version or drops it, one of
+    # shared/model_metrics.py (its direction and its error per example, which the
+    # drift monitor watches)
     metric: str = "mae"
     # features whose distribution the drift monitor watches besides the error
     drift_features: tuple[str, ...] = ()
@@ -244,6 +252,16 @@ class RouterPolicy:
     items: ItemArms | None = None
 
 
+class ServingHook(Protocol):
+    """What a task serves besides its model's predictions, on the prediction service's
+    HTTP port (say, lists computed by a batch job): its routes, and the work that keeps
+    what they serve current, which runs until the service stops (cancelled)."""
+
+    def routes(self) -> Sequence[web.RouteDef]: ...
+
+    async def run(self, settings: Settings) -> None: ...
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     # lower-case letters, digits and "_": it names settings, warehouse partitions, metrics
@@ -264,6 +282,10 @@ class TaskSpec:
     # records published with the batch features that no event log gives (an item
     # table that custom features read); ``rtml batch features`` calls it
     static_records: Callable[[], Iterable[BatchFeatureRecord]] | None = None
+    # makes the task's ServingHook, in the prediction service only (a factory, so that
+    # what only serving needs is imported there and nowhere else); None: no more than
+    # the model's predictions
+    serving: Callable[[], ServingHook] | None = None
 
     @property
     def feature_set(self) -> str:

@@ -11,6 +11,7 @@ from rtml.tasks.eta.events import CourierOnline, OrderDelivered
 from rtml.tasks.eta.spec import TASK as ETA
 from rtml.tasks.recs.events import ItemClicked
 from rtml.tasks.recs.spec import TASK as RECS
+from tests.binary_task import TASK as BINARY
 
 
 def problems_of(spec: object) -> dict[str, str]:
@@ -105,7 +106,7 @@ def test_the_arm_may_be_a_join_key_and_a_window_must_be_positive() -> None:
 
 def test_model_kind_objective_metric_and_drift_features_are_checked() -> None:
     assert problems_of(
-        dataclasses.replace(ETA, model=Model("binary", objective="reg:squarederror"))
+        dataclasses.replace(ETA, model=Model("binary", objective="reg:squarederror", metric="auc"))
     ) == {"model.objective": "'reg:squarederror' is not a binary objective (binary:...)"}
     problems = problems_of(
         dataclasses.replace(
@@ -115,7 +116,48 @@ def test_model_kind_objective_metric_and_drift_features_are_checked() -> None:
             ),
         )
     )
-    assert set(problems) == {"model.kind", "model.metric", "model.drift_features[0]"}
+    assert set(problems) == {"model.kind", "model.drift_features[0]"}
+    problems = problems_of(
+        dataclasses.replace(ETA, model=Model("regression", "reg:squarederror", metric="r2"))
+    )
+    assert problems == {"model.metric": "'r2' is not one of ('mae', 'rmse', 'logloss', 'auc')"}
+
+
+@pytest.mark.parametrize(
+    ("model", "problem"),
+    [
+        (
+            Model("binary", objective="binary:logistic"),
+            "'mae' does not judge a binary model (one of ('rmse', 'logloss', 'auc'))",
+        ),
+        (
+            Model("regression", objective="reg:squarederror", metric="logloss"),
+            "'logloss' does not judge a regression model (one of ('mae', 'rmse'))",
+        ),
+        (
+            Model("ranking", objective="rank:ndcg", metric="auc"),
+            "'auc' does not judge a ranking model "
+            "(none yet: the trainer fits regression and binary models)",
+        ),
+    ],
+)
+def test_the_metric_must_judge_the_models_kind(model: Model, problem: str) -> None:
+    assert problems_of(dataclasses.replace(ETA, model=model)) == {"model.metric": problem}
+
+
+@pytest.mark.parametrize("objective", ["binary:logitraw", "binary:hinge"])
+def test_a_binary_model_predicts_a_probability(objective: str) -> None:
+    model = Model("binary", objective=objective, metric="logloss")
+    assert problems_of(dataclasses.replace(ETA, model=model)) == {
+        "model.objective": (
+            f"{objective!r} does not predict a probability; a binary model is fitted with "
+            "binary:logistic"
+        )
+    }
+
+
+def test_a_binary_task_of_ones_own_has_no_problem() -> None:
+    assert check(BINARY) == []
 
 
 def test_router_policy_params_and_items_are_checked() -> None:

@@ -12,6 +12,7 @@ from rtml.shared.tasks.spec import (
     Label,
     Model,
     RouterPolicy,
+    ServingHook,
     TaskSpec,
 )
 from rtml.tasks.recs.events import Impression, ItemClicked, ItemViewed
@@ -33,6 +34,14 @@ def clicked(_: Message) -> float:
 
 def click_is_reward(_: float | list[float], label: float) -> float:
     return label
+
+
+def batch_lists() -> ServingHook:
+    """Stage 1: the batch lists per user segment, served as they are (no model)."""
+    # imported here: only the prediction service serves them
+    from rtml.tasks.recs.serving import BatchListServing
+
+    return BatchListServing()
 
 
 TASK = TaskSpec(
@@ -103,4 +112,5 @@ TASK = TaskSpec(
             numeric=SESSION_EMBEDDING,
         ),
     ),
+    serving=batch_lists,
 )

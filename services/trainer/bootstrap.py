@@ -1,6 +1,10 @@
 """Training examples from a stored event log, for the first model (before any
 live labels exist): features from the reference implementation of the features
-service, labels from the task's label events joined on its label's keys."""
+service, labels from the task's label events joined on its label's keys, as the
+collector joins them live: a label counts within the label's window after its
+request (any label in the log when the label declares no window), and a request
+whose window closed inside the log without one gets the label's ``when_missing``
+value, if it declares one (otherwise it makes no example)."""
 
 from __future__ import annotations
 
@@ -41,15 +45,17 @@ def examples_from_log(
             f"task {spec.name}'s label joins on the arm the router chose, which an event log "
             "does not have: train it on the warehouse"
         )
-    labels = {
-        tuple(str(getattr(event, field)) for _, field in label.join): label.value(event)
-        for event in messages
-        if isinstance(event, label.event)
-    }
+    # join key -> (value, event time) of the first label event
+    labels: dict[tuple[str, ...], tuple[float, float]] = {}
+    for event in messages:
+        if isinstance(event, label.event):
+            key = tuple(str(getattr(event, field)) for _, field in label.join)
+            labels.setdefault(key, (label.value(event), event.ts))
+    log_end = max((message.ts for message in messages), default=0.0)
     rows = [
-        (request, vector, key)
+        (request, vector, value)
         for request, vector in reference_vectors(messages, spec, batch)
-        if (key := _join_key(request, label.join)) in labels
+        if (value := _label(request, labels, spec, log_end)) is not None
     ]
     if not rows:
         return empty_table()
@@ -57,12 +63,31 @@ def examples_from_log(
     return ExampleTable(
         ids=np.array([request.id for request, _, _ in rows], dtype=object),
         X=np.array([vector.values for _, vector, _ in rows], dtype=float),
-        y=np.array([labels[key] for _, _, key in rows]),
+        y=np.array([value for _, _, value in rows]),
         label_ts=np.array([request.ts for request, _, _ in rows]),
         feature_set=rows[0][1].feature_set,
         feature_names=list(names),
         files=[],
     )
+
+
+def _label(
+    request: PredictRequest,
+    labels: dict[tuple[str, ...], tuple[float, float]],
+    spec: TaskSpec,
+    log_end: float,
+) -> float | None:
+    """The request's label, or None when it makes no example."""
+    label, window = spec.label, spec.label.window_s
+    key = _join_key(request, label.join)
+    found = labels.get(key) if key is not None else None
+    if found is not None:
+        value, ts = found
+        if window is None or 0 <= ts - request.ts <= window:
+            return value
+    if label.when_missing is not None and window is not None and request.ts + window <= log_end:
+        return label.when_missing
+    return None
 
 
 def _join_key(request: PredictRequest, join: tuple[tuple[str, str], ...]) -> tuple[str, ...] | None:

@@ -10,8 +10,10 @@ from rtml_fraud.events import CardAuthorization, Chargeback
 
 HOUR = 3600.0
 DAY = 24 * HOUR
-# a chargeback must come within this long of its authorization; none is a legitimate payment
-LABEL_WINDOW_S = 30 * DAY
+# a chargeback must come within this long of its authorization; none is a legitimate
+# payment. Real chargebacks take weeks: the example's are hours (generator.py), so that
+# a day of generated traffic closes windows and makes negative examples
+LABEL_WINDOW_S = DAY
 
 
 def amount(authorization: Message) -> float:

@@ -194,7 +194,7 @@ class ServiceRun:
             **os.environ,
             "RTML_KAFKA_PORT": str(broker.port),
             "RTML_PREDICTION_PORT": str(self.port),
-            "RTML_MODEL_STORE": str(self.store.root),
+            "RTML_MODEL_STORE": str(self.store),
             "RTML_PREDICTION_MAX_BATCH": str(self.max_batch),
             "RTML_LOG_LEVEL": "WARNING",
         }

@@ -264,7 +264,7 @@ async def run_wiring(wiring: Wiring, plan: Plan, workdir: Path) -> WiringResult:
         assert broker.process is not None
         settings = Settings(kafka_port=broker.port)
         await register_champion(settings, store, train_champion())
-        env = stack_env(broker.port, store.root) | {"RTML_LOG_LEVEL": "ERROR"}
+        env = stack_env(broker.port, str(store)) | {"RTML_LOG_LEVEL": "ERROR"}
         progress(f"{wiring}-driven: starting {', '.join(spec.name for spec in specs)}")
         async with started(specs, env, READY_TIMEOUT_S) as children:
             by_name = {child.spec.name: child for child in children}

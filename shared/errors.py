@@ -40,3 +40,7 @@ class IntegrityError(ModelStoreError):
 
 class UnsafeModelError(ModelStoreError):
     """The artifact is not XGBoost UBJSON/JSON (a pickle, say) and was never deserialised."""
+
+
+class ChampionChanged(ModelStoreError):
+    """The champion pointer no longer names the version the caller saw; it was not moved."""

@@ -1,19 +1,24 @@
-"""Versioned, immutable store of XGBoost models on a local directory.
+"""Versioned, immutable store of XGBoost models on a local directory or an S3 bucket.
 
-Layout under the root::
+Layout under the root (a path, or ``s3://bucket/prefix``: ``shared/object_storage.py``)::
 
     versions/<version>/model.ubj     the booster, XGBoost UBJSON
     versions/<version>/record.json   its ModelRecord, with the sha256 of model.ubj
     champions/<task>.json            the version that serves a task by default
-    .staging/                        registrations in progress
 
-A version is written whole under ``.staging`` and then renamed into
-``versions/`` in one step, so a concurrent reader sees the complete version or
-nothing. Nothing here deserialises anything but XGBoost UBJSON/JSON: every
-load first passes the artifact through ``shared/model_artifacts.py``, which
-refuses pickle (it runs code on load) by its leading bytes before any parser
-sees the artifact, checks the sha256, and can probe-load it in a child
-process. ``shared/model_lineage.py`` draws a version's lineage for the terminal.
+Registration creates the artifact, then the record, each only if absent
+(``shared/model_blobs.py``): the record is the version's manifest, written last,
+and readers trust only versions that have one, so a crash in between leaves an
+invisible artifact, never half a version, and two registrations of one id cannot
+both succeed. The champion pointer moves by compare-and-swap (``set_champion``'s
+``replacing``), so two writers that both saw the same champion cannot both win.
+Nothing here deserialises anything but XGBoost UBJSON/JSON: every load first
+passes the artifact through ``shared/model_artifacts.py``, which refuses pickle
+(it runs code on load) by its leading bytes before any parser sees the artifact,
+checks the sha256, and can probe-load it in a child process.
+``shared/model_lineage.py`` draws a version's lineage for the terminal;
+``shared/registry_mirror.py`` copies versions and promotions to MLflow when
+``RTML_MLFLOW_TRACKING_URI`` is set.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ import math
 import os
 import re
 import secrets
-import shutil
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import metadata
@@ -38,12 +42,21 @@ import xgboost as xgb
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from rtml.shared.contracts import Task
 from rtml.shared.errors import (
+    ChampionChanged,
     IntegrityError,
     ModelStoreError,
     UnknownVersion,
     VersionExists,
 )
 from rtml.shared.model_artifacts import probe_artifact, verify_artifact
+from rtml.shared.model_blobs import ANY, AnyTag, ConditionFailed, blobs_at
+from rtml.shared.object_storage import parse_location
+from rtml.shared.registry_mirror import (
+    FROM_ENVIRONMENT,
+    FromEnvironment,
+    RegistryMirror,
+    mirror_from_environment,
+)
 from rtml.shared.tasks.registry import UnknownTask, task_spec
 
 STORE_ENV = "RTML_MODEL_STORE"
@@ -54,7 +67,7 @@ GIT_COMMIT_ENV = "RTML_GIT_COMMIT"
 ARTIFACT_NAME = "model.ubj"
 RECORD_NAME = "record.json"
 
-# version ids become directory names, so they must stay one safe path component
+# version ids become directory names and key parts, so they must stay one safe path component
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _VERSION_NAME = re.compile(VERSION_PATTERN)
 _COMMIT = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
@@ -115,8 +128,8 @@ class _ChampionPointer(BaseModel):
     set_at: AwareDatetime
 
 
-def default_store_root() -> Path:
-    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE_ROOT)
+def default_store_root() -> str:
+    return os.environ.get(STORE_ENV) or str(DEFAULT_STORE_ROOT)
 
 
 def new_version_id(task: str, at: datetime) -> str:
@@ -125,10 +138,25 @@ def new_version_id(task: str, at: datetime) -> str:
 
 
 class ModelStore:
-    """Model versions under ``root`` (default: $RTML_MODEL_STORE or ./.rtml/models)."""
+    """Model versions under ``root``: a directory or ``s3://bucket/prefix`` (default:
+    $RTML_MODEL_STORE or ./.rtml/models).
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root = Path(root) if root is not None else default_store_root()
+    ``mirror`` receives every registration and champion change after it is stored
+    (default: an MLflow mirror when RTML_MLFLOW_TRACKING_URI is set, else none).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        mirror: RegistryMirror | None | FromEnvironment = FROM_ENVIRONMENT,
+    ) -> None:
+        self.location = parse_location(root if root is not None else default_store_root())
+        self._blobs = blobs_at(self.location)
+        self._mirror = mirror_from_environment() if mirror is FROM_ENVIRONMENT else mirror
+
+    def __str__(self) -> str:
+        return str(self.location)
 
     # --- writing --------------------------------------------------------------
 
@@ -185,7 +213,7 @@ class ModelStore:
         version: str | None = None,
         on_registered: AsyncRegisteredHook | None = None,
     ) -> ModelRecord:
-        """register() off the event loop (it serialises and fsyncs), then await the hook."""
+        """register() off the event loop (it serialises and writes), then await the hook."""
         record = await asyncio.to_thread(
             self._commit_new_version,
             booster,
@@ -203,12 +231,36 @@ class ModelStore:
                 await outcome
         return record
 
-    def set_champion(self, task: Task, version: str) -> ModelRecord:
+    def set_champion(
+        self, task: Task, version: str, *, replacing: str | None | AnyTag = ANY
+    ) -> ModelRecord:
+        """Point ``task``'s champion at ``version``.
+
+        ``replacing``: the champion the caller saw (None: none yet). The pointer moves
+        only if it still names that version, in one compare-and-swap, else
+        ChampionChanged: of two writers that saw the same champion, one wins. Left
+        out (an operator's promotion), the pointer is replaced whatever it names.
+        """
         record = self.record(version)
         if record.task != task:
             raise ModelStoreError(f"{version} is a {record.task} model, not a {task} model")
         pointer = _ChampionPointer(task=task, version=version, set_at=datetime.now(UTC))
-        _replace_atomically(self._champion_path(task), pointer.model_dump_json().encode())
+        key = self._champion_key(task)
+        condition: str | None | AnyTag = ANY
+        if not isinstance(replacing, AnyTag):
+            current = self._blobs.get_tagged(key)
+            seen = self._pointer(task, current[0]).version if current else None
+            if seen != replacing:
+                raise ChampionChanged(f"the {task} champion is {seen}, not {replacing}")
+            condition = current[1] if current else None
+        try:
+            self._blobs.put(key, pointer.model_dump_json().encode(), if_tag=condition)
+        except ConditionFailed:
+            raise ChampionChanged(
+                f"the {task} champion changed while {version} was replacing {replacing}"
+            ) from None
+        if self._mirror is not None:
+            self._mirror.champion_set(self, record)
         return record
 
     def _commit_new_version(
@@ -226,7 +278,7 @@ class ModelStore:
         _check_task(task)
         created_at = datetime.now(UTC)
         version = version or new_version_id(task, created_at)
-        if self._version_dir(version).exists():
+        if _VERSION_NAME.match(version) and self._blobs.exists(self._record_key(version)):
             raise VersionExists(f"{version} is already registered; versions are immutable")
         if parent_version is not None:
             self._check_parent(parent_version, task)
@@ -247,6 +299,8 @@ class ModelStore:
         except ValidationError as error:
             raise ModelStoreError(f"cannot register {version}: {error}") from error
         self._publish(record, artifact)
+        if self._mirror is not None:
+            self._mirror.version_registered(self, record)
         return record
 
     def _check_parent(self, parent_version: str, task: str) -> None:
@@ -258,32 +312,20 @@ class ModelStore:
             )
 
     def _publish(self, record: ModelRecord, artifact: bytes) -> None:
-        target = self._version_dir(record.version)
-        staging = self._new_staging_dir(record.version)
+        # the artifact first, the record (the manifest readers trust) last; each only if
+        # absent, so that of two registrations of one id exactly one gets both
         try:
-            _write_durably(staging / ARTIFACT_NAME, artifact)
-            _write_durably(staging / RECORD_NAME, record.model_dump_json(indent=2).encode())
-            _fsync_dir(staging)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(staging, target)
-            except OSError as error:
-                # a concurrent registration of the same id renamed first
-                if target.exists():
-                    raise VersionExists(
-                        f"{record.version} is already registered; versions are immutable"
-                    ) from error
-                raise
-            _fsync_dir(target.parent)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-
-    def _new_staging_dir(self, version: str) -> Path:
-        staging_root = self.root / ".staging"
-        staging_root.mkdir(parents=True, exist_ok=True)
-        staging = staging_root / f"{version}.{secrets.token_hex(4)}"
-        staging.mkdir()
-        return staging
+            self._blobs.put(self._artifact_key(record.version), artifact, if_tag=None)
+            self._blobs.put(
+                self._record_key(record.version),
+                record.model_dump_json(indent=2).encode(),
+                if_tag=None,
+            )
+        except ConditionFailed:
+            raise VersionExists(
+                f"{record.version} is already registered (or being registered); versions are "
+                "immutable"
+            ) from None
 
     # --- reading --------------------------------------------------------------
 
@@ -296,11 +338,7 @@ class ModelStore:
         (``probe_artifact``), for a caller that a crashing artifact must not take down.
         """
         record = self.record(version)
-        try:
-            artifact = (self._version_dir(version) / ARTIFACT_NAME).read_bytes()
-        except FileNotFoundError:
-            raise IntegrityError(f"{version} has a record but no artifact") from None
-        verify_artifact(artifact, expected_sha256=record.sha256, version=version)
+        artifact = self.artifact(record)
         if probe_in_child:
             probe_artifact(artifact, version=version)
         booster = xgb.Booster()
@@ -310,29 +348,41 @@ class ModelStore:
             raise IntegrityError(f"{version}: XGBoost cannot read the artifact: {error}") from error
         return booster, record
 
+    def artifact(self, record: ModelRecord) -> bytes:
+        """The version's UBJSON bytes, refused unless they are XGBoost's and match the record."""
+        try:
+            artifact = self._blobs.get(self._artifact_key(record.version))
+        except FileNotFoundError:
+            raise IntegrityError(f"{record.version} has a record but no artifact") from None
+        verify_artifact(artifact, expected_sha256=record.sha256, version=record.version)
+        return artifact
+
     def record(self, version: str) -> ModelRecord:
         if not _VERSION_NAME.match(version):
             raise UnknownVersion(f"{version!r} is not a valid version id")
-        path = self._version_dir(version) / RECORD_NAME
+        key = self._record_key(version)
         try:
-            raw = path.read_bytes()
+            raw = self._blobs.get(key)
         except FileNotFoundError:
-            raise UnknownVersion(f"no model version {version!r} in {self.root}") from None
+            raise UnknownVersion(f"no model version {version!r} in {self.location}") from None
         try:
             record = ModelRecord.model_validate_json(raw)
         except ValidationError as error:
-            raise IntegrityError(f"record of {version} is corrupt ({path}): {error}") from error
+            raise IntegrityError(f"record of {version} is corrupt ({key}): {error}") from error
         if record.version != version:
-            raise IntegrityError(f"{path} describes {record.version}, not {version}")
+            raise IntegrityError(f"{key} describes {record.version}, not {version}")
         return record
 
     # builtins.list: inside this class, plain "list" names the method below
     def list(self, task: Task | None = None) -> builtins.list[ModelRecord]:
-        """Registered versions, oldest first."""
-        versions_dir = self.root / "versions"
-        if not versions_dir.is_dir():
-            return []
-        records = [self.record(entry.name) for entry in os.scandir(versions_dir) if entry.is_dir()]
+        """Registered versions, oldest first (a version whose record is not written yet,
+        or never was, is not one)."""
+        records = []
+        for name in self._blobs.folders("versions"):
+            try:
+                records.append(self.record(name))
+            except UnknownVersion:
+                continue
         return sorted(
             (r for r in records if task is None or r.task == task),
             key=lambda r: (r.created_at, r.version),
@@ -354,22 +404,28 @@ class ModelStore:
 
     def champion(self, task: Task) -> ModelRecord | None:
         _check_task(task)
-        path = self._champion_path(task)
         try:
-            raw = path.read_bytes()
+            raw = self._blobs.get(self._champion_key(task))
         except FileNotFoundError:
             return None
+        return self.record(self._pointer(task, raw).version)
+
+    def _pointer(self, task: str, raw: bytes) -> _ChampionPointer:
         try:
-            pointer = _ChampionPointer.model_validate_json(raw)
+            return _ChampionPointer.model_validate_json(raw)
         except ValidationError as error:
-            raise IntegrityError(f"champion pointer {path} is corrupt: {error}") from error
-        return self.record(pointer.version)
+            raise IntegrityError(
+                f"champion pointer {self._champion_key(task)} is corrupt: {error}"
+            ) from error
 
-    def _version_dir(self, version: str) -> Path:
-        return self.root / "versions" / version
+    def _artifact_key(self, version: str) -> str:
+        return f"versions/{version}/{ARTIFACT_NAME}"
 
-    def _champion_path(self, task: str) -> Path:
-        return self.root / "champions" / f"{task}.json"
+    def _record_key(self, version: str) -> str:
+        return f"versions/{version}/{RECORD_NAME}"
+
+    def _champion_key(self, task: str) -> str:
+        return f"champions/{task}.json"
 
 
 # --- code version ---------------------------------------------------------------
@@ -444,7 +500,7 @@ def _common_dir(git_dir: Path) -> Path:
     return git_dir
 
 
-# --- files ----------------------------------------------------------------------
+# --- names ----------------------------------------------------------------------
 
 
 def _check_task(task: str) -> None:
@@ -453,30 +509,3 @@ def _check_task(task: str) -> None:
         task_spec(task)
     except UnknownTask as exc:
         raise ModelStoreError(str(exc)) from exc
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "xb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    # makes a rename or a new entry survive a crash, not just a process exit
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _replace_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    try:
-        _write_durably(temporary, data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    _fsync_dir(path.parent)

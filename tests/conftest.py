@@ -9,6 +9,8 @@ from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.kafka import ensure_topics
 from rtml.shared.settings import Settings
 
+from tests.object_storage import S3Server, s3_server
+
 # The tests run with rtml's own tasks whatever is installed: an editable install made
 # before the rtml.tasks entry points were declared has none. Service subprocesses
 # inherit it.
@@ -26,3 +28,11 @@ def broker() -> Iterator[EmbeddedBroker]:
 @pytest.fixture
 def settings(broker: EmbeddedBroker) -> Settings:
     return Settings(kafka_port=broker.port)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """A real S3 API on 127.0.0.1 for the session (moto's server); while it runs, this
+    process and its children have its endpoint and (dummy) credentials."""
+    with s3_server() as server:
+        yield server

@@ -165,7 +165,7 @@ def stack_env(settings: Settings, store: ModelStore, warehouse: Path) -> dict[st
     return {
         "RTML_KAFKA_PORT": str(settings.kafka_port),
         "RTML_PARTITIONS": str(settings.partitions),
-        "RTML_MODEL_STORE": str(store.root),
+        "RTML_MODEL_STORE": str(store),
         "RTML_WAREHOUSE": str(warehouse),
         "RTML_ROUTER_SEED": "7",
     }

@@ -45,7 +45,7 @@ def list_versions(store: ModelStore, task: Task | None) -> None:
     """Registered versions, oldest first; * marks a champion."""
     records = _or_fail(lambda: store.list(task))
     if not records:
-        click.echo(f"no model versions in {store.root}")
+        click.echo(f"no model versions in {store}")
         return
     champions = _or_fail(lambda: {t: store.champion(t) for t in tasks()})
     champion_versions = {r.version for r in champions.values() if r is not None}
@@ -101,7 +101,7 @@ def promote(store: ModelStore, version: str, reason: str) -> None:
         asyncio.run(_announce_promotion(record, reason))
     except (RtmlError, KafkaError, OSError) as exc:
         raise click.ClickException(
-            f"{version} is the {record.task} champion in {store.root}, but announcing it failed "
+            f"{version} is the {record.task} champion in {store}, but announcing it failed "
             f"({exc}); services pick it up on restart, or run this again to announce it"
         ) from exc
     click.echo(f"{version} is now the {record.task} champion (announced on {topics.MODELS.name})")

@@ -44,7 +44,7 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, s
         env = {
             "RTML_KAFKA_PORT": str(broker.port),
             "RTML_PREDICTION_PORT": str(port),
-            "RTML_MODEL_STORE": str(store.root),
+            "RTML_MODEL_STORE": str(store),
         }
         url = f"http://127.0.0.1:{port}"
         with service_process("rtml.services.prediction", env, f"{url}/readyz", 180) as process:

@@ -98,7 +98,7 @@ def test_ready_only_with_a_champion_and_again_after_a_restart(
     env = {
         "RTML_KAFKA_PORT": str(private_broker.port),
         "RTML_PREDICTION_PORT": str(port),
-        "RTML_MODEL_STORE": str(store.root),
+        "RTML_MODEL_STORE": str(store),
     }
     with service_process("rtml.services.prediction", env, f"{url}/healthz"):
         status, body = get(f"{url}/readyz")
@@ -114,7 +114,7 @@ def test_ready_only_with_a_champion_and_again_after_a_restart(
         assert get(f"{url}/readyz")[0] == 503
         assert score(url, None)[0] == 503
 
-        promoted = CliRunner().invoke(models, ["--store", str(store.root), "promote", "v1"])
+        promoted = CliRunner().invoke(models, ["--store", str(store), "promote", "v1"])
         assert promoted.exit_code == 0, promoted.output
         wait_http(f"{url}/readyz")
         assert score(url, None)[1]["model_version"] == "v1"

@@ -71,7 +71,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env = {
             "RTML_KAFKA_PORT": str(broker.port),
             "RTML_PREDICTION_PORT": str(port),
-            "RTML_MODEL_STORE": str(store.root),
+            "RTML_MODEL_STORE": str(store),
             "RTML_PREDICTION_MAX_BATCH": str(MAX_BATCH),
         }
         url = f"http://127.0.0.1:{port}"

@@ -53,7 +53,7 @@ class Stack:
         return {
             "RTML_KAFKA_PORT": str(self.settings.kafka_port),
             "RTML_ROUTER_PORT": str(port),
-            "RTML_MODEL_STORE": str(self.store.root),
+            "RTML_MODEL_STORE": str(self.store),
             "RTML_ROUTER_SEED": "7",
             "RTML_ROUTER_FOLD_INTERVAL_MS": "20",
             **overrides,

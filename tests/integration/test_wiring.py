@@ -148,7 +148,7 @@ def predict_body(i: int) -> dict[str, Any]:
     }
 
 
-def stack_env(broker_port: int, store: Path) -> dict[str, str]:
+def stack_env(broker_port: int, store: str) -> dict[str, str]:
     """Settings for the services: this broker and store, a free port each."""
     env = {
         **os.environ,
@@ -211,7 +211,7 @@ async def test_both_wirings_return_equal_predictions(tmp_path: Path) -> None:
     with EmbeddedBroker(port=free_port()) as broker:
         settings = Settings(kafka_port=broker.port)
         version = await register_champion(settings, store, train_champion())
-        env = stack_env(broker.port, store.root)
+        env = stack_env(broker.port, str(store))
         async with started(CHAIN_SPECS, env, READY_TIMEOUT_S) as children:
             by_name = {child.spec.name: child for child in children}
             events = marketplace_events()

@@ -18,11 +18,12 @@ from rtml.shared.model_store import ModelStore
 
 from tests.unit.test_model_store import (
     FEATURES,
-    artifact_path,
     forge_artifact,
     predict,
+    read_artifact,
     register,
     train,
+    write_artifact,
 )
 
 
@@ -60,10 +61,9 @@ def test_a_flipped_byte_is_detected_before_xgboost_reads_it(
     store: ModelStore, booster: xgb.Booster
 ) -> None:
     version = register(store, booster).version
-    path = artifact_path(store, version)
-    artifact = bytearray(path.read_bytes())
+    artifact = bytearray(read_artifact(store, version))
     artifact[len(artifact) // 2] ^= 0x01
-    path.write_bytes(bytes(artifact))
+    write_artifact(store, version, bytes(artifact))
 
     with pytest.raises(IntegrityError, match="sha256"):
         store.load(version)

@@ -1,10 +1,13 @@
-"""Model store: immutable versions, lineage, champion pointer, registration hooks, code version."""
+"""Model store: immutable versions, lineage, champion pointer, registration hooks, code version,
+on a local directory and on a real S3 API (moto's server on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from importlib import metadata
@@ -14,13 +17,14 @@ from typing import Any
 import numpy as np
 import pytest
 import xgboost as xgb
-from rtml.shared import model_store
 from rtml.shared.errors import (
+    ChampionChanged,
     IntegrityError,
     ModelStoreError,
     UnknownVersion,
     VersionExists,
 )
+from rtml.shared.model_blobs import Blobs, blobs_at
 from rtml.shared.model_store import ModelRecord, ModelStore, read_git_commit
 
 FEATURES = np.random.default_rng(7).random((64, 3), dtype=np.float32)
@@ -38,9 +42,11 @@ def booster() -> xgb.Booster:
     return train()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> ModelStore:
-    return ModelStore(tmp_path / "models")
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ModelStore:
+    if request.param == "local":
+        return ModelStore(tmp_path / "models")
+    return ModelStore(request.getfixturevalue("s3").new_prefix("models"))
 
 
 def register(
@@ -61,17 +67,33 @@ def predict(booster: xgb.Booster) -> np.ndarray:
     return booster.inplace_predict(FEATURES)
 
 
-def artifact_path(store: ModelStore, version: str) -> Path:
-    return store.root / "versions" / version / "model.ubj"
+def raw(store: ModelStore) -> Blobs:
+    """The store's objects as they are, without its checks: what an intruder writes to."""
+    return blobs_at(store.location)
+
+
+def artifact_key(version: str) -> str:
+    return f"versions/{version}/model.ubj"
+
+
+def record_key(version: str) -> str:
+    return f"versions/{version}/record.json"
+
+
+def read_artifact(store: ModelStore, version: str) -> bytes:
+    return raw(store).get(artifact_key(version))
+
+
+def write_artifact(store: ModelStore, version: str, data: bytes) -> None:
+    raw(store).put(artifact_key(version), data)
 
 
 def forge_artifact(store: ModelStore, version: str, data: bytes) -> None:
     """Replace the artifact *and* its recorded hash, as someone with write access could."""
-    artifact_path(store, version).write_bytes(data)
-    record_path = store.root / "versions" / version / "record.json"
-    record = json.loads(record_path.read_text())
+    write_artifact(store, version, data)
+    record = json.loads(raw(store).get(record_key(version)))
     record["sha256"] = hashlib.sha256(data).hexdigest()
-    record_path.write_text(json.dumps(record))
+    raw(store).put(record_key(version), json.dumps(record).encode())
 
 
 # --- round trip -------------------------------------------------------------------
@@ -94,7 +116,7 @@ def test_round_trip_gives_equal_predictions_and_the_full_record(
     assert record.metrics == {"rmse": 1.5, "mae": 1.1}
     assert record.code_version.rtml == metadata.version("rtml")
     assert record.created_at.utcoffset() is not None
-    artifact = artifact_path(store, record.version).read_bytes()
+    artifact = read_artifact(store, record.version)
     assert record.sha256 == hashlib.sha256(artifact).hexdigest()
     assert artifact.startswith(b"{L")  # UBJSON, not JSON
 
@@ -150,7 +172,7 @@ def test_a_record_describing_another_version_is_refused(
 ) -> None:
     first = register(store, booster)
     second = register(store, booster)
-    (store.root / "versions" / second.version / "record.json").write_text(first.model_dump_json())
+    raw(store).put(record_key(second.version), first.model_dump_json().encode())
 
     with pytest.raises(IntegrityError, match=f"describes {first.version}"):
         store.load(second.version)
@@ -169,7 +191,7 @@ def test_a_version_id_that_escapes_the_store_is_refused_before_writing(
 ) -> None:
     with pytest.raises(ModelStoreError, match="version"):
         register(store, booster, version="../escaped")
-    assert not (store.root / "escaped").exists()
+    assert raw(store).folders("") == []
     assert store.list() == []
 
 
@@ -187,30 +209,104 @@ def test_registering_an_existing_version_id_is_refused(
     assert store.record("eta-fixed-id") == original
     loaded, _ = store.load("eta-fixed-id")
     np.testing.assert_array_equal(predict(loaded), predict(booster))
-    assert list((store.root / ".staging").iterdir()) == []
+    assert raw(store).folders("versions") == ["eta-fixed-id"]
 
 
-def test_losing_a_registration_race_is_refused_and_leaves_no_staging(
+def test_losing_a_registration_race_is_refused_and_leaves_the_winner_intact(
     store: ModelStore, booster: xgb.Booster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     winner_booster = train(rounds=5)
-    write = model_store._write_durably
+    put = store._blobs.put
 
-    # the winner commits the same id while the loser is still writing its staging copy
-    def write_then_lose_race(path: Path, data: bytes) -> None:
-        write(path, data)
-        if path.name == "record.json" and not (store.root / "versions" / "eta-raced").exists():
-            monkeypatch.setattr(model_store, "_write_durably", write)
+    # both saw the id free; the winner commits while the loser is about to write
+    def lose_the_race(key: str, data: bytes, **condition: Any) -> None:
+        if key == artifact_key("eta-raced") and not raw(store).exists(record_key("eta-raced")):
+            monkeypatch.setattr(store._blobs, "put", put)
             register(store, winner_booster, version="eta-raced")
+        put(key, data, **condition)
 
-    monkeypatch.setattr(model_store, "_write_durably", write_then_lose_race)
+    monkeypatch.setattr(store._blobs, "put", lose_the_race)
 
     with pytest.raises(VersionExists, match="eta-raced"):
         register(store, booster, version="eta-raced")
 
     loaded, _ = store.load("eta-raced")
     np.testing.assert_array_equal(predict(loaded), predict(winner_booster))
-    assert list((store.root / ".staging").iterdir()) == []
+
+
+def test_concurrent_registrations_of_one_id_have_exactly_one_winner(
+    store: ModelStore, booster: xgb.Booster
+) -> None:
+    contenders = [train(rounds=rounds) for rounds in range(2, 8)]
+    start = threading.Barrier(len(contenders))
+    outcomes: dict[int, str] = {}
+
+    def contend(index: int) -> None:
+        start.wait()
+        try:
+            register(store, contenders[index], version="eta-contested")
+            outcomes[index] = "won"
+        except VersionExists:
+            outcomes[index] = "refused"
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(len(contenders))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    winners = [index for index, outcome in outcomes.items() if outcome == "won"]
+    assert len(winners) == 1 and len(outcomes) == len(contenders), outcomes
+    loaded, record = store.load("eta-contested")
+    np.testing.assert_array_equal(predict(loaded), predict(contenders[winners[0]]))
+    assert record.sha256 == hashlib.sha256(read_artifact(store, "eta-contested")).hexdigest()
+
+
+# a registration that dies (SIGKILL) between writing the artifact and the record
+_CRASHING_REGISTRATION = """
+import sys, time
+import numpy, xgboost
+from rtml.shared.model_store import ModelStore
+
+store = ModelStore(sys.argv[1], mirror=None)
+put = store._blobs.put
+
+def put_then_hang(key, data, **condition):
+    put(key, data, **condition)
+    if key.endswith("/model.ubj"):
+        print("artifact written", flush=True)
+        time.sleep(600)
+
+store._blobs.put = put_then_hang
+features = numpy.random.default_rng(7).random((64, 3), dtype=numpy.float32)
+booster = xgboost.train({"nthread": 1}, xgboost.DMatrix(features, features.sum(axis=1)), 2)
+store.register(booster, task="eta", version="eta-crashed", feature_set="eta@1",
+               data_range={}, params={}, metrics={})
+"""
+
+
+def test_a_crash_in_the_middle_of_a_registration_leaves_no_half_version(
+    store: ModelStore, booster: xgb.Booster
+) -> None:
+    existing = register(store, booster)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CRASHING_REGISTRATION, str(store)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "artifact written\n"
+    finally:
+        child.kill()
+        child.wait()
+
+    assert raw(store).exists(artifact_key("eta-crashed"))  # the crash left its artifact...
+    assert store.list() == [existing]  # ...which no reader takes for a version
+    with pytest.raises(UnknownVersion):
+        store.load("eta-crashed")
+    with pytest.raises(VersionExists):  # and the id stays spent: versions are immutable
+        register(store, booster, version="eta-crashed")
+    after = register(store, booster)
+    assert store.list() == [existing, after]
 
 
 # --- concurrent readers ---------------------------------------------------------------------
@@ -222,15 +318,15 @@ def test_a_registration_in_progress_is_invisible_to_readers(
     existing = register(store, booster)
     artifact_written = threading.Event()
     release = threading.Event()
-    write = model_store._write_durably
+    put = store._blobs.put
 
-    def pausing_write(path: Path, data: bytes) -> None:
-        write(path, data)
-        if path.name == "model.ubj":
+    def pausing_put(key: str, data: bytes, **condition: Any) -> None:
+        put(key, data, **condition)
+        if key == artifact_key("eta-new"):
             artifact_written.set()
             release.wait()
 
-    monkeypatch.setattr(model_store, "_write_durably", pausing_write)
+    monkeypatch.setattr(store._blobs, "put", pausing_put)
     writer = threading.Thread(target=register, args=(store, booster), kwargs={"version": "eta-new"})
     writer.start()
     try:
@@ -303,11 +399,59 @@ def test_champion_pointer_follows_set_champion_and_persists(
     assert store.champion("eta") == first
     store.set_champion("eta", second.version)
 
-    assert ModelStore(store.root).champion("eta") == second
+    assert ModelStore(str(store)).champion("eta") == second
     assert store.champion("recs") is None
-    pointer = json.loads((store.root / "champions" / "eta.json").read_text())
+    pointer = json.loads(raw(store).get("champions/eta.json"))
     assert pointer["version"] == second.version
-    assert [p.name for p in (store.root / "champions").iterdir()] == ["eta.json"]
+
+
+def test_the_champion_moves_only_from_the_version_the_caller_saw(
+    store: ModelStore, booster: xgb.Booster
+) -> None:
+    first, second, third = (register(store, booster) for _ in range(3))
+
+    assert store.set_champion("eta", first.version, replacing=None) == first
+    with pytest.raises(ChampionChanged, match=f"is {first.version}, not None"):
+        store.set_champion("eta", second.version, replacing=None)
+    store.set_champion("eta", second.version, replacing=first.version)
+    with pytest.raises(ChampionChanged):
+        store.set_champion("eta", third.version, replacing=first.version)
+
+    assert store.champion("eta") == second
+
+
+@pytest.mark.parametrize("first_seen", ["none", "a champion"])
+def test_of_two_writers_that_saw_the_same_champion_exactly_one_wins(
+    store: ModelStore, booster: xgb.Booster, first_seen: str
+) -> None:
+    rounds = 12
+    writers = 2
+    candidates = [[register(store, booster) for _ in range(rounds)] for _ in range(writers)]
+    if first_seen == "a champion":
+        store.set_champion("eta", register(store, booster).version)
+    start = threading.Barrier(writers)
+    wins: list[list[str]] = [[] for _ in range(rounds)]
+
+    def writer(index: int) -> None:
+        for round_ in range(rounds):
+            seen = store.champion("eta")
+            start.wait()  # both have read the same pointer before either writes
+            try:
+                version = candidates[index][round_].version
+                store.set_champion("eta", version, replacing=seen.version if seen else None)
+                wins[round_].append(version)
+            except ChampionChanged:
+                pass
+            start.wait()
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert [len(won) for won in wins] == [1] * rounds, wins
+    assert store.champion("eta").version == wins[-1][0]
 
 
 def test_champion_must_exist_and_belong_to_the_task(
@@ -392,9 +536,11 @@ def test_root_comes_from_the_environment_with_a_local_default(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("RTML_MODEL_STORE", str(tmp_path / "elsewhere"))
-    assert ModelStore().root == tmp_path / "elsewhere"
+    assert str(ModelStore()) == str(tmp_path / "elsewhere")
+    monkeypatch.setenv("RTML_MODEL_STORE", "s3://a-bucket/some/prefix/")
+    assert str(ModelStore()) == "s3://a-bucket/some/prefix"
     monkeypatch.delenv("RTML_MODEL_STORE")
-    assert ModelStore().root == Path(".rtml/models")
+    assert str(ModelStore()) == ".rtml/models"
 
 
 def test_commit_from_the_environment_is_recorded(

@@ -35,7 +35,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
 
 
 def run(store: ModelStore, *args: str) -> Result:
-    return CliRunner().invoke(models, ["--store", str(store.root), *args])
+    return CliRunner().invoke(models, ["--store", str(store), *args])
 
 
 def test_list_shows_every_version_oldest_first_and_marks_the_champion(store: ModelStore) -> None:
@@ -91,7 +91,7 @@ def test_promote_refuses_a_version_that_does_not_load(tmp_path: Path) -> None:
         damaged.register(train_booster(), task="eta", version=version, feature_set=FEATURE_SET,
                          data_range={}, params={}, metrics={})  # fmt: skip
     damaged.set_champion("eta", "good")
-    artifact = damaged.root / "versions" / "bad" / "model.ubj"
+    artifact = tmp_path / "versions" / "bad" / "model.ubj"
     artifact.write_bytes(artifact.read_bytes()[:-8] + b"tampered")
 
     result = run(damaged, "promote", "bad")

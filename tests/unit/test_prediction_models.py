@@ -60,7 +60,7 @@ async def test_a_version_that_fails_its_checks_is_not_loaded_and_readiness_says_
     store: ModelStore, scorer: Scorer, follower: ModelFollower
 ) -> None:
     tampered = register(store, "tampered")
-    artifact = store.root / "versions" / "tampered" / "model.ubj"
+    artifact = Path(str(store)) / "versions" / "tampered" / "model.ubj"
     artifact.write_bytes(artifact.read_bytes()[:-8] + b"tampered")
     other_store = register(store, "elsewhere")
 

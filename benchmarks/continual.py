@@ -183,8 +183,8 @@ def as_table(served: Sequence[Served]) -> ExampleTable:
 def settings_for(strategy: str, root: Path, interval_s: float) -> TrainerSettings:
     scheduled = strategy.startswith("scheduled")
     return TrainerSettings(
-        model_store=root / "models",
-        warehouse=root / "warehouse",
+        model_store=str(root / "models"),
+        warehouse=str(root / "warehouse"),
         retrain_interval=interval_s if scheduled else 0.0,
         retrain_mode="scratch" if strategy == "scheduled-scratch" else "finetune",
         drift_finetune=strategy == "drift-finetune",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -37,8 +36,8 @@ class Settings(BaseSettings):
     # How long ingestion waits for the broker's ack before answering 503.
     ingest_ack_timeout_s: float = Field(default=5.0, gt=0)
 
-    # RTML_MODEL_STORE: the model store directory (None: ./.rtml/models)
-    model_store: Path | None = None
+    # RTML_MODEL_STORE: the model store, a directory or s3://bucket/prefix (None: ./.rtml/models)
+    model_store: str | None = None
 
     prediction_host: str = "127.0.0.1"
     prediction_port: int = 8083

@@ -1,15 +1,21 @@
 """The warehouse: training examples as a Parquet dataset partitioned by task and hour.
 
 Layout: ``ROOT/task=eta/hour=2026-11-27T13/<topic>-<partition>-<first>-<last>.parquet``
-where first..last is the contiguous range of source offsets the file holds.
+where first..last is the contiguous range of source offsets the file holds. ROOT is
+a directory or an object storage URL (``s3://``, ``gs://``, ``abfs://``:
+``shared/object_storage.py``); one code path serves both through ``pyarrow.fs``, and
+reads go through ``pyarrow.dataset``, which prunes by the task and hour partitions
+and pushes the label-time filter down to the Parquet row groups.
 
 Exactly once, without transactions (the pattern of Kafka Connect's file sinks):
-each file is written to a temporary name and renamed, so no reader ever sees a
-torn file; a batch is cut into contiguous offset runs, written in offset
-order, so whatever a crash leaves is a prefix; and the writer resumes each
-source partition after the highest offset on disk, not after its committed
-consumer offset. Readers also drop repeated example ids, so an example that
-arrived twice upstream is still counted once.
+each file appears whole or not at all (on a local disk it is written to a hidden
+temporary name, fsynced and renamed; an object store makes a written object
+visible whole, and readers skip names that start with a dot); a batch is cut into
+contiguous offset runs, written in offset order, so whatever a crash leaves is a
+prefix; and the writer resumes each source partition after the highest offset in
+the warehouse, not after its committed consumer offset. A replayed range has the
+same name and the same rows, so writing it again changes nothing. Readers also drop
+repeated example ids, so an example that arrived twice upstream is still counted once.
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from rtml.shared.contracts import TrainingExample
+from rtml.shared.object_storage import arrow_filesystem, parse_location
 
 SCHEMA = pa.schema(
     [
@@ -45,6 +53,13 @@ SCHEMA = pa.schema(
     ]
 )
 _FILE = re.compile(r"^(?P<source>.+)-(?P<first>\d+)-(?P<last>\d+)\.parquet$")
+_PARTITIONING = ds.partitioning(
+    pa.schema([("task", pa.string()), ("hour", pa.string())]), flavor="hive"
+)
+# the files' columns and the hour from their folder (task is both)
+_DATASET_SCHEMA = SCHEMA.append(pa.field("hour", pa.string()))
+WAREHOUSE_ENV = "RTML_WAREHOUSE"
+DEFAULT_ROOT = ".rtml/warehouse"
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,8 @@ class ExampleTable:
     label_ts: np.ndarray
     feature_set: str
     feature_names: list[str]
-    files: list[Path]
+    # the files read, as the warehouse's filesystem names them
+    files: list[str]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -77,10 +93,17 @@ def hour_of(ts: float) -> str:
 
 
 class Warehouse:
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root = Path(root or os.environ.get("RTML_WAREHOUSE", ".rtml/warehouse"))
+    """The dataset under ``root``: a directory or an object storage URL (default:
+    $RTML_WAREHOUSE or ./.rtml/warehouse)."""
 
-    def write(self, located: Sequence[Located]) -> list[Path]:
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.location = parse_location(root or os.environ.get(WAREHOUSE_ENV) or DEFAULT_ROOT)
+        self._fs, self._base = arrow_filesystem(self.location)
+
+    def __str__(self) -> str:
+        return str(self.location)
+
+    def write(self, located: Sequence[Located]) -> list[str]:
         """Append examples of one source partition, in offset order; returns the files."""
         written = []
         for run in _contiguous_runs(sorted(located, key=lambda item: item.offset)):
@@ -90,77 +113,109 @@ class Warehouse:
     def resume_offsets(self) -> dict[str, int]:
         """Per source partition, the first offset not yet in the warehouse."""
         resume: dict[str, int] = {}
-        for path in self.root.glob("task=*/hour=*/*.parquet"):
-            match = _FILE.match(path.name)
-            if match:
+        selector = pafs.FileSelector(self._base, recursive=True, allow_not_found=True)
+        for info in self._fs.get_file_info(selector):
+            match = _FILE.match(info.base_name)
+            if match and info.type == pafs.FileType.File:
                 source, last = match["source"], int(match["last"])
                 resume[source] = max(resume.get(source, 0), last + 1)
         return resume
-
-    def files(
-        self, task: str, since_ts: float | None = None, until_ts: float | None = None
-    ) -> list[Path]:
-        """The files of a task whose hour overlaps [since_ts, until_ts)."""
-        first = hour_of(since_ts) if since_ts is not None else ""
-        last = hour_of(until_ts) if until_ts is not None else "~"
-        chosen = []
-        for hour_dir in sorted((self.root / f"task={task}").glob("hour=*")):
-            if first <= hour_dir.name.removeprefix("hour=") <= last:
-                chosen.extend(sorted(hour_dir.glob("*.parquet")))
-        return chosen
 
     def read(
         self, task: str, since_ts: float | None = None, until_ts: float | None = None
     ) -> ExampleTable:
         """Examples with since_ts <= label_ts < until_ts, each id once, in label-time order."""
-        files = self.files(task, since_ts, until_ts)
+        dataset = self._dataset(task)
+        partitions = _partitions(task, since_ts, until_ts)
+        files = sorted(fragment.path for fragment in dataset.get_fragments(filter=partitions))
         if not files:
             return empty_table()
-        table = pa.concat_tables(pq.read_table(path, schema=SCHEMA) for path in files)
-        label_ts = table["label_ts"].to_numpy()
-        keep = np.ones(len(table), dtype=bool)
+        rows = partitions
         if since_ts is not None:
-            keep &= label_ts >= since_ts
+            rows &= ds.field("label_ts") >= since_ts
         if until_ts is not None:
-            keep &= label_ts < until_ts
-        table = table.filter(pa.array(keep)).sort_by(
+            rows &= ds.field("label_ts") < until_ts
+        table = dataset.to_table(filter=rows, columns=SCHEMA.names).sort_by(
             [("label_ts", "ascending"), ("id", "ascending")]
         )
         _, first_seen = np.unique(table["id"].to_numpy(zero_copy_only=False), return_index=True)
         table = table.take(pa.array(np.sort(first_seen)))
         return _as_example_table(table, files)
 
-    def discard(self, files: Iterable[Path], since_ts: float, until_ts: float) -> int:
+    def discard(self, files: Iterable[str], since_ts: float, until_ts: float) -> int:
         """Remove the examples with since_ts <= label_ts < until_ts from ``files``
         (after a fine-tune consumed them); returns how many were removed. A file
         keeps its name, so the offsets it covers still count as written."""
         removed = 0
         for path in files:
-            table = pq.read_table(path, schema=SCHEMA)
+            table = pq.read_table(path, schema=SCHEMA, filesystem=self._fs)
             label_ts = table["label_ts"].to_numpy()
             keep = (label_ts < since_ts) | (label_ts >= until_ts)
             removed += int((~keep).sum())
             if keep.all():
                 continue
             # an emptied file stays, so the offsets it covers are never written again
-            temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            pq.write_table(table.filter(pa.array(keep)), temporary)
-            os.replace(temporary, path)
+            self._put_whole(path, table.filter(pa.array(keep)))
         return removed
 
-    def _write_run(self, run: list[Located]) -> Path:
-        first, last = run[0], run[-1]
-        directory = (
-            self.root / f"task={first.example.task}" / f"hour={hour_of(first.example.label_ts)}"
+    def _dataset(self, task: str) -> ds.Dataset:
+        # listing only the task's folder prunes the other tasks before any file is seen
+        selector = pafs.FileSelector(
+            f"{self._base}/task={task}", recursive=True, allow_not_found=True
         )
-        directory.mkdir(parents=True, exist_ok=True)
-        final = directory / f"{first.source}-{first.offset:012d}-{last.offset:012d}.parquet"
-        temporary = directory / f".{final.name}.{uuid.uuid4().hex}.tmp"
-        pq.write_table(_to_arrow(run), temporary)
-        with open(temporary, "rb") as handle:
+        factory = ds.FileSystemDatasetFactory(
+            self._fs, selector, ds.ParquetFileFormat(),
+            ds.FileSystemFactoryOptions(partitioning=_PARTITIONING, partition_base_dir=self._base),
+        )  # fmt: skip
+        # the schema is known: no file is opened to infer it
+        return factory.finish(_DATASET_SCHEMA)
+
+    def _write_run(self, run: list[Located]) -> str:
+        first, last = run[0], run[-1]
+        directory = f"{self._base}/task={first.example.task}/hour={hour_of(first.example.label_ts)}"
+        path = f"{directory}/{first.source}-{first.offset:012d}-{last.offset:012d}.parquet"
+        self._put_whole(path, _to_arrow(run))
+        return path
+
+    def _put_whole(self, path: str, table: pa.Table) -> None:
+        """Write ``table`` to ``path`` so that a reader sees the old file or the new one."""
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer)
+        data = buffer.getvalue()
+        if isinstance(self._fs, pafs.LocalFileSystem):
+            _replace_local_file(path, data)
+            return
+        # an object appears whole when its upload completes, at close: a writer that dies
+        # before leaves no object (only parts, which a bucket lifecycle rule for
+        # incomplete multipart uploads removes; docs/DEPLOY.md)
+        with self._fs.open_output_stream(path) as out:
+            out.write(data)
+
+
+def _replace_local_file(path: str, data: pa.Buffer) -> None:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    # hidden: the dataset's discovery and resume_offsets skip names with a leading dot
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, final)
-        return final
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _partitions(task: str, since_ts: float | None, until_ts: float | None) -> ds.Expression:
+    """The partitions a read needs: the task's, and the hours that overlap the range."""
+    wanted = ds.field("task") == task
+    if since_ts is not None:
+        wanted &= ds.field("hour") >= hour_of(since_ts)
+    if until_ts is not None:
+        wanted &= ds.field("hour") <= hour_of(until_ts)
+    return wanted
 
 
 def _contiguous_runs(located: list[Located]) -> Iterable[list[Located]]:
@@ -205,7 +260,7 @@ def _scalar(prediction: float | list[float]) -> float:
     return prediction if isinstance(prediction, float | int) else float("nan")
 
 
-def _as_example_table(table: pa.Table, files: list[Path]) -> ExampleTable:
+def _as_example_table(table: pa.Table, files: list[str]) -> ExampleTable:
     names = table["feature_names"][0].as_py() if len(table) else []
     feature_set = table["feature_set"][0].as_py() if len(table) else ""
     width = len(names)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rtml.services.collector.join import JoinConfig
@@ -33,8 +31,9 @@ class CollectorSettings(BaseSettings):
     collector_fetch_max_wait_ms: int | None = Field(default=None, ge=1)
     # records of a partition between two sweeps of its emitted-keys table
     collector_forget_every: int = Field(default=1000, ge=1)
-    # RTML_WAREHOUSE: the Parquet dataset (None: ./.rtml/warehouse)
-    warehouse: Path | None = None
+    # RTML_WAREHOUSE: the Parquet dataset, a directory or an object storage URL
+    # (s3://, gs://, abfs://; None: ./.rtml/warehouse)
+    warehouse: str | None = None
     warehouse_group: str = "rtml-warehouse"
     # most examples read per warehouse write (one file per partition, task and hour)
     warehouse_max_records: int = Field(default=5000, ge=1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -16,8 +15,9 @@ class TrainerSettings(BaseSettings):
     trainer_host: str = "127.0.0.1"
     trainer_port: int = 8085
     trainer_task: Task = "eta"
-    model_store: Path | None = None
-    warehouse: Path | None = None
+    # a directory or s3://bucket/prefix each (shared/object_storage.py)
+    model_store: str | None = None
+    warehouse: str | None = None
     # stage 2/3: retrain every this many seconds (0: no schedule)
     retrain_interval: float = Field(default=0.0, ge=0)
     # what the schedule does: a new model from scratch (stage 2) or a fine-tune of the

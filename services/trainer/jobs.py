@@ -154,7 +154,8 @@ def data_range(table: ExampleTable, task: Task) -> dict[str, Any]:
         # exclusive: the next fine-tune starts here
         "until_label_ts": float(table.label_ts.max()) + 1e-6,
         "examples": len(table),
-        "files": [f"{p.parent.name}/{p.name}" for p in table.files],
+        # hour=<hour>/<name>: where in the task's partition, wherever the warehouse is
+        "files": ["/".join(path.rsplit("/", 2)[-2:]) for path in table.files],
     }
 
 

@@ -129,14 +129,17 @@ def _mount_subcommands() -> None:
                    "default: a few minutes")  # fmt: skip
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="keep the model store and warehouse here "
+              help="keep the event logs, model store and warehouse here "
                    "[default: a temporary directory]")  # fmt: skip
-def demo(duration: str, seed: int, workdir: Path | None) -> None:
+@click.option("--storage", default=None, metavar="URL",
+              help="keep the model store and warehouse under this object storage URL "
+                   "instead, e.g. s3://bucket/demo (RTML_S3_ENDPOINT_URL for MinIO)")  # fmt: skip
+def demo(duration: str, seed: int, workdir: Path | None, storage: str | None) -> None:
     """The whole stack through a storm: streaming features, bandit routing, drift-triggered
     fine-tuning."""
     from rtml.demo import run_demo
 
-    sys.exit(asyncio.run(run_demo(duration, seed, workdir, lambda line: click.echo(line))))
+    sys.exit(asyncio.run(run_demo(duration, seed, workdir, click.echo, storage)))
 
 
 @main.command()

@@ -35,6 +35,7 @@ from rtml.shared.eventlog import write_event_log
 from rtml.shared.kafka import ensure_topics, read_all, start_producer
 from rtml.shared.model_announcements import announce
 from rtml.shared.model_store import ModelRecord, ModelStore
+from rtml.shared.object_storage import StorageLocation, parse_location
 from rtml.shared.settings import Settings
 from rtml.stack import SERVICES
 from rtml.supervisor import READY, plan, render_table, wait_ready
@@ -85,7 +86,12 @@ class Clock:
 
 class Demo:
     def __init__(
-        self, plan_: DemoPlan, seed: int, workdir: Path, say: Callable[[str], None]
+        self,
+        plan_: DemoPlan,
+        seed: int,
+        workdir: Path,
+        say: Callable[[str], None],
+        storage: StorageLocation | None = None,
     ) -> None:
         self.plan = plan_
         self.workdir = workdir
@@ -100,7 +106,9 @@ class Demo:
         )  # fmt: skip
         self.world = Marketplace(self.config)
         self.clock = Clock()
-        self.store = ModelStore(workdir / "models")
+        # the model store and the warehouse: in the workdir, or under an object storage URL
+        self.storage = storage or parse_location(workdir)
+        self.store = ModelStore(str(self.storage.child("models")))
         self.failures: list[str] = []
 
     @property
@@ -266,24 +274,28 @@ def verdict(summary: Summary, failures: list[str]) -> list[str]:
 
 
 async def run_demo(
-    plan_name: str, seed: int, workdir: Path | None, say: Callable[[str], None]
+    plan_name: str,
+    seed: int,
+    workdir: Path | None,
+    say: Callable[[str], None],
+    storage: str | None = None,
 ) -> int:
     plan_ = PLANS[plan_name]
     base = Settings()
     own_dir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="rtml-demo-")) if own_dir else workdir
     root.mkdir(parents=True, exist_ok=True)
+    demo = Demo(plan_, seed, root, say, parse_location(storage) if storage else None)
     env = {
         **os.environ,
-        "RTML_MODEL_STORE": str(root / "models"),
-        "RTML_WAREHOUSE": str(root / "warehouse"),
+        "RTML_MODEL_STORE": str(demo.storage.child("models")),
+        "RTML_WAREHOUSE": str(demo.storage.child("warehouse")),
         "RTML_LOG_LEVEL": os.environ.get("RTML_LOG_LEVEL", "WARNING"),
         "RTML_DRIFT_FINETUNE": "true",
     }
     for spec in SERVICES:
         env.setdefault(spec.port_env, str(spec.default_port))
-    say(f"rtml demo ({plan_name}): workdir {root}")
-    demo = Demo(plan_, seed, root, say)
+    say(f"rtml demo ({plan_name}): workdir {root}, models and warehouse in {demo.storage}")
     async with AsyncExitStack() as stack:
         if base.embedded:
             broker = stack.enter_context(EmbeddedBroker(port=base.kafka_port))

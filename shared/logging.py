@@ -17,7 +17,7 @@ _SHARED_PROCESSORS: list[structlog.types.Processor] = [
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
 # chatty at INFO about routine group and metadata changes
-_QUIET_LIBRARIES = ("aiokafka", "kafka", "faust", "mode")
+_QUIET_LIBRARIES = ("aiokafka", "kafka", "faust", "mode", "mlflow")
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:

@@ -263,6 +263,15 @@ class ModelStore:
             self._mirror.champion_set(self, record)
         return record
 
+    def claim_champion(self, task: Task, version: str) -> bool:
+        """Make ``version`` the champion if ``task`` has none; False if it has one (or another
+        writer's claim won: of two trainers' first models, one becomes the champion)."""
+        try:
+            self.set_champion(task, version, replacing=None)
+        except ChampionChanged:
+            return False
+        return True
+
     def _commit_new_version(
         self,
         booster: xgb.Booster,

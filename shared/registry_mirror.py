@@ -61,7 +61,7 @@ class MirrorSettings(BaseSettings):
     # tries per event before it counts as failed, with exponential backoff between them
     mlflow_attempts: int = Field(default=4, ge=1)
     # one HTTP request to MLflow (MLflow's own retries are turned off: tenacity retries)
-    mlflow_request_timeout_s: float = Field(default=10.0, gt=0)
+    mlflow_request_timeout_s: int = Field(default=10, ge=1)
     # events waiting for MLflow; past this they are dropped and counted
     mlflow_queue_size: int = Field(default=1000, ge=1)
     # how long a process waits at exit for the events still queued
@@ -101,10 +101,16 @@ class MlflowRegistry:
 
     def __init__(self, settings: MirrorSettings) -> None:
         self.settings = settings
-        # tenacity retries whole steps; MLflow's client would otherwise retry each
-        # request for minutes on its own
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.mlflow_request_timeout_s))
+        # MLflow's client reads these when it is used: tenacity retries whole steps, where
+        # the client would retry each request for minutes on its own; its log lines go
+        # through rtml's JSON logging, and no run links are printed to stdout
+        for name, value in {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(settings.mlflow_request_timeout_s),
+            "MLFLOW_CONFIGURE_LOGGING": "false",
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+        }.items():
+            os.environ.setdefault(name, value)
         self._client: Any = None
 
     def model_name(self, task: str) -> str:
@@ -118,10 +124,16 @@ class MlflowRegistry:
         client = self._mlflow()
         name = self.model_name(record.task)
         self._ensure_registered_model(name)
+        from mlflow.entities import Metric, Param
+
         run = client.create_run(self._experiment_id(), tags={VERSION_TAG: record.version})
-        client.log_params(run.info.run_id, {k: str(v)[:6000] for k, v in record.params.items()})
-        for metric, value in record.metrics.items():
-            client.log_metric(run.info.run_id, metric, value)
+        now_ms = int(time.time() * 1000)
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(name, value, now_ms, 0) for name, value in record.metrics.items()],
+            # MLflow caps a parameter's value at 6000 characters
+            params=[Param(name, str(value)[:6000]) for name, value in record.params.items()],
+        )
         with tempfile.TemporaryDirectory(prefix="rtml-mlflow-") as folder:
             path = Path(folder) / f"{record.version}.ubj"
             path.write_bytes(store.artifact(record))
@@ -189,6 +201,42 @@ def version_tags(record: ModelRecord) -> dict[str, str]:
     }
 
 
+def mirror_store(store: ModelStore, registry: MlflowRegistry) -> tuple[int, int]:
+    """Copy whatever MLflow lacks of ``store``: every version, then every champion alias.
+    Returns how many of each the registry now holds for the store."""
+    from rtml.shared.tasks.registry import tasks
+
+    records = store.list()
+    for record in records:
+        retrying(registry.settings, "version", record.version)(
+            registry.ensure_version, store, record
+        )
+    champions = [c for c in (store.champion(task) for task in tasks()) if c is not None]
+    for champion in champions:
+        retrying(registry.settings, "champion", champion.version)(
+            registry.ensure_champion, store, champion
+        )
+    return len(records), len(champions)
+
+
+def retrying(settings: MirrorSettings, operation: str, version: str) -> Retrying:
+    """Tenacity's retry of one mirror step, each retry counted and logged."""
+
+    def before_sleep(state: Any) -> None:
+        RETRIES.labels(operation).inc()
+        log.warning(
+            "mlflow_mirror_retry", operation=operation, version=version,
+            attempt=state.attempt_number, error=str(state.outcome.exception())[:300],
+        )  # fmt: skip
+
+    return Retrying(
+        stop=stop_after_attempt(settings.mlflow_attempts),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
 class BackgroundMirror:
     """Mirrors store events in order on a daemon thread; never raises into the store."""
 
@@ -242,7 +290,7 @@ class BackgroundMirror:
         while True:
             operation, version, step = self._queue.get()
             try:
-                self._retrying(operation, version)(step)
+                retrying(self._settings, operation, version)(step)
                 MIRRORED.labels(operation, "mirrored").inc()
             except Exception as error:  # any failure of MLflow's: counted, logged, never raised
                 MIRRORED.labels(operation, "failed").inc()
@@ -252,21 +300,6 @@ class BackgroundMirror:
                 )  # fmt: skip
             finally:
                 self._queue.task_done()
-
-    def _retrying(self, operation: str, version: str) -> Retrying:
-        def before_sleep(state: Any) -> None:
-            RETRIES.labels(operation).inc()
-            log.warning(
-                "mlflow_mirror_retry", operation=operation, version=version,
-                attempt=state.attempt_number, error=str(state.outcome.exception())[:300],
-            )  # fmt: skip
-
-        return Retrying(
-            stop=stop_after_attempt(self._settings.mlflow_attempts),
-            wait=wait_exponential(multiplier=0.5, max=10),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
 
     def _flush_at_exit(self) -> None:
         if not self.flush(self._settings.mlflow_flush_timeout_s):

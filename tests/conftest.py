@@ -9,7 +9,7 @@ from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.kafka import ensure_topics
 from rtml.shared.settings import Settings
 
-from tests.object_storage import S3Server, s3_server
+from tests.object_storage import MlflowServer, S3Server, mlflow_server, s3_server
 
 # The tests run with rtml's own tasks whatever is installed: an editable install made
 # before the rtml.tasks entry points were declared has none. Service subprocesses
@@ -35,4 +35,11 @@ def s3() -> Iterator[S3Server]:
     """A real S3 API on 127.0.0.1 for the session (moto's server); while it runs, this
     process and its children have its endpoint and (dummy) credentials."""
     with s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow_tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real MLflow tracking server (SQLite backend, local artifacts) on 127.0.0.1."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as server:
         yield server

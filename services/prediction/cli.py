@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 import click
@@ -17,6 +16,7 @@ from rtml.shared.kafka import ensure_topics, start_producer
 from rtml.shared.model_announcements import announce
 from rtml.shared.model_lineage import render_lineage_tree
 from rtml.shared.model_store import ModelRecord, ModelStore
+from rtml.shared.registry_mirror import MirrorSettings, MlflowRegistry, mirror_store
 from rtml.shared.settings import get_settings
 from rtml.shared.tasks.cli import TASK
 from rtml.shared.tasks.registry import tasks
@@ -28,12 +28,13 @@ T = TypeVar("T")
 @click.option(
     "--store",
     "store_root",
-    type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="model store directory [default: $RTML_MODEL_STORE or ./.rtml/models]",
+    metavar="DIR|URL",
+    help="model store, a directory or s3://bucket/prefix "
+    "[default: $RTML_MODEL_STORE or ./.rtml/models]",
 )
 @click.pass_context
-def models(context: click.Context, store_root: Path | None) -> None:
+def models(context: click.Context, store_root: str | None) -> None:
     """The model store: versions, lineage, champions."""
     context.obj = ModelStore(store_root or get_settings().model_store)
 
@@ -105,6 +106,25 @@ def promote(store: ModelStore, version: str, reason: str) -> None:
             f"({exc}); services pick it up on restart, or run this again to announce it"
         ) from exc
     click.echo(f"{version} is now the {record.task} champion (announced on {topics.MODELS.name})")
+
+
+@models.command("mirror")
+@click.pass_obj
+def mirror(store: ModelStore) -> None:
+    """Copy every version and champion that MLflow's registry lacks (RTML_MLFLOW_TRACKING_URI)."""
+    settings = MirrorSettings()
+    if not settings.mlflow_tracking_uri:
+        raise click.ClickException("RTML_MLFLOW_TRACKING_URI names no MLflow tracking server")
+    try:
+        versions, champions = mirror_store(store, MlflowRegistry(settings))
+    except ModelStoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:  # whatever MLflow raised, after the retries
+        raise click.ClickException(f"MLflow at {settings.mlflow_tracking_uri}: {exc}") from exc
+    click.echo(
+        f"{versions} versions and {champions} champions of {store} are in MLflow at "
+        f"{settings.mlflow_tracking_uri}"
+    )
 
 
 async def _announce_promotion(record: ModelRecord, reason: str) -> None:

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import Counter
 from rtml.services.router.handlers import PromotionProposal, Router
 from rtml.shared.contracts import ModelAnnouncement, Task
-from rtml.shared.errors import ModelStoreError
+from rtml.shared.errors import ChampionChanged, ModelStoreError
 from rtml.shared.logging import get_logger
 from rtml.shared.model_announcements import (
     MODELS_PARTITION,
@@ -52,7 +52,7 @@ class AnnouncementFollower:
         for announcement in last_word(announcements).values():
             self.apply(announcement)
         for task in self._router.tasks:
-            await self._restore_champion(task)
+            await take_champion_from_store(self._router, self._store, task)
         log.info(
             "arms_rebuilt",
             announcements=len(announcements),
@@ -92,15 +92,6 @@ class AnnouncementFollower:
         ]
         return f"no arm for announced models of {missing}" if missing else True
 
-    async def _restore_champion(self, task: Task) -> None:
-        try:
-            record = await asyncio.to_thread(self._store.champion, task)
-        except (ModelStoreError, OSError) as exc:
-            log.error("champion_pointer_unreadable", task=task, error=str(exc))
-            return
-        if record is not None:
-            self._router.set_champion(task, record.version)
-
 
 class Promoter:
     def __init__(self, router: Router, store: ModelStore, producer: AIOKafkaProducer) -> None:
@@ -109,9 +100,24 @@ class Promoter:
         self._producer = producer
 
     async def promote(self, proposal: PromotionProposal) -> bool:
-        """Set the champion in the store, then announce it; False if the store refused."""
+        """Set the champion in the store, then announce it; False if the store refused.
+
+        The store's pointer moves only from the champion this router knows (compare-and-
+        swap): when another replica or an operator moved it first, this promotion is
+        dropped and the router takes the store's champion instead.
+        """
+        known = self._router.champion(proposal.task)
         try:
-            record = await asyncio.to_thread(self._store.set_champion, proposal.task, proposal.arm)
+            record = await asyncio.to_thread(
+                self._store.set_champion, proposal.task, proposal.arm, replacing=known
+            )
+        except ChampionChanged as exc:
+            PROMOTIONS.labels(proposal.task, "superseded").inc()
+            log.warning(
+                "promotion_superseded", task=proposal.task, arm=proposal.arm, error=str(exc)
+            )
+            await self._follow_store(proposal.task)
+            return False
         except (ModelStoreError, OSError) as exc:
             PROMOTIONS.labels(proposal.task, "failed").inc()
             log.error("promotion_failed", task=proposal.task, arm=proposal.arm, error=str(exc))
@@ -121,3 +127,14 @@ class Promoter:
         PROMOTIONS.labels(proposal.task, "promoted").inc()
         log.info("champion_promoted", task=proposal.task, arm=proposal.arm, reason=proposal.reason)
         return True
+
+
+async def take_champion_from_store(router: Router, store: ModelStore, task: Task) -> None:
+    """The store's pointer is the source of truth: the router's champion follows it."""
+    try:
+        record = await asyncio.to_thread(store.champion, task)
+    except (ModelStoreError, OSError) as exc:
+        log.error("champion_pointer_unreadable", task=task, error=str(exc))
+        return
+    if record is not None:
+        router.set_champion(task, record.version)

@@ -70,8 +70,7 @@ def train_command(
     click.echo(
         f"registered {record.version} (parent {record.parent_version}); metrics {record.metrics}"
     )
-    if champion and store.champion(task) is None:
-        store.set_champion(task, record.version)
+    if champion and store.claim_champion(task, record.version):
         click.echo(f"{record.version} is the {task} champion")
     if discard_after_use and candidate.parent_version is not None:
         click.echo(f"discarded {discard_consumed(warehouse, candidate)} consumed examples")

@@ -8,6 +8,8 @@ keeps consuming and heartbeating; one training at a time.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -34,6 +36,8 @@ log = get_logger(__name__)
 TRAININGS = Counter("rtml_trainer_runs_total", "training runs", ["trigger", "outcome"])
 DRIFTS = Counter("rtml_trainer_drift_signals_total", "drift detector firings", ["source"])
 SEEN_IDS = 100_000
+# how stale the champion the drift monitor follows may be
+CHAMPION_REFRESH_S = 1.0
 
 Announce = Callable[[ModelRecord, str], Awaitable[None]]
 
@@ -51,12 +55,14 @@ class Trainer:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._training = asyncio.Lock()
         self._background: set[asyncio.Task[ModelRecord | None]] = set()
+        self._champion: ModelRecord | None = None
+        self._champion_read_at = -math.inf
 
     async def observe(self, example: TrainingExample) -> None:
         """Feed the champion's live error to the drift monitor; fine-tune on drift."""
         if self._already_seen(example.id):
             return
-        champion = self.store.champion(self.settings.trainer_task)
+        champion = self._recent_champion()
         if (
             champion is None
             or example.model_version != champion.version
@@ -72,6 +78,14 @@ class Trainer:
             task = asyncio.create_task(self.fine_tune(f"drift on {signal.source}", signal))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    def _recent_champion(self) -> ModelRecord | None:
+        # every example asks; on object storage each read of the pointer is a round trip
+        now = time.monotonic()
+        if now - self._champion_read_at >= CHAMPION_REFRESH_S:
+            self._champion = self.store.champion(self.settings.trainer_task)
+            self._champion_read_at = now
+        return self._champion
 
     async def scheduled(self) -> None:
         trigger = f"schedule every {self.settings.retrain_interval:.0f}s"
@@ -119,8 +133,7 @@ class Trainer:
             return None
         record = await asyncio.to_thread(register, self.store, candidate)
         await self._announce(record, f"{trigger}; {candidate.judgement}")
-        if self.store.champion(record.task) is None:
-            self.store.set_champion(record.task, record.version)
+        self.store.claim_champion(record.task, record.version)
         if self.settings.discard_after_use and candidate.parent_version is not None:
             decision["discarded"] = await asyncio.to_thread(
                 discard_consumed, self.warehouse, candidate

@@ -239,15 +239,17 @@ def test_every_reference_resolves(rendered, target):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_config_keys_are_settings_the_code_reads(rendered, target):
+    from rtml.shared.object_storage import StorageSettings
     from rtml.shared.settings import Settings
 
+    fields = Settings.model_fields | StorageSettings.model_fields
     data = k8s.config_data(rendered[target])
     sources = "\n".join(
         p.read_text() for d in ("shared", "services", "rtml") for p in (k8s.ROOT / d).rglob("*.py")
     )
     for key in data:
         field = key.removeprefix("RTML_").lower()
-        assert key.startswith("RTML_") and (field in Settings.model_fields or key in sources), (
+        assert key.startswith("RTML_") and (field in fields or key in sources), (
             f"{target}: ConfigMap key {key} is read by no code (a typo?)"
         )
     assert data.get("RTML_KAFKA_BOOTSTRAP"), f"{target}: RTML_KAFKA_BOOTSTRAP is not set"
@@ -274,7 +276,8 @@ def test_prod_uses_sasl_and_documents_its_secret(rendered, root):
         w["metadata"]["name"] for w in k8s.workloads(rendered["prod"]).values()
     }
     example = (root / "infra/k8s/overlays/prod/secrets.env.example").read_text()
-    for key in ("RTML_INGEST_TOKEN", "RTML_KAFKA_SASL_USERNAME", "RTML_KAFKA_SASL_PASSWORD"):
+    keys = ("RTML_INGEST_TOKEN", "RTML_KAFKA_SASL_USERNAME", "RTML_KAFKA_SASL_PASSWORD")
+    for key in (*keys, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert re.search(rf"^{key}=", example, re.M), f"secrets.env.example lacks {key}"
 
 
@@ -333,27 +336,50 @@ def test_prod_replicas_stay_within_partitions_with_disruption_budgets(rendered):
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_model_store_and_warehouse_claims(rendered, target):
+def test_model_store_and_warehouse_are_object_storage_without_shared_volumes(rendered, target):
+    from rtml.shared.object_storage import parse_location
+
     objects = rendered[target]
-    claims = k8s.by_kind(objects, "PersistentVolumeClaim")
     data = k8s.config_data(objects)
-    paths = {"rtml-models": data["RTML_MODEL_STORE"], "rtml-warehouse": data["RTML_WAREHOUSE"]}
-    for claim in paths:
-        assert claim in claims, f"{target}: no PersistentVolumeClaim {claim}"
-        if target.startswith("prod"):
-            assert claims[claim]["spec"]["accessModes"] == ["ReadWriteMany"], claim
-    # whoever mounts a claim mounts it where the settings say it is
-    for name, workload in k8s.workloads(objects).items():
-        volumes = {
-            v["name"]: v["persistentVolumeClaim"]["claimName"]
-            for v in k8s.pod_spec(workload).get("volumes", [])
-            if "persistentVolumeClaim" in v
-        }
-        for container in k8s.containers(workload):
-            for mount in container.get("volumeMounts", []):
-                claim = volumes.get(mount["name"])
-                if claim in paths:
-                    assert mount["mountPath"] == paths[claim], f"{name} mounts {claim} elsewhere"
+    for key in ("RTML_MODEL_STORE", "RTML_WAREHOUSE"):
+        assert parse_location(data[key]).scheme == "s3", f"{target}: {key} is {data[key]}"
+    # every node reaches a bucket: no ReadWriteMany volume, and prod no volume of its own
+    for name, claim in k8s.by_kind(objects, "PersistentVolumeClaim").items():
+        assert "ReadWriteMany" not in claim["spec"]["accessModes"], f"{target}: {name}"
+        assert not target.startswith("prod"), f"{target}: PersistentVolumeClaim {name}"
+
+
+def test_dev_object_storage_is_the_minio_in_the_cluster_with_its_bucket(rendered):
+    from urllib.parse import urlsplit
+
+    from rtml.shared.object_storage import parse_location
+
+    objects = rendered["dev"]
+    data = k8s.config_data(objects)
+    endpoint = urlsplit(data["RTML_S3_ENDPOINT_URL"])
+    service = k8s.by_kind(objects, "Service")[endpoint.hostname]
+    (port,) = [p for p in service["spec"]["ports"] if p["port"] == endpoint.port]
+    (minio,) = [
+        w for w in k8s.workloads(objects).values()
+        if k8s.selector_matches(service["spec"]["selector"], k8s.pod_template_labels(w))
+    ]  # fmt: skip
+    (container,) = k8s.pod_spec(minio)["containers"]
+    k8s.resolve_port(container, port["targetPort"])
+    # MinIO's root user is the key pair the services sign with (in the Secret they read)
+    (secret,) = [n for n in k8s.by_kind(objects, "Secret") if n.startswith("rtml-secrets")]
+    root = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert {k: (r["name"], r["key"]) for k, r in root.items()} == {
+        "MINIO_ROOT_USER": (secret, "AWS_ACCESS_KEY_ID"),
+        "MINIO_ROOT_PASSWORD": (secret, "AWS_SECRET_ACCESS_KEY"),
+    }
+    buckets = {parse_location(data[k]).bucket for k in ("RTML_MODEL_STORE", "RTML_WAREHOUSE")}
+    (job,) = [
+        j for j in k8s.by_kind(objects, "Job").values()
+        if "mc mb" in " ".join(k8s.pod_spec(j)["containers"][0].get("args", []))
+    ]  # fmt: skip
+    script = " ".join(k8s.pod_spec(job)["containers"][0]["args"])
+    assert all(f"dev/{bucket}" in script for bucket in buckets), script
+    assert f"{endpoint.scheme}://{endpoint.netloc}" in script
 
 
 # ----------------------------------------------------------- jobs and dev mode --

@@ -270,8 +270,9 @@ def test_images_built_are_the_images_deployed(tilt):
             image = container["image"]
             if image in refs:
                 used.add(image)
-            else:  # a third-party image: pinned to a version
-                assert re.search(r":v?\d[\w.-]*$", image) or "@sha256:" in image, (
+            else:  # a third-party image: pinned to a version (MinIO's are dated releases)
+                version = r":(v?\d[\w.-]*|RELEASE\.\d{4}-\d\d-\d\dT[\d-]+Z)$"
+                assert re.search(version, image) or "@sha256:" in image, (
                     f"{name}: image {image} is neither built by docker_build nor pinned"
                 )
     assert used == refs, f"docker_build images not deployed: {refs - used}"
@@ -372,8 +373,14 @@ def test_every_resource_is_labelled_and_its_dependencies_exist(tilt):
     assert job["auto_init"] and job["trigger_mode"] == TRIGGER_MODE_MANUAL, (
         "the topic job runs at start, then on demand (a finished Job cannot be live-updated)"
     )
+    object_storage = workload_named("Deployment", lambda w: "minio" in w["metadata"]["name"])
+    bucket = workload_named(
+        "Job", lambda w: "mc mb" in " ".join(k8s.pod_spec(w)["containers"][0].get("args", []))
+    )
+    assert object_storage in deps_of(bucket), "the bucket job must wait for MinIO"
     for name in k8s.rtml_service_deployments(tilt.yaml_docs):
         assert topics in deps_of(name), f"{name} must start after the topic job"
+        assert bucket in deps_of(name), f"{name} must start once its bucket exists"
 
 
 def test_simulator_is_a_manual_local_resource_against_ingestion(tilt):

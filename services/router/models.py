@@ -116,7 +116,7 @@ class Promoter:
             log.warning(
                 "promotion_superseded", task=proposal.task, arm=proposal.arm, error=str(exc)
             )
-            await self._follow_store(proposal.task)
+            await take_champion_from_store(self._router, self._store, proposal.task)
             return False
         except (ModelStoreError, OSError) as exc:
             PROMOTIONS.labels(proposal.task, "failed").inc()

@@ -19,11 +19,14 @@ WORKDIR /src
 # 1. Dependencies only, in a layer of their own: rebuilt when pyproject.toml
 #    changes, not when code does. xgboost-cpu provides the same `xgboost`
 #    module without the NVIDIA NCCL wheel (set XGBOOST_PACKAGE=xgboost for it).
+#    RTML_EXTRAS adds optional dependencies: `--build-arg RTML_EXTRAS=mlflow` for
+#    the MLflow peer registry (RTML_MLFLOW_TRACKING_URI).
 ARG XGBOOST_PACKAGE=xgboost-cpu
+ARG RTML_EXTRAS=""
 COPY pyproject.toml ./
 COPY infra/docker/requirements.py /tmp/requirements.py
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python /tmp/requirements.py pyproject.toml --xgboost "${XGBOOST_PACKAGE}" > /tmp/requirements.txt \
+    python /tmp/requirements.py pyproject.toml --xgboost "${XGBOOST_PACKAGE}" --extras "${RTML_EXTRAS}" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
 # 2. rtml itself (dependencies already satisfied above).

@@ -117,6 +117,21 @@ def test_requirements_script_reads_pyproject_and_swaps_xgboost():
     assert any(line.startswith("xgboost-cpu") for line in out)
 
 
+def test_requirements_script_adds_the_extras_the_image_asks_for():
+    script = ROOT / "infra/docker/requirements.py"
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    out = subprocess.run(
+        [sys.executable, str(script), str(ROOT / "pyproject.toml"), "--extras", "mlflow"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.splitlines()  # fmt: skip
+    assert out == pyproject["dependencies"] + pyproject["optional-dependencies"]["mlflow"]
+    refused = subprocess.run(
+        [sys.executable, str(script), str(ROOT / "pyproject.toml"), "--extras", "nope"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "nope" in refused.stderr
+
+
 # ------------------------------------------------------------------ devreload --
 
 SERVICE = """

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import Counter
 from pydantic import Field
@@ -66,6 +67,15 @@ class MirrorSettings(BaseSettings):
     mlflow_queue_size: int = Field(default=1000, ge=1)
     # how long a process waits at exit for the events still queued
     mlflow_flush_timeout_s: float = Field(default=10.0, ge=0)
+
+
+def shown_uri(uri: str) -> str:
+    """The tracking URI without a password it may carry, for messages."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 class RegistryMirror(Protocol):

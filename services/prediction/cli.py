@@ -16,7 +16,7 @@ from rtml.shared.kafka import ensure_topics, start_producer
 from rtml.shared.model_announcements import announce
 from rtml.shared.model_lineage import render_lineage_tree
 from rtml.shared.model_store import ModelRecord, ModelStore
-from rtml.shared.registry_mirror import MirrorSettings, MlflowRegistry, mirror_store
+from rtml.shared.registry_mirror import MirrorSettings, MlflowRegistry, mirror_store, shown_uri
 from rtml.shared.settings import get_settings
 from rtml.shared.tasks.cli import TASK
 from rtml.shared.tasks.registry import tasks
@@ -120,10 +120,11 @@ def mirror(store: ModelStore) -> None:
     except ModelStoreError as exc:
         raise click.ClickException(str(exc)) from exc
     except Exception as exc:  # whatever MLflow raised, after the retries
-        raise click.ClickException(f"MLflow at {settings.mlflow_tracking_uri}: {exc}") from exc
+        where = shown_uri(settings.mlflow_tracking_uri)
+        raise click.ClickException(f"MLflow at {where}: {exc}") from exc
     click.echo(
         f"{versions} versions and {champions} champions of {store} are in MLflow at "
-        f"{settings.mlflow_tracking_uri}"
+        f"{shown_uri(settings.mlflow_tracking_uri)}"
     )
 
 

@@ -81,16 +81,16 @@ def arrow_filesystem(
     """A pyarrow filesystem and the location's path in it."""
     if location.is_local:
         return pafs.LocalFileSystem(), os.path.abspath(location.prefix)
-    path = f"{location.bucket}/{location.prefix}".rstrip("/")
     if location.scheme == S3:
+        path = f"{location.bucket}/{location.prefix}".rstrip("/")
         settings = settings or StorageSettings()
         options: dict[str, Any] = {"region": settings.s3_region} if settings.s3_region else {}
         if settings.s3_endpoint_url:
             endpoint = urlsplit(settings.s3_endpoint_url)
             options |= {"endpoint_override": endpoint.netloc, "scheme": endpoint.scheme or "https"}
         return pafs.S3FileSystem(**options), path
-    filesystem, _ = pafs.FileSystem.from_uri(f"{location.scheme}://{location.bucket}")
-    return filesystem, path
+    # gs://, abfs://...: pyarrow knows how each names its buckets and paths
+    return pafs.FileSystem.from_uri(str(location))
 
 
 def s3_client(settings: StorageSettings | None = None) -> Any:

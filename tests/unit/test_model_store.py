@@ -22,6 +22,7 @@ from rtml.shared.errors import (
     IntegrityError,
     ModelStoreError,
     UnknownVersion,
+    UnsafeModelError,
     VersionExists,
 )
 from rtml.shared.model_blobs import Blobs, blobs_at
@@ -193,6 +194,21 @@ def test_a_version_id_that_escapes_the_store_is_refused_before_writing(
         register(store, booster, version="../escaped")
     assert raw(store).folders("") == []
     assert store.list() == []
+
+
+def test_a_tampered_object_is_refused_on_every_load(
+    store: ModelStore, booster: xgb.Booster
+) -> None:
+    version = register(store, booster).version
+    artifact = read_artifact(store, version)
+    write_artifact(store, version, artifact[:-8] + b"tampered")
+    with pytest.raises(IntegrityError, match="sha256"):
+        store.load(version)
+
+    # an intruder who also re-signs the record still cannot make the store unpickle
+    forge_artifact(store, version, b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00}\x94.")
+    with pytest.raises(UnsafeModelError, match="pickle"):
+        store.load(version)
 
 
 # --- immutability -------------------------------------------------------------------------

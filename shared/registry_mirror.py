@@ -18,6 +18,7 @@ process waits up to ``RTML_MLFLOW_FLUSH_TIMEOUT_S`` for the queue to drain.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import json
 import os
 import queue
@@ -99,6 +100,14 @@ def mirror_from_environment() -> BackgroundMirror | None:
     global _environment_mirror
     settings = MirrorSettings()
     if not settings.mlflow_tracking_uri:
+        return None
+    if importlib.util.find_spec("mlflow") is None:
+        # a deployment mistake, said loudly; training and serving go on without MLflow
+        log.error(
+            "mlflow_mirror_unavailable",
+            reason="RTML_MLFLOW_TRACKING_URI is set but the MLflow client is not installed "
+            "(pip install 'rtml[mlflow]', or build the image with RTML_EXTRAS=mlflow)",
+        )
         return None
     with _environment_lock:
         if _environment_mirror is None:

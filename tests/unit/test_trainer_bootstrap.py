@@ -3,6 +3,7 @@ and the trainer registering, crowning and announcing it."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,15 +13,18 @@ from rtml.services.trainer.bootstrap import (
     event_log_candidate,
     examples_from_log,
 )
+from rtml.services.trainer.coldstart import ColdStart
 from rtml.services.trainer.config import TrainerSettings
 from rtml.services.trainer.service import Trainer
-from rtml.shared.contracts import CourierOnline, PredictRequest
+from rtml.shared.contracts import CourierOnline, PredictRequest, TrainerStatus
 from rtml.shared.model_store import ModelRecord, ModelStore
+from rtml.shared.settings import Settings
 from rtml.shared.warehouse import Warehouse
 
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from rtml.tasks.eta.spec import TASK as ETA
 from rtml.tasks.recs.spec import TASK as RECS
+from tests.unit.test_prediction_handlers import FEATURE_SET, train_booster
 
 HOUR = 3600.0
 
@@ -92,3 +96,44 @@ async def test_the_trainer_registers_crowns_and_announces_the_first_model(
     second = await trainer.bootstrap(two_hours, [], {"source": "topics"})
     assert second is not None and store.champion("eta").version == record.version  # type: ignore[union-attr]
     assert [action for _, action, _ in announced[2:]] == ["registered"]  # no second crowning
+
+
+async def cold_start_statuses(tmp_path: Path, task: str, champion: bool = False) -> list:
+    """What the cold start says when it has nothing to read (no Kafka involved)."""
+    store = ModelStore(tmp_path / "models")
+    if champion:
+        record = register_booster(store, task)
+        store.set_champion(task, record.version)
+    config = TrainerSettings(trainer_task=task)
+    said: list[TrainerStatus] = []
+
+    async def announce(*_: object) -> None:
+        raise AssertionError("nothing is trained, nothing is announced")
+
+    trainer = Trainer(config, store, Warehouse(tmp_path / "wh"), announce)
+
+    async def publish(status: TrainerStatus) -> None:
+        said.append(status)
+
+    await ColdStart(Settings(), config, trainer, publish).run(asyncio.Event())
+    return said
+
+
+def register_booster(store: ModelStore, task: str) -> ModelRecord:
+    return store.register(
+        train_booster(seed=1), task=task, feature_set=FEATURE_SET, data_range={}, params={},
+        metrics={},
+    )  # fmt: skip
+
+
+async def test_a_task_whose_label_joins_on_the_arm_says_it_cannot_start_from_events(
+    tmp_path: Path,
+) -> None:
+    (status,) = await cold_start_statuses(tmp_path, "recs")
+    assert status.task == "recs" and status.phase == "cannot_bootstrap"
+    assert "joins on the arm" in status.detail and "rtml train --task recs" in status.detail
+
+
+async def test_a_task_with_a_champion_reads_no_history(tmp_path: Path) -> None:
+    (status,) = await cold_start_statuses(tmp_path, "eta", champion=True)
+    assert status.phase == "has_champion" and status.detail.startswith("eta")

@@ -16,11 +16,12 @@ from rtml.services.trainer.bootstrap import (
 from rtml.services.trainer.coldstart import ColdStart
 from rtml.services.trainer.config import TrainerSettings
 from rtml.services.trainer.service import Trainer
-from rtml.shared.contracts import CourierOnline, PredictRequest, TrainerStatus
+from rtml.shared.contracts import PredictRequest, TrainerStatus
 from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.settings import Settings
 from rtml.shared.warehouse import Warehouse
 
+from rtml.tasks.eta.events import CourierOnline
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from rtml.tasks.eta.spec import TASK as ETA
 from rtml.tasks.recs.spec import TASK as RECS

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rtml.shared.contracts import Task
 
@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     # Replicas per topic created by rtml: 1 for the embedded broker, 3 on a real cluster
     # (managed Kafkas refuse 1, and acks=all needs min.insync.replicas of them).
     replication_factor: int = Field(default=1, ge=1)
+    # min.insync.replicas of the topics rtml creates (None: the broker's default): with
+    # acks=all a write succeeds once this many replicas have it, so 2 of 3 keeps
+    # accepting writes with one broker down and loses nothing acknowledged
+    min_insync_replicas: int | None = Field(default=None, ge=1)
     log_level: str = "INFO"
 
     ingest_host: str = "127.0.0.1"
@@ -102,6 +106,18 @@ class Settings(BaseSettings):
     gateway_prediction_url: str | None = None
     # how long the gateway waits for one upstream's answer
     gateway_upstream_timeout_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> Settings:
+        if self.min_insync_replicas is not None and (
+            self.min_insync_replicas > self.replication_factor
+        ):
+            raise ValueError(
+                f"RTML_MIN_INSYNC_REPLICAS={self.min_insync_replicas} exceeds "
+                f"RTML_REPLICATION_FACTOR={self.replication_factor}: "
+                "no acks=all write could succeed"
+            )
+        return self
 
     @property
     def embedded(self) -> bool:

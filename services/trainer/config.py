@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from rtml.services.trainer.jobs import MIN_EXAMPLES
 from rtml.shared.contracts import Task
 
 
@@ -29,3 +30,7 @@ class TrainerSettings(BaseSettings):
     # the task's model.drift_features)
     drift_features: list[str] | None = None
     discard_after_use: bool = False
+    # cold start: with no champion, the first model is trained from rtml.events once
+    # this many requests of the task have their label there (at least the examples any
+    # training needs)
+    trainer_bootstrap_min_labels: int = Field(default=300, ge=MIN_EXAMPLES)

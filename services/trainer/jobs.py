@@ -140,6 +140,14 @@ def register(store: ModelStore, candidate: Candidate, **hooks: Any) -> ModelReco
     )
 
 
+def champion_if_none(store: ModelStore, record: ModelRecord) -> bool:
+    """Make ``record`` its task's champion if the task has none; whether it did."""
+    if store.champion(record.task) is not None:
+        return False
+    store.set_champion(record.task, record.version)
+    return True
+
+
 def discard_consumed(warehouse: Warehouse, candidate: Candidate) -> int:
     """Delete exactly the examples a registered fine-tune consumed."""
     since, until = candidate.data_range["since_label_ts"], candidate.data_range["until_label_ts"]

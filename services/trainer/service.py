@@ -1,29 +1,35 @@
 """The trainer's decisions in one place: when to train, what, and whether to keep it.
 
-Stage 2 (schedule), stage 3 (scheduled fine-tune) and stage 4 (drift-triggered
-fine-tune) meet here. Training runs in a worker thread so that the event loop
-keeps consuming and heartbeating; one training at a time.
+Stage 1 (the cold start's first model, ``coldstart.py``), stage 2 (schedule), stage 3
+(scheduled fine-tune) and stage 4 (drift-triggered fine-tune) meet here. Training
+runs in a worker thread so that the event loop keeps consuming and heartbeating; one
+training at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from prometheus_client import Counter
+from rtml.services.trainer.bootstrap import event_log_candidate
 from rtml.services.trainer.config import TrainerSettings
 from rtml.services.trainer.drift import DriftMonitor, DriftSignal, feature_baseline
 from rtml.services.trainer.jobs import (
     Candidate,
     NotEnoughData,
+    champion_if_none,
     discard_consumed,
     fine_tune_candidate,
     register,
     scratch_candidate,
 )
-from rtml.shared.contracts import TrainingExample
+from rtml.shared.contracts import Message, TrainingExample
+from rtml.shared.features.records import BatchFeatureRecord
 from rtml.shared.logging import get_logger
+from rtml.shared.model_announcements import Action
 from rtml.shared.model_metrics import METRICS
 from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.tasks.registry import task_spec
@@ -35,7 +41,7 @@ TRAININGS = Counter("rtml_trainer_runs_total", "training runs", ["trigger", "out
 DRIFTS = Counter("rtml_trainer_drift_signals_total", "drift detector firings", ["source"])
 SEEN_IDS = 100_000
 
-Announce = Callable[[ModelRecord, str], Awaitable[None]]
+Announce = Callable[[ModelRecord, Action, str], Awaitable[None]]
 
 
 class Trainer:
@@ -72,6 +78,19 @@ class Trainer:
             task = asyncio.create_task(self.fine_tune(f"drift on {signal.source}", signal))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    async def bootstrap(
+        self,
+        messages: Sequence[Message],
+        batch: Sequence[BatchFeatureRecord],
+        source: dict[str, Any],
+    ) -> ModelRecord | None:
+        """Stage 1 on the events of the task's history: the first model."""
+        task = self.settings.trainer_task
+        return await self._train(
+            "bootstrap from the labelled history",
+            lambda: event_log_candidate(messages, task, source, batch),
+        )
 
     async def scheduled(self) -> None:
         trigger = f"schedule every {self.settings.retrain_interval:.0f}s"
@@ -118,9 +137,10 @@ class Trainer:
             log.info("candidate_dropped", **decision)
             return None
         record = await asyncio.to_thread(register, self.store, candidate)
-        await self._announce(record, f"{trigger}; {candidate.judgement}")
-        if self.store.champion(record.task) is None:
-            self.store.set_champion(record.task, record.version)
+        await self._announce(record, "registered", f"{trigger}; {candidate.judgement}")
+        if await asyncio.to_thread(champion_if_none, self.store, record):
+            await self._announce(record, "promoted", f"the first {record.task} model")
+            decision["champion"] = True
         if self.settings.discard_after_use and candidate.parent_version is not None:
             decision["discarded"] = await asyncio.to_thread(
                 discard_consumed, self.warehouse, candidate
@@ -151,4 +171,4 @@ class Trainer:
 
 def _brief(candidate: Candidate) -> dict[str, object]:
     keys = ("since_label_ts", "until_label_ts", "examples")
-    return {key: candidate.data_range[key] for key in keys}
+    return {key: candidate.data_range[key] for key in keys if key in candidate.data_range}

@@ -46,8 +46,9 @@ class Settings(BaseSettings):
 
     prediction_host: str = "127.0.0.1"
     prediction_port: int = 8083
-    # /readyz of the prediction service waits for this task's champion
-    prediction_task: Task = "eta"
+    # /readyz of the prediction service waits for this task's champion (None: the only
+    # loaded task)
+    prediction_task: Task | None = None
     # most routed requests scored in one inplace_predict; 1 turns micro-batching off
     prediction_max_batch: int = Field(default=256, ge=1)
     # XGBoost threads per predict call: small batches gain nothing from more, and

@@ -18,7 +18,7 @@ from rtml.shared.model_store import ModelStore
 from rtml.shared.pipeline import Pipeline
 from rtml.shared.service import HealthEndpoints, run_until_signalled, serve
 from rtml.shared.settings import get_settings
-from rtml.shared.tasks.registry import tasks
+from rtml.shared.tasks.registry import served_task, tasks
 
 SERVICE = "prediction"
 GROUP_ID = "rtml-prediction"
@@ -40,7 +40,8 @@ async def main(stop: asyncio.Event) -> None:
         return pipeline.readiness() if pipeline else "waiting for a champion before consuming"
 
     health = HealthEndpoints()
-    health.add_ready_check("champion", lambda: follower.readiness(settings.prediction_task))
+    task = served_task(settings.prediction_task, "RTML_PREDICTION_TASK")
+    health.add_ready_check("champion", lambda: follower.readiness(task))
     health.add_ready_check("pipeline", consuming)
     # the side port is up first: /healthz answers while the models load
     runner = await serve(app.http_app(health), settings.prediction_host, settings.prediction_port)
@@ -51,7 +52,7 @@ async def main(stop: asyncio.Event) -> None:
         await follower.start()
         # joining the group only with a champion in hand: a replica that cannot
         # score must not hold partitions (nor dead-letter what is on them)
-        champion = await _first(follower.wait_for_champion(settings.prediction_task), stop)
+        champion = await _first(follower.wait_for_champion(task), stop)
         trainer_progress.cancel()
         if not champion:
             return

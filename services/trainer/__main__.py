@@ -68,7 +68,7 @@ async def main(stop: asyncio.Event) -> None:
         tasks.append(asyncio.create_task(_every(config.retrain_interval, trainer.scheduled, stop)))
     log.info(
         "ready",
-        task=config.trainer_task,
+        task=config.task,
         retrain_interval=config.retrain_interval,
         mode=config.retrain_mode,
         bootstrap_min_labels=config.trainer_bootstrap_min_labels,

@@ -55,7 +55,7 @@ def train_command(
 ) -> None:
     """Train a model version and register it in the model store."""
     config = TrainerSettings()
-    task = task or config.trainer_task
+    task = task or config.task
     store, warehouse = ModelStore(config.model_store), Warehouse(config.warehouse)
     try:
         with _spinner(f"training {task} ({mode})"):
@@ -163,7 +163,7 @@ def skew_command(task: Task | None, event_log: str, batch_log: str | None) -> No
     from rtml.shared.features.batch import compute_batch_features
 
     config = TrainerSettings()
-    spec = task_spec(task or config.trainer_task)
+    spec = task_spec(task or config.task)
     messages = list(read_event_log(event_log))
     batch = None if batch_log is None else compute_batch_features(read_event_log(batch_log))
     pairs = reference_vectors(messages, spec, batch)

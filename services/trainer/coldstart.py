@@ -55,7 +55,7 @@ class ColdStart:
         self, settings: Settings, config: TrainerSettings, trainer: Trainer, publish: PublishStatus
     ) -> None:
         self._settings = settings
-        self._task = config.trainer_task
+        self._task = config.task
         self._needed = config.trainer_bootstrap_min_labels
         self._trainer = trainer
         self._publish = publish

@@ -62,7 +62,7 @@ class Trainer:
         """Feed the champion's live error to the drift monitor; fine-tune on drift."""
         if self._already_seen(example.id):
             return
-        champion = self.store.champion(self.settings.trainer_task)
+        champion = self.store.champion(self.settings.task)
         if (
             champion is None
             or example.model_version != champion.version
@@ -86,7 +86,7 @@ class Trainer:
         source: dict[str, Any],
     ) -> ModelRecord | None:
         """Stage 1 on the events of the task's history: the first model."""
-        task = self.settings.trainer_task
+        task = self.settings.task
         return await self._train(
             "bootstrap from the labelled history",
             lambda: event_log_candidate(messages, task, source, batch),
@@ -96,7 +96,7 @@ class Trainer:
         trigger = f"schedule every {self.settings.retrain_interval:.0f}s"
         if self.settings.retrain_mode == "scratch":
             await self._train(
-                trigger, lambda: scratch_candidate(self.warehouse, self.settings.trainer_task)
+                trigger, lambda: scratch_candidate(self.warehouse, self.settings.task)
             )
         else:
             await self.fine_tune(trigger)
@@ -104,7 +104,7 @@ class Trainer:
     async def fine_tune(
         self, trigger: str, signal: DriftSignal | None = None
     ) -> ModelRecord | None:
-        champion = self.store.champion(self.settings.trainer_task)
+        champion = self.store.champion(self.settings.task)
         if champion is None:
             log.info("fine_tune_skipped", trigger=trigger, reason="no champion yet")
             return None
@@ -154,7 +154,7 @@ class Trainer:
             table = self.warehouse.read(champion.task)
             drift_features = self.settings.drift_features
             if drift_features is None:
-                drift_features = list(task_spec(self.settings.trainer_task).model.drift_features)
+                drift_features = list(task_spec(self.settings.task).model.drift_features)
             watched = [f for f in drift_features if f in table.feature_names]
             baseline = feature_baseline(table.X, table.feature_names, watched) if len(table) else {}
             self._monitor, self._monitor_for = DriftMonitor(baseline), champion.version

@@ -61,6 +61,7 @@ from rtml.services.trainer.service import Trainer
 from rtml.shared.contracts import FeatureVector, Message, PredictRequest, TrainingExample
 from rtml.shared.features.batch import compute_batch_features
 from rtml.shared.logging import configure_logging
+from rtml.shared.model_announcements import Action
 from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.tasks.registry import tasks
 from rtml.shared.warehouse import ExampleTable, Located, Warehouse
@@ -203,7 +204,9 @@ class Deployment:
         self.registered: list[tuple[str, str]] = []
         self._deploy(first.version)
 
-    async def announce(self, record: ModelRecord, reason: str) -> None:
+    async def announce(self, record: ModelRecord, action: Action, reason: str) -> None:
+        if action != "registered":  # the first version is deployed from the start
+            return
         self.store.set_champion(record.task, record.version)
         self.registered.append((record.version, reason))
         self._deploy(record.version)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from rtml.shared.logging import get_logger
-from rtml.stack import ServiceSpec
+from rtml.shared.tasks.registry import tasks
+from rtml.stack import ServiceSpec, with_task_defaults
 
 log = get_logger(__name__)
 
@@ -76,6 +77,7 @@ class Supervised:
 
 
 def plan(specs: tuple[ServiceSpec, ...], env: dict[str, str]) -> list[Supervised]:
+    env = with_task_defaults(env, tasks().names)
     children = []
     for spec in specs:
         port = int(env.get(spec.port_env, spec.default_port))

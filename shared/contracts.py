@@ -228,6 +228,23 @@ class ModelAnnouncement(Message):
     reason: str = ""
 
 
+class TrainerStatus(Message):
+    """Where the trainer stands with a task's first model (rtml.trainer.status, compacted,
+    keyed by task): what a service waiting for a champion can tell its users."""
+
+    SCHEMA = "trainer_status"
+    KEY_FIELD = "task"
+    task: Task
+    # has_champion: nothing to bootstrap; collecting: counting the requests on the
+    # topics whose label has come; training: enough of them, stage 1 is running;
+    # cannot_bootstrap: the task's first model cannot come from its events (detail: why)
+    phase: Literal["has_champion", "collecting", "training", "cannot_bootstrap"]
+    # requests of the task whose label has come, and how many the first model waits for
+    labelled: int = Field(default=0, ge=0)
+    needed: int = Field(default=0, ge=0)
+    detail: str = ""
+
+
 class ArmSummary(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -302,6 +319,7 @@ PREDICT_CHAIN: tuple[type[Message], ...] = (
     TrainingExample,
     Reward,
     ModelAnnouncement,
+    TrainerStatus,
     RouterState,
     BatchPrediction,
     DlqRecord,

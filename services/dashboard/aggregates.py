@@ -546,11 +546,10 @@ class DeadLetters:
 class Dashboard:
     """Every panel's aggregate, fed one message at a time.
 
-    MAE and traffic share follow one task: the regression use case (eta) by default,
-    whose models are what the demo retrains under drift.
+    Live error and traffic share follow one task (``RTML_DASHBOARD_TASK``).
     """
 
-    def __init__(self, task: Task = "eta") -> None:
+    def __init__(self, task: Task) -> None:
         self.throughput = Throughput()
         self.latency = Latency()
         self.model_error = ModelError(task)

@@ -140,6 +140,12 @@ def register(store: ModelStore, candidate: Candidate, **hooks: Any) -> ModelReco
     )
 
 
+def champion_if_none(store: ModelStore, record: ModelRecord) -> bool:
+    """Make ``record`` its task's champion if the task has none; whether it did. Of two
+    trainers' first models only one does: the store claims by compare-and-swap."""
+    return store.claim_champion(record.task, record.version)
+
+
 def discard_consumed(warehouse: Warehouse, candidate: Candidate) -> int:
     """Delete exactly the examples a registered fine-tune consumed."""
     since, until = candidate.data_range["since_label_ts"], candidate.data_range["until_label_ts"]

@@ -1,8 +1,9 @@
 """The trainer's decisions in one place: when to train, what, and whether to keep it.
 
-Stage 2 (schedule), stage 3 (scheduled fine-tune) and stage 4 (drift-triggered
-fine-tune) meet here. Training runs in a worker thread so that the event loop
-keeps consuming and heartbeating; one training at a time.
+Stage 1 (the cold start's first model, ``coldstart.py``), stage 2 (schedule), stage 3
+(scheduled fine-tune) and stage 4 (drift-triggered fine-tune) meet here. Training
+runs in a worker thread so that the event loop keeps consuming and heartbeating; one
+training at a time.
 """
 
 from __future__ import annotations
@@ -11,21 +12,26 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from prometheus_client import Counter
+from rtml.services.trainer.bootstrap import event_log_candidate
 from rtml.services.trainer.config import TrainerSettings
 from rtml.services.trainer.drift import DriftMonitor, DriftSignal, feature_baseline
 from rtml.services.trainer.jobs import (
     Candidate,
     NotEnoughData,
+    champion_if_none,
     discard_consumed,
     fine_tune_candidate,
     register,
     scratch_candidate,
 )
-from rtml.shared.contracts import TrainingExample
+from rtml.shared.contracts import Message, TrainingExample
+from rtml.shared.features.records import BatchFeatureRecord
 from rtml.shared.logging import get_logger
+from rtml.shared.model_announcements import Action
 from rtml.shared.model_metrics import METRICS
 from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.tasks.registry import task_spec
@@ -39,7 +45,7 @@ SEEN_IDS = 100_000
 # how stale the champion the drift monitor follows may be
 CHAMPION_REFRESH_S = 1.0
 
-Announce = Callable[[ModelRecord, str], Awaitable[None]]
+Announce = Callable[[ModelRecord, Action, str], Awaitable[None]]
 
 
 class Trainer:
@@ -83,15 +89,28 @@ class Trainer:
         # every example asks; on object storage each read of the pointer is a round trip
         now = time.monotonic()
         if now - self._champion_read_at >= CHAMPION_REFRESH_S:
-            self._champion = self.store.champion(self.settings.trainer_task)
+            self._champion = self.store.champion(self.settings.task)
             self._champion_read_at = now
         return self._champion
+
+    async def bootstrap(
+        self,
+        messages: Sequence[Message],
+        batch: Sequence[BatchFeatureRecord],
+        source: dict[str, Any],
+    ) -> ModelRecord | None:
+        """Stage 1 on the events of the task's history: the first model."""
+        task = self.settings.task
+        return await self._train(
+            "bootstrap from the labelled history",
+            lambda: event_log_candidate(messages, task, source, batch),
+        )
 
     async def scheduled(self) -> None:
         trigger = f"schedule every {self.settings.retrain_interval:.0f}s"
         if self.settings.retrain_mode == "scratch":
             await self._train(
-                trigger, lambda: scratch_candidate(self.warehouse, self.settings.trainer_task)
+                trigger, lambda: scratch_candidate(self.warehouse, self.settings.task)
             )
         else:
             await self.fine_tune(trigger)
@@ -99,7 +118,7 @@ class Trainer:
     async def fine_tune(
         self, trigger: str, signal: DriftSignal | None = None
     ) -> ModelRecord | None:
-        champion = self.store.champion(self.settings.trainer_task)
+        champion = self.store.champion(self.settings.task)
         if champion is None:
             log.info("fine_tune_skipped", trigger=trigger, reason="no champion yet")
             return None
@@ -132,8 +151,10 @@ class Trainer:
             log.info("candidate_dropped", **decision)
             return None
         record = await asyncio.to_thread(register, self.store, candidate)
-        await self._announce(record, f"{trigger}; {candidate.judgement}")
-        self.store.claim_champion(record.task, record.version)
+        await self._announce(record, "registered", f"{trigger}; {candidate.judgement}")
+        if await asyncio.to_thread(champion_if_none, self.store, record):
+            await self._announce(record, "promoted", f"the first {record.task} model")
+            decision["champion"] = True
         if self.settings.discard_after_use and candidate.parent_version is not None:
             decision["discarded"] = await asyncio.to_thread(
                 discard_consumed, self.warehouse, candidate
@@ -147,7 +168,7 @@ class Trainer:
             table = self.warehouse.read(champion.task)
             drift_features = self.settings.drift_features
             if drift_features is None:
-                drift_features = list(task_spec(self.settings.trainer_task).model.drift_features)
+                drift_features = list(task_spec(self.settings.task).model.drift_features)
             watched = [f for f in drift_features if f in table.feature_names]
             baseline = feature_baseline(table.X, table.feature_names, watched) if len(table) else {}
             self._monitor, self._monitor_for = DriftMonitor(baseline), champion.version
@@ -164,4 +185,4 @@ class Trainer:
 
 def _brief(candidate: Candidate) -> dict[str, object]:
     keys = ("since_label_ts", "until_label_ts", "examples")
-    return {key: candidate.data_range[key] for key in keys}
+    return {key: candidate.data_range[key] for key in keys if key in candidate.data_range}

@@ -15,7 +15,7 @@ from rtml.shared.tasks.spec import Model
 # the objective and the eval_metric come from the task's Model
 DEFAULT_PARAMS: dict[str, object] = {
     "max_depth": 6,
-    "eta": 0.1,
+    "learning_rate": 0.1,
     "subsample": 0.9,
     "min_child_weight": 2,
     "tree_method": "hist",

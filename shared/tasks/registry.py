@@ -174,6 +174,21 @@ def tasks() -> TaskRegistry:
     return load_registry(policies=False)
 
 
+def served_task(configured: str | None, variable: str) -> str:
+    """The task of a process that serves one: ``configured`` (the setting ``variable``),
+    else the only loaded task; with several loaded and none configured, a ValueError
+    that names the setting and the choices."""
+    if configured is not None:
+        return configured
+    names = tasks().names
+    if len(names) == 1:
+        return names[0]
+    raise ValueError(
+        f"{variable} is not set and {len(names)} tasks are loaded: set it to one of "
+        f"{', '.join(names)}"
+    )
+
+
 def task_spec(name: str) -> TaskSpec:
     """The spec of a loaded task; UnknownTask names the known ones."""
     return tasks()[name]

@@ -209,6 +209,13 @@ class Label:
     # context (items as arms)
     reward_with_features: bool = False
 
+    @property
+    def joins_from_events(self) -> bool:
+        """Whether the events alone pair each request with its label: not when the label
+        joins on the arm, which only the router's choice knows. Only such a task's first
+        model can be trained from an event log or ``rtml.events`` (cold start)."""
+        return all(side != ARM for side, _ in self.join)
+
 
 @dataclass(frozen=True)
 class Model:

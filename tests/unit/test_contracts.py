@@ -87,7 +87,7 @@ def wire(**changes: object) -> bytes:
 
 
 def test_rtmls_messages_and_the_loaded_tasks_events_are_known_by_schema() -> None:
-    assert set(REGISTRY) == {k.SCHEMA for k in PREDICT_CHAIN} and len(REGISTRY) == 10
+    assert set(REGISTRY) == {k.SCHEMA for k in PREDICT_CHAIN} and len(REGISTRY) == 11
     assert set(tasks().event_schemas) == {
         "order_placed", "order_ready", "courier_assigned", "order_picked_up", "order_delivered",
         "courier_online", "courier_offline", "impression", "item_viewed", "item_clicked",

@@ -14,6 +14,7 @@ from rtml.shared.tasks.registry import (
     UnknownTask,
     load_registry,
     load_spec,
+    served_task,
     task_sources,
     task_spec,
 )
@@ -132,3 +133,14 @@ def test_tasks_that_share_an_entity_must_declare_its_shared_features_alike(
     monkeypatch.setitem(sys.modules, "other_task", other)
     with pytest.raises(InvalidTasks, match="restaurant_orders_10m of restaurant differs"):
         load_registry(["rtml.tasks.eta.spec", "other_task"])
+
+
+def test_a_one_task_service_serves_the_configured_or_the_only_loaded_task(
+    monkeypatch: pytest.MonkeyPatch, reloaded: None
+) -> None:
+    assert served_task("recs", "RTML_TRAINER_TASK") == "recs"
+    with pytest.raises(ValueError, match="RTML_TRAINER_TASK is not set and 2 tasks are loaded"):
+        served_task(None, "RTML_TRAINER_TASK")
+    monkeypatch.setenv("RTML_TASKS", "rtml.tasks.recs.spec")
+    registry.tasks.cache_clear()
+    assert served_task(None, "RTML_TRAINER_TASK") == "recs"

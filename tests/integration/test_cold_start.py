@@ -75,7 +75,7 @@ def test_rtml_up_bootstraps_the_first_model_from_the_simulated_history(tmp_path:
     env = {
         **os.environ,
         "RTML_KAFKA_PORT": str(free_port()),
-        "RTML_MODEL_STORE": str(store.root),
+        "RTML_MODEL_STORE": str(store),
         "RTML_WAREHOUSE": str(tmp_path / "warehouse"),
         "RTML_TRAINER_BOOTSTRAP_MIN_LABELS": str(MIN_LABELS),
         **ports,

@@ -13,7 +13,11 @@ ms to the first byte across a network). In one invocation:
             ``Warehouse.read`` of everything and of the last 2 hours (the hour
             partitions pruned), and ``resume_offsets`` (the listing), REPEATS times
 
-Usage: python -m benchmarks.storage [--repeats 20] [--examples 100000] [--rounds 300] [--json]
+``--s3 s3://bucket/prefix`` measures that bucket instead of starting moto (credentials
+and RTML_S3_ENDPOINT_URL from the environment); the prefix should be a fresh one.
+
+Usage: python -m benchmarks.storage [--repeats 20] [--examples 100000] [--rounds 300]
+       [--s3 s3://bucket/prefix] [--json]
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ class Timing:
     size: str
 
 
-def timed(operation: str, backend: str, repeats: int, size: str, call: Callable[[], object]):
+def timed(
+    operation: str, backend: str, repeats: int, size: str, call: Callable[[], object]
+) -> Timing:
     call()  # warm: imports, connections, the filesystem's caches
     samples = []
     for _ in range(repeats):
@@ -60,10 +66,8 @@ def timed(operation: str, backend: str, repeats: int, size: str, call: Callable[
         call()
         samples.append((time.perf_counter() - started) * 1000)
     samples.sort()
-    return Timing(
-        operation, backend, statistics.median(samples), samples[int(0.9 * (len(samples) - 1))],
-        size,
-    )  # fmt: skip
+    p90 = samples[int(0.9 * (len(samples) - 1))]
+    return Timing(operation, backend, statistics.median(samples), p90, size)
 
 
 def booster(rounds: int) -> xgb.Booster:
@@ -103,18 +107,15 @@ def measure(root: str, backend: str, args: argparse.Namespace, model: xgb.Booste
     for start in range(0, len(batch), FILE_EXAMPLES):
         warehouse.write(batch[start : start + FILE_EXAMPLES])
     rows = f"{args.examples:,} examples"
-    last_two_hours = T0 + 22 * HOUR
+
+    def read_recent() -> object:
+        return warehouse.read("eta", since_ts=T0 + 22 * HOUR)  # the hour partitions pruned
+
     return [
         timed("model load", backend, args.repeats, size, lambda: store.load(record.version)),
         timed("champion lookup", backend, args.repeats, "", lambda: store.champion("eta")),
         timed("warehouse read, all", backend, args.repeats, rows, lambda: warehouse.read("eta")),
-        timed(
-            "warehouse read, last 2 h",
-            backend,
-            args.repeats,
-            rows,
-            lambda: warehouse.read("eta", since_ts=last_two_hours),
-        ),  # fmt: skip
+        timed("warehouse read, last 2 h", backend, args.repeats, rows, read_recent),
         timed("warehouse resume_offsets", backend, args.repeats, rows, warehouse.resume_offsets),
     ]
 
@@ -124,12 +125,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--examples", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--s3", default=None, help="an existing bucket prefix to measure")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     load = os.getloadavg()
     model = booster(args.rounds)
     with tempfile.TemporaryDirectory(prefix="rtml-bench-storage-") as folder:
         timings = measure(str(Path(folder)), "local", args, model)
+    if args.s3:
+        timings += measure(args.s3, args.s3, args, model)
+    else:
         with s3_server() as server:
             timings += measure(server.new_prefix("bench"), "S3 (moto, 127.0.0.1)", args, model)
     if args.json:

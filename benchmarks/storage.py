@@ -65,8 +65,7 @@ def timed(
         started = time.perf_counter()
         call()
         samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    p90 = samples[int(0.9 * (len(samples) - 1))]
+    p90 = statistics.quantiles(samples, n=10, method="inclusive")[-1]
     return Timing(operation, backend, statistics.median(samples), p90, size)
 
 
@@ -122,7 +121,7 @@ def measure(root: str, backend: str, args: argparse.Namespace, model: xgb.Booste
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=20, help="at least 2")
     parser.add_argument("--examples", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--s3", default=None, help="an existing bucket prefix to measure")

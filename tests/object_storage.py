@@ -76,11 +76,12 @@ class MlflowServer:
 def mlflow_server(workdir: Path) -> Iterator[MlflowServer]:
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
     port = free_port()
+    log = open(workdir / "mlflow-server.log", "wb")  # closed once the server has stopped
     process = subprocess.Popen(
         [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
          "--artifacts-destination", str(workdir / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=open(workdir / "mlflow-server.log", "wb"),
+        stdout=subprocess.DEVNULL, stderr=log,
         start_new_session=True,
     )  # fmt: skip
     try:
@@ -90,6 +91,7 @@ def mlflow_server(workdir: Path) -> Iterator[MlflowServer]:
     finally:
         # the server runs its workers in children: stop the whole group it leads
         _stop(process, group=True)
+        log.close()
 
 
 def _stop(process: subprocess.Popen, group: bool = False) -> None:

@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from rtml.shared.errors import ContractError
@@ -38,11 +39,19 @@ _UNPACK_LIMITS = dict(
     max_map_len=1 << 12,
     max_ext_len=0,
 )
+# the integers msgpack carries (a JSON integer has no bound)
+MSGPACK_INT_MIN, MSGPACK_INT_MAX = -(2**63), 2**64 - 1
+# validation context of a reader of answers the server already checked (the Python
+# client, rtml.client): it takes their task as given, so it need not have the server's
+# tasks installed
+TASK_CHECKED_UPSTREAM = {"task_checked_upstream": True}
 
 
-def registered_task(name: str) -> str:
+def registered_task(name: str, info: ValidationInfo) -> str:
     """``name`` if a loaded task has it; otherwise a ValueError naming the known tasks,
     so a bad task is a 400 at ingestion and a DLQ record on a topic like any bad field."""
+    if info.context and info.context.get("task_checked_upstream"):
+        return name
     # imported here: the task modules the registry loads import these contracts
     from rtml.shared.tasks.registry import task_spec
 
@@ -412,3 +421,36 @@ def _check_version(kind: type[Message], version: Any) -> None:
             f"{kind.SCHEMA} {kind.VERSION[0]}.x)",
             kind.SCHEMA,
         )
+
+
+# --- the wire map as JSON Schema ----------------------------------------------
+
+JSON_SCHEMA_REF_TEMPLATE = "#/$defs/{model}"
+
+
+def wire_json_schema(
+    kind: type[Message], ref_template: str = JSON_SCHEMA_REF_TEMPLATE
+) -> dict[str, Any]:
+    """``kind``'s JSON Schema as the message is on the wire: its fields (pydantic's
+    ``model_json_schema``), the ``schema``/``version`` envelope, and the bounds that
+    live in validators or in msgpack rather than in field declarations. Nested
+    models are under ``$defs``, referenced with ``ref_template``."""
+    schema = kind.model_json_schema(ref_template=ref_template)
+    properties = schema["properties"]
+    properties["schema"] = {"const": kind.SCHEMA}
+    properties["version"] = {
+        "anyOf": [
+            # a minor of up to 9 digits, as _parse_version reads it
+            {"type": "string", "pattern": rf"^{kind.VERSION[0]}\.[0-9]{{1,9}}$"},
+            {"type": "null"},
+        ],
+        "description": "MAJOR.MINOR; any minor of this major is accepted; null: the current",
+    }
+    # Message._finite_ts refuses negative times: a validator, so not in the field's schema
+    properties["ts"]["minimum"] = 0
+    for field in properties.values():
+        if field.get("type") == "integer":
+            field["minimum"] = max(field.get("minimum", MSGPACK_INT_MIN), MSGPACK_INT_MIN)
+            field["maximum"] = min(field.get("maximum", MSGPACK_INT_MAX), MSGPACK_INT_MAX)
+    schema["required"] = ["schema", *schema.get("required", [])]
+    return schema

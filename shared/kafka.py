@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.partitioner import murmur2
 from prometheus_client import Counter
 from rtml.shared import broker_compat, topics
 from rtml.shared.contracts import DlqRecord, Message, decode, encode
@@ -125,6 +126,21 @@ async def ensure_topics(
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition the default (murmur2) partitioner gives ``key``, as producers do:
+    the features and collector workers find an entity's or a join key's state by it."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def send_messages(
+    producer: AIOKafkaProducer, topic: str, messages: Sequence[Message]
+) -> None:
+    """Send contract messages as rtml's consumers read them (msgpack, keyed by their key
+    field, no headers) and wait until the broker acknowledged all of them."""
+    acks = [await producer.send(topic, encode(m), key=m.key) for m in messages]
+    await asyncio.gather(*acks)
 
 
 async def send_all(producer: AIOKafkaProducer, records: list[tuple[str, bytes, bytes]]) -> None:

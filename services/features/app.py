@@ -57,7 +57,6 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
-from aiokafka.partitioner import murmur2
 from faust.tables.table import Table
 from faust.types import TP, EventT, Message, StreamT
 from rtml.services.features import metrics
@@ -83,7 +82,7 @@ from rtml.shared.contracts import PredictRequest, decode, encode
 from rtml.shared.errors import ContractError
 from rtml.shared.faust_worker import recovered_and_assigned
 from rtml.shared.features.records import BatchFeatureRecord
-from rtml.shared.kafka import DlqWriter
+from rtml.shared.kafka import DlqWriter, partition_of
 from rtml.shared.logging import get_logger
 from rtml.shared.settings import Settings
 from rtml.shared.tasks.registry import tasks
@@ -122,11 +121,6 @@ def changelog_topic(settings: Settings) -> topics.Topic:
             "retention.ms": str(int(settings.features_changelog_retention_s * 1000)),
         },
     )
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition the default (murmur2) partitioner gives ``key``, as producers do."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class EntityTable(Table):

@@ -16,7 +16,7 @@ from rtml.services.ingestion.config import IngestionSettings
 from rtml.services.ingestion.openapi import openapi_document
 from rtml.services.ingestion.predictions import PredictionWaiter
 from rtml.shared import topics
-from rtml.shared.contracts import Message, encode, new_id
+from rtml.shared.contracts import Message, new_id
 from rtml.shared.ingest_requests import (
     BadRequest,
     Problem,
@@ -24,7 +24,7 @@ from rtml.shared.ingest_requests import (
     predict_request,
     validate_events,
 )
-from rtml.shared.kafka import ensure_topics
+from rtml.shared.kafka import ensure_topics, send_messages
 from rtml.shared.logging import get_logger
 from rtml.shared.service import HealthEndpoints
 from rtml.shared.settings import Settings
@@ -197,8 +197,7 @@ class Ingestion:
         if self._recheck_topics:
             await ensure_topics(self._settings)
             self._recheck_topics = False
-        acks = [await self._producer.send(topic, encode(m), key=m.key) for m in messages]
-        await asyncio.gather(*acks)
+        await send_messages(self._producer, topic, messages)
 
 
 class ClientClosedRequest(web.HTTPClientError):

@@ -103,6 +103,7 @@ def evaluate() -> None:
 def _mount_subcommands() -> None:
     from rtml.research.bakeoff_cli import cb_bakeoff
     from rtml.research.experiment_cli import experiment
+    from rtml.schemas import schemas_group
     from rtml.services.features.cli import batch_features
     from rtml.services.prediction.cli import models
     from rtml.services.trainer.cli import skew_command, train_command
@@ -116,6 +117,7 @@ def _mount_subcommands() -> None:
     main.add_command(skew_command)
     main.add_command(models)
     main.add_command(tasks_group)
+    main.add_command(schemas_group)
     batch.add_command(batch_features)
     batch.add_command(batch_predict)
     evaluate.add_command(evaluate_recs)

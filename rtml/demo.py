@@ -25,8 +25,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-
+from rtml.client import AsyncClient
 from rtml.demo_summary import Phases, Summary, lineage_lines, only, summarize
 from rtml.shared import topics
 from rtml.shared.contracts import DlqRecord, Message, ModelAnnouncement, Prediction, TrainingExample
@@ -38,7 +37,7 @@ from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.settings import Settings
 from rtml.stack import SERVICES
 from rtml.supervisor import READY, plan, render_table, wait_ready
-from rtml.tasks.eta.simulator.driver import IngestionClient, drive
+from rtml.tasks.eta.simulator.driver import drive
 from rtml.tasks.eta.simulator.world import Marketplace, SimConfig
 
 HOUR = 3600.0
@@ -178,10 +177,10 @@ class Demo:
                 storm = " (storm)" if message.ts >= self.storm_ts else ""
                 self.say(f"  ... {hours:4.1f} simulated hours in{storm}")
 
-        async with aiohttp.ClientSession() as http:
+        async with AsyncClient(url) as client:
             stats = await drive(
                 self.world.run((self.plan.warmup_h + self.plan.live_h) * HOUR),
-                IngestionClient(http, url, None), self.plan.speedup, on_progress=progress,
+                client, self.plan.speedup, on_progress=progress,
             )  # fmt: skip
         self.say(
             f"  sent {stats.events} events and {stats.predict_requests} predict requests "

@@ -32,7 +32,7 @@ from rtml.shared.errors import ContractError
 # Bounds for untrusted input: a message far larger than any rtml produces is
 # an attack or a bug, never data.
 MAX_MESSAGE_BYTES = 1 << 20
-_UNPACK_LIMITS = dict(
+UNPACK_LIMITS = dict(
     max_str_len=1 << 16,
     max_bin_len=MAX_MESSAGE_BYTES,
     max_array_len=1 << 16,
@@ -41,16 +41,16 @@ _UNPACK_LIMITS = dict(
 )
 # the integers msgpack carries (a JSON integer has no bound)
 MSGPACK_INT_MIN, MSGPACK_INT_MAX = -(2**63), 2**64 - 1
-# validation context of a reader of answers the server already checked (the Python
-# client, rtml.client): it takes their task as given, so it need not have the server's
-# tasks installed
-TASK_CHECKED_UPSTREAM = {"task_checked_upstream": True}
+# a key of the validation context: a reader of answers the server already checked (the
+# Python client, rtml.client) takes their task as given, so it need not have the
+# server's tasks installed
+TASK_CHECKED_UPSTREAM = "task_checked_upstream"
 
 
 def registered_task(name: str, info: ValidationInfo) -> str:
     """``name`` if a loaded task has it; otherwise a ValueError naming the known tasks,
     so a bad task is a 400 at ingestion and a DLQ record on a topic like any bad field."""
-    if info.context and info.context.get("task_checked_upstream"):
+    if info.context and info.context.get(TASK_CHECKED_UPSTREAM):
         return name
     # imported here: the task modules the registry loads import these contracts
     from rtml.shared.tasks.registry import task_spec
@@ -353,7 +353,7 @@ def unpack(data: bytes | None) -> Any:
     if len(data) > MAX_MESSAGE_BYTES:
         raise ContractError("", f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, **UNPACK_LIMITS)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         # StackError (nested too deeply) comes without a message
         raise ContractError("", f"not decodable msgpack: {str(exc) or type(exc).__name__}") from exc

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import click
 
+from rtml.client import AsyncClient
 from rtml.shared.eventlog import write_event_log
 from rtml.shared.settings import get_settings
-from rtml.tasks.eta.simulator.driver import IngestionClient, drive
+from rtml.tasks.eta.simulator.driver import drive
 from rtml.tasks.eta.simulator.world import SCENARIOS, SimConfig, simulate
 
 
@@ -77,10 +77,5 @@ async def _send(config: SimConfig, duration_s: float, url: str, token: str | Non
             bar.update(elapsed - done[0])
             done[0] = elapsed
 
-        async with aiohttp.ClientSession() as http:
-            return await drive(
-                simulate(config, duration_s),
-                IngestionClient(http, url, token),
-                speedup,
-                on_progress=advance,
-            )
+        async with AsyncClient(url, token) as client:
+            return await drive(simulate(config, duration_s), client, speedup, on_progress=advance)

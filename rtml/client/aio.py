@@ -23,21 +23,8 @@ import aiohttp
 from pydantic import SecretStr
 from tenacity import AsyncRetrying
 
-from rtml.client.protocol import (
-    Answer,
-    Call,
-    Event,
-    IngestionApi,
-    NotNow,
-    Pending,
-    not_now,
-    predict_call,
-    prediction_call,
-    publish_call,
-    read_predicted,
-    read_prediction,
-    read_published,
-)
+from rtml.client import protocol
+from rtml.client.protocol import Answer, Call, Event, NotNow, Pending
 from rtml.shared.contracts import Prediction
 
 # failures of an attempt that say nothing of the request itself: retried like a 503
@@ -69,7 +56,7 @@ class AsyncClient:
         timeout_s: float = 10.0,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
-        self._api = IngestionApi(url, token, retry_for_s=retry_for_s, timeout_s=timeout_s)
+        self._api = protocol.IngestionApi(url, token, retry_for_s=retry_for_s, timeout_s=timeout_s)
         self._session = session
         self._owns_session = session is None
 
@@ -95,7 +82,7 @@ class AsyncClient:
     async def publish(self, events: Event | Iterable[Event]) -> list[str]:
         """Write one event or a batch to ``rtml.events``, all or nothing; returns their
         ids once the broker acknowledged every one."""
-        return read_published(await self._send(publish_call(events)))
+        return protocol.read_published(await self._send(protocol.publish_call(events)))
 
     async def predict(
         self,
@@ -110,13 +97,15 @@ class AsyncClient:
         """Ask for a prediction; with ``wait_ms`` (at most 30,000) the prediction itself
         if it is made within that time, otherwise (and without) ``Pending`` with the
         request id to fetch it by."""
-        call = predict_call(task, entities, inputs, wait_ms=wait_ms, request_id=request_id, ts=ts)
-        return read_predicted(await self._send(call))
+        call = protocol.predict_call(
+            task, entities, inputs, wait_ms=wait_ms, request_id=request_id, ts=ts
+        )
+        return protocol.read_predicted(await self._send(call))
 
     async def prediction(self, request_id: str) -> Prediction | None:
         """The prediction of ``request_id``; None while it is not made yet (or when it is
         older than the ones ingestion keeps)."""
-        return read_prediction(await self._send(prediction_call(request_id)))
+        return protocol.read_prediction(await self._send(protocol.prediction_call(request_id)))
 
     async def _send(self, call: Call) -> Answer:
         """The first answer to ``call`` that is not "not now", within the retry budget."""
@@ -126,7 +115,7 @@ class AsyncClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    answer = not_now(await self._attempt(self._session, call))
+                    answer = protocol.not_now(await self._attempt(self._session, call))
         except (NotNow, *CONNECTION_ERRORS) as exc:
             raise self._api.unavailable(call, exc, retrying.statistics["attempt_number"]) from exc
         return answer

@@ -20,21 +20,8 @@ import httpx
 from pydantic import SecretStr
 from tenacity import Retrying
 
-from rtml.client.protocol import (
-    Answer,
-    Call,
-    Event,
-    IngestionApi,
-    NotNow,
-    Pending,
-    not_now,
-    predict_call,
-    prediction_call,
-    publish_call,
-    read_predicted,
-    read_prediction,
-    read_published,
-)
+from rtml.client import protocol
+from rtml.client.protocol import Answer, Call, Event, NotNow, Pending
 from rtml.shared.contracts import Prediction
 
 # failures of an attempt that say nothing of the request itself (connect, read,
@@ -57,7 +44,7 @@ class Client:
         timeout_s: float = 10.0,
         http: httpx.Client | None = None,
     ) -> None:
-        self._api = IngestionApi(url, token, retry_for_s=retry_for_s, timeout_s=timeout_s)
+        self._api = protocol.IngestionApi(url, token, retry_for_s=retry_for_s, timeout_s=timeout_s)
         self._http = http or httpx.Client()
         self._owns_http = http is None
 
@@ -80,9 +67,8 @@ class Client:
             self._http.close()
 
     def publish(self, events: Event | Iterable[Event]) -> list[str]:
-        """Write one event or a batch to ``rtml.events``, all or nothing; returns their
-        ids once the broker acknowledged every one."""
-        return read_published(self._send(publish_call(events)))
+        """As ``AsyncClient.publish``: the events' ids once all are acknowledged."""
+        return protocol.read_published(self._send(protocol.publish_call(events)))
 
     def predict(
         self,
@@ -94,16 +80,15 @@ class Client:
         request_id: str | None = None,
         ts: float | None = None,
     ) -> Prediction | Pending:
-        """Ask for a prediction; with ``wait_ms`` (at most 30,000) the prediction itself
-        if it is made within that time, otherwise (and without) ``Pending`` with the
-        request id to fetch it by."""
-        call = predict_call(task, entities, inputs, wait_ms=wait_ms, request_id=request_id, ts=ts)
-        return read_predicted(self._send(call))
+        """As ``AsyncClient.predict``: the prediction, or ``Pending`` with its request id."""
+        call = protocol.predict_call(
+            task, entities, inputs, wait_ms=wait_ms, request_id=request_id, ts=ts
+        )
+        return protocol.read_predicted(self._send(call))
 
     def prediction(self, request_id: str) -> Prediction | None:
-        """The prediction of ``request_id``; None while it is not made yet (or when it is
-        older than the ones ingestion keeps)."""
-        return read_prediction(self._send(prediction_call(request_id)))
+        """As ``AsyncClient.prediction``: None while it is not made."""
+        return protocol.read_prediction(self._send(protocol.prediction_call(request_id)))
 
     def _send(self, call: Call) -> Answer:
         """The first answer to ``call`` that is not "not now", within the retry budget."""
@@ -111,7 +96,7 @@ class Client:
         try:
             for attempt in retrying:
                 with attempt:
-                    answer = not_now(self._attempt(call))
+                    answer = protocol.not_now(self._attempt(call))
         except (NotNow, *CONNECTION_ERRORS) as exc:
             raise self._api.unavailable(call, exc, retrying.statistics["attempt_number"]) from exc
         return answer

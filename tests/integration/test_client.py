@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 
 import pytest
 from aiokafka import ConsumerRecord
@@ -17,11 +18,35 @@ from rtml.shared.settings import Settings
 
 from rtml.client import AsyncClient, Client, KafkaPublisher, Pending, Rejected
 from tests.helpers import read_topic, service_process
-from tests.integration.test_ingestion import TOKEN, _prediction_for, ingestion, ingestion_env
-
-__all__ = ["ingestion"]  # the fixture, imported for this module's tests
+from tests.integration.test_ingestion import TOKEN, _prediction_for, ingestion_env
 
 T0 = 1_700_000_000.0
+
+
+@pytest.fixture(scope="module")
+def broker_and_ingestion() -> Iterator[tuple[Settings, str]]:
+    """A broker of this module's own (its predict requests would surprise other modules'
+    tests of the topic) and an ingestion process with a token."""
+    with EmbeddedBroker(port=free_port()) as broker:
+        settings = Settings(kafka_port=broker.port)
+        asyncio.run(ensure_topics(settings))
+        port = free_port()
+        with service_process(
+            "rtml.services.ingestion",
+            ingestion_env(broker.port, port),
+            f"http://127.0.0.1:{port}/readyz",
+        ):
+            yield settings, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def ingestion(broker_and_ingestion: tuple[Settings, str]) -> str:
+    return broker_and_ingestion[1]
+
+
+@pytest.fixture
+def settings(broker_and_ingestion: tuple[Settings, str]) -> Settings:
+    return broker_and_ingestion[0]
 
 
 def placed(order_id: str, **changes: object) -> dict[str, object]:

@@ -53,10 +53,9 @@ class KafkaPublisher:
     async def publish(self, events: Event | Iterable[Event]) -> list[str]:
         """Check every event against its contract, then write them and wait for the
         broker's acknowledgement; returns their ids. Rejected (nothing written) names
-        each bad event's index, field and reason."""
+        each bad event's index, field and reason, or that there were none, as
+        ingestion does."""
         batch = [events] if isinstance(events, Message | Mapping) else list(events)
-        if not batch:
-            return []
         wire = [e.to_wire() if isinstance(e, Message) else dict(e) for e in batch]
         try:
             messages = validate_events(wire, max_batch=len(wire))

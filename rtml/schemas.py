@@ -1,9 +1,10 @@
 """``rtml schemas export DIR``: what a producer in another language needs to write
 rtml's topics, generated from the code that reads them.
 
-- ``<schema>.json`` for every message contract: its JSON Schema as the message is on
-  the wire (``shared.contracts.wire_json_schema``), with ``id`` required, because a
-  message on a topic is recognised by its id when it is delivered twice;
+- ``<schema>.json`` for every message contract (the loaded tasks' domain events and
+  rtml's own messages): its JSON Schema as the message is on the wire
+  (``shared.contracts.wire_json_schema``), with ``id`` required, because a message on
+  a topic is recognised by its id when it is delivered twice;
 - ``contracts.json``: each contract's schema name, version, topic, key field and file;
 - ``wire-format.md``: the record itself (envelope, msgpack, key, partition, headers,
   compression), the topics and the contracts.
@@ -19,7 +20,6 @@ import click
 
 from rtml.shared import topics
 from rtml.shared.contracts import (
-    DOMAIN_EVENTS,
     MAX_MESSAGE_BYTES,
     PREDICT_CHAIN,
     UNPACK_LIMITS,
@@ -27,7 +27,6 @@ from rtml.shared.contracts import (
     DlqRecord,
     Message,
     ModelAnnouncement,
-    OrderPlaced,
     PredictEnriched,
     Prediction,
     PredictRequest,
@@ -41,14 +40,16 @@ from rtml.shared.contracts import (
 from rtml.shared.features.records import BatchFeatureRecord
 from rtml.shared.kafka import partition_of
 from rtml.shared.settings import Settings
+from rtml.shared.tasks.registry import tasks
+from rtml.tasks.eta.events import OrderPlaced
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 INDEX = "contracts.json"
 DOCUMENT = "wire-format.md"
 
-# the topic each contract is written to (docs/ARCHITECTURE.md, "Topics")
+# the topic each of rtml's own contracts is written to (docs/ARCHITECTURE.md, "Topics");
+# the loaded tasks' domain events go to rtml.events
 TOPIC_OF: dict[type[Message], topics.Topic] = {
-    **{kind: topics.EVENTS for kind in DOMAIN_EVENTS},
     PredictRequest: topics.PREDICT_REQUESTS,
     PredictEnriched: topics.PREDICT_ENRICHED,
     PredictRouted: topics.PREDICT_ROUTED,
@@ -61,8 +62,16 @@ TOPIC_OF: dict[type[Message], topics.Topic] = {
     DlqRecord: topics.DLQ,
     BatchFeatureRecord: topics.FEATURES_BATCH,
 }
-CONTRACTS: tuple[type[Message], ...] = (*DOMAIN_EVENTS, *PREDICT_CHAIN, BatchFeatureRecord)
 DEFAULT_PARTITIONS: int = Settings.model_fields["partitions"].default
+
+
+def contracts() -> tuple[type[Message], ...]:
+    """Every message contract: the loaded tasks' domain events, then rtml's own."""
+    return (*tasks().events, *PREDICT_CHAIN, BatchFeatureRecord)
+
+
+def topic_of(kind: type[Message]) -> topics.Topic:
+    return TOPIC_OF.get(kind, topics.EVENTS)
 
 
 def contract_schema(kind: type[Message]) -> dict[str, Any]:
@@ -77,18 +86,18 @@ def contract_index() -> list[dict[str, str]]:
         {
             "schema": kind.SCHEMA,
             "version": _version(kind),
-            "topic": TOPIC_OF[kind].name,
+            "topic": topic_of(kind).name,
             "key_field": kind.KEY_FIELD,
             "json_schema": f"{kind.SCHEMA}.json",
         }
-        for kind in CONTRACTS
+        for kind in contracts()
     ]
 
 
 def export(directory: Path) -> list[Path]:
     """Write the schemas, the index and the document into ``directory``; returns the files."""
     directory.mkdir(parents=True, exist_ok=True)
-    files = {f"{kind.SCHEMA}.json": _json(contract_schema(kind)) for kind in CONTRACTS}
+    files = {f"{kind.SCHEMA}.json": _json(contract_schema(kind)) for kind in contracts()}
     files[INDEX] = _json({"contracts": contract_index()})
     files[DOCUMENT] = wire_format_document()
     for name, text in files.items():
@@ -209,7 +218,7 @@ bad announcement there is logged instead).
 
 ### Example
 
-An `order_placed`, as a map (JSON notation):
+An `order_placed` (an event of the eta task), as a map (JSON notation):
 
 ```json
 {example_map}

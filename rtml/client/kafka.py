@@ -4,7 +4,7 @@ them, and written exactly as ingestion writes them (``shared.kafka.send_messages
 msgpack, keyed by the contract's key field, no headers, acks from every replica).
 
     from rtml.client import KafkaPublisher
-    from rtml.shared.contracts import CourierOnline
+    from rtml.tasks.eta.events import CourierOnline
 
     async with KafkaPublisher.connect() as publisher:  # RTML_KAFKA_* settings
         ids = await publisher.publish(CourierOnline(ts=time.time(), courier_id="c1", zone_id="z1"))

@@ -11,12 +11,13 @@ from collections.abc import Iterator
 import pytest
 from aiokafka import ConsumerRecord
 from rtml.shared import topics
-from rtml.shared.contracts import OrderPlaced, Prediction, PredictRequest, encode
+from rtml.shared.contracts import Prediction, PredictRequest, encode
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.kafka import ensure_topics, partition_of, read_all, start_producer
 from rtml.shared.settings import Settings
 
 from rtml.client import AsyncClient, Client, KafkaPublisher, Pending, Rejected
+from rtml.tasks.eta.events import OrderPlaced
 from tests.helpers import read_topic, service_process
 from tests.integration.test_ingestion import TOKEN, _prediction_for, ingestion_env
 

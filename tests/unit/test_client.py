@@ -16,11 +16,12 @@ from typing import Any
 import msgpack
 import pytest
 from aiohttp import web
-from rtml.shared.contracts import CourierOnline, FeatureVector, Prediction
+from rtml.shared.contracts import FeatureVector, Prediction
 from rtml.shared.embedded_broker import free_port
 
 from rtml.client import AsyncClient, Client, Pending, Rejected, ServerError, Unavailable
 from rtml.client.protocol import retry_after_s
+from rtml.tasks.eta.events import CourierOnline
 
 TOKEN = "tok-8d1f"
 

@@ -16,16 +16,17 @@ from rtml.shared.contracts import (
     REGISTRY,
     FeatureVector,
     Message,
-    OrderPlaced,
     Prediction,
     Reward,
     from_wire,
 )
 from rtml.shared.errors import ContractError
 from rtml.shared.features.records import BatchFeatureRecord
+from rtml.shared.tasks.registry import tasks
 
 from rtml.cli import main
 from rtml.schemas import contract_schema
+from rtml.tasks.eta.events import OrderPlaced
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from tests.unit.test_features_state import session_log
 
@@ -35,7 +36,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("schemas")
     result = CliRunner().invoke(main, ["schemas", "export", str(directory)])
     assert result.exit_code == 0, result.output
-    assert result.output == f"wrote {len(REGISTRY) + 3} files to {directory}\n"
+    events = len(tasks().events)
+    assert result.output == f"wrote {events + len(REGISTRY) + 3} files to {directory}\n"
     return directory
 
 
@@ -45,7 +47,9 @@ def validator(exported: Path, kind: type[Message]) -> Draft202012Validator:
 
 def test_every_contract_has_a_valid_schema_and_a_topic(exported: Path) -> None:
     index = json.loads((exported / "contracts.json").read_text())["contracts"]
-    assert {c["schema"] for c in index} == {*REGISTRY, BatchFeatureRecord.SCHEMA}
+    events = {e.SCHEMA for e in tasks().events}
+    assert {c["schema"] for c in index} == {*events, *REGISTRY, BatchFeatureRecord.SCHEMA}
+    assert {c["topic"] for c in index if c["schema"] in events} == {topics.EVENTS.name}
     topic_names = {t.name for t in topics.ALL}
     for contract in index:
         schema = json.loads((exported / contract["json_schema"]).read_text())

@@ -125,7 +125,7 @@ class AsyncClient:
             call.method,
             self._api.url + call.path,
             data=call.body,
-            params=call.params,
+            params=call.params or None,
             headers=self._api.headers(call),
             timeout=aiohttp.ClientTimeout(total=self._api.attempt_timeout_s(call)),
         ) as response:

@@ -102,7 +102,7 @@ class IngestionApi:
         return f"IngestionApi({self.url!r}, token={'set' if self._token else 'none'})"
 
     def headers(self, call: Call) -> dict[str, str]:
-        headers = {"Accept": JSON}
+        headers: dict[str, str] = {}
         if call.content_type:
             headers["Content-Type"] = call.content_type
         if self._token is not None:

@@ -13,6 +13,8 @@ from rtml.shared.eventlog import read_event_log
 from rtml.shared.features.batch import compute_batch_features, item_embedding_records
 from rtml.shared.settings import get_settings
 
+from rtml.tasks.recs.obd import item_context_rows
+
 PROGRESS_EVERY = 50_000
 
 
@@ -32,10 +34,7 @@ def batch_features(log: Path, dry_run: bool) -> None:
         records = compute_batch_features(read_event_log(log), on_message=progress)
     except RtmlError as exc:
         raise click.ClickException(str(exc)) from exc
-    try:
-        records += item_embedding_records()
-    except ModuleNotFoundError:
-        click.echo("obp is not installed: no item embeddings (pip install --no-deps obp==0.4.1)")
+    records += item_embedding_records(item_context_rows("all"))
     click.echo(f"computed the batch features of {len(records)} entities from {log}")
     if dry_run:
         for record in records:

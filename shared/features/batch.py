@@ -1,6 +1,6 @@
 """Batch features: computed from an event log, and the item embeddings of the recs task.
 
-Pure: no I/O but reading the obp wheel's item table. ``rtml batch features``
+Pure: no I/O. ``rtml batch features``
 publishes the records to ``rtml.features.batch`` (``services/features/publish.py``);
 the trainer's bootstrap and the skew check compute them from a log the same way.
 
@@ -15,19 +15,18 @@ Computed over every event of the log (duplicate ids counted once):
 Each record's ``ts`` is the newest event it was computed from, which is what
 the freshness of a batch feature is measured from.
 
-Item embeddings (recs): one ``item:<id>`` record per item of the Open Bandit
-Dataset sample shipped in the ``obp`` wheel (``item_context.csv``): the numeric
+Item embeddings (recs): one ``item:<id>`` record per row of an item table of the Open
+Bandit Dataset (``item_context.csv``, ``rtml.tasks.recs.obd.item_context_rows``): the numeric
 ``item_feature_0`` followed by one-hot encodings of the categorical
 ``item_feature_1..3`` (categories in sorted order), ``ts`` 0 (static data).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from rtml.shared.contracts import Message, OrderDelivered, OrderPickedUp, OrderPlaced, OrderReady
 from rtml.shared.features.definitions import (
@@ -110,13 +109,8 @@ def compute_batch_features(
     return records
 
 
-def item_embedding_records(campaign: str = "all") -> list[BatchFeatureRecord]:
-    """Item embeddings from the obp wheel's item_context.csv (install obp==0.4.1 --no-deps)."""
-    from importlib.resources import files
-
-    source = files("obp") / "dataset" / "obd" / "random" / campaign / "item_context.csv"
-    with source.open() as handle:
-        rows = list(csv.DictReader(handle))
+def item_embedding_records(rows: Sequence[Mapping[str, str]]) -> list[BatchFeatureRecord]:
+    """Item embeddings from the rows of an OBD item table (item_context.csv)."""
     categorical = ("item_feature_1", "item_feature_2", "item_feature_3")
     categories = {column: sorted({row[column] for row in rows}) for column in categorical}
     records = []

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.infra import k8s
+from tests.tools import import_or_missing
 
 TARGETS = list(k8s.render_targets())
 
@@ -19,7 +20,7 @@ TARGETS = list(k8s.render_targets())
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_renders_and_validates_against_kubernetes_schemas(rendered, target):
-    kubernetes_validate = k8s.import_or_missing("kubernetes_validate", "kubernetes-validate")
+    kubernetes_validate = import_or_missing("kubernetes_validate", "kubernetes-validate")
     objects = rendered[target]
     assert objects, f"{target} rendered nothing"
     bundled = kubernetes_validate.utils.all_versions()  # sorted: "1.25.0" ... "1.37.0"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
-import pytest
 from rtml.shared.contracts import OrderDelivered, OrderPickedUp, OrderPlaced, OrderReady, encode
 from rtml.shared.features.batch import compute_batch_features, item_embedding_records
 from rtml.shared.features.definitions import ITEM_EMBEDDING_DIM
 from rtml.shared.features.records import decode_batch_record
+
+from rtml.tasks.recs.obd import item_context_rows
 
 T0 = 1_717_412_400.0  # a Monday, 11:00 UTC
 
@@ -60,8 +61,7 @@ def test_batch_features_are_prep_and_travel_times_over_the_log() -> None:
 
 
 def test_item_embeddings_come_from_the_open_bandit_dataset() -> None:
-    pytest.importorskip("obp", reason="pip install --no-deps obp==0.4.1")
-    records = item_embedding_records()
+    records = item_embedding_records(item_context_rows("all"))
     assert [r.entity for r in records] == [f"item:{i}" for i in range(80)]
     assert all(len(r.values) == ITEM_EMBEDDING_DIM for r in records)
     # one category of each of the three categorical item features is hot

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -81,6 +82,21 @@ def _alive(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def send_one_event(ingest_url: str) -> dict:
+    """POST one ``courier_online`` event to ingestion; its 200 answer's body (anything
+    else raises)."""
+    event = {"schema": "courier_online", "ts": 1_700_000_000, "courier_id": "c1",
+             "zone_id": "z1"}  # fmt: skip
+    request = urllib.request.Request(
+        f"{ingest_url}/v1/events",
+        data=json.dumps(event).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200, response.status
+        return json.load(response)
 
 
 def wait_http(url: str, timeout_s: float = 30.0, status: int = 200) -> None:

@@ -5,9 +5,6 @@ case), and RTML_KAFKA_FLAVOR forcing the answer."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
-
 import pytest
 from aiokafka.errors import UnknownError
 from rtml.shared import broker_flavor
@@ -15,7 +12,7 @@ from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.kafka import start_producer
 from rtml.shared.settings import Settings
 
-from tests.helpers import service_process
+from tests.helpers import send_one_event, service_process
 
 
 async def test_the_embedded_broker_answers_as_the_embedded_kind(broker: EmbeddedBroker) -> None:
@@ -51,12 +48,4 @@ def test_ingestion_given_the_embedded_broker_as_bootstrap_serves(broker: Embedde
     port = free_port()
     env = {"RTML_KAFKA_BOOTSTRAP": broker.bootstrap, "RTML_INGEST_PORT": str(port)}
     with service_process("rtml.services.ingestion", env, f"http://127.0.0.1:{port}/readyz"):
-        event = {"schema": "courier_online", "ts": 1_700_000_000, "courier_id": "c1",
-                 "zone_id": "z1"}  # fmt: skip
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/events",
-            data=json.dumps(event).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 200 and json.load(response)["accepted"] == 1
+        assert send_one_event(f"http://127.0.0.1:{port}")["accepted"] == 1

@@ -5,12 +5,10 @@ starting), and even when `rtml up` itself is killed with SIGKILL."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from rtml.shared.embedded_broker import free_port
 from rtml.shared.model_store import ModelStore
 
 from rtml.stack import SERVICES
-from tests.helpers import rtml, survivors
+from tests.helpers import rtml, send_one_event, survivors
 
 # rtml up must be gone this long after SIGTERM or SIGINT, its children with it
 EXIT_DEADLINE_S = 10.0
@@ -83,19 +81,7 @@ def test_rtml_up_reports_ready_accepts_an_event_and_stops_on_sigterm(tmp_path) -
         for spec in SERVICES:
             row = next(line for line in lines if line.startswith(f"{spec.name} "))
             assert " ready " in row, table
-        event = {
-            "schema": "courier_online",
-            "ts": 1_700_000_000,
-            "courier_id": "c1",
-            "zone_id": "z1",
-        }
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{env['RTML_INGEST_PORT']}/v1/events",
-            data=json.dumps(event).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 200 and json.load(response)["accepted"] == 1
+        assert send_one_event(f"http://127.0.0.1:{env['RTML_INGEST_PORT']}")["accepted"] == 1
         children = psutil.Process(up.pid).children(recursive=True)
     finally:
         up.send_signal(signal.SIGTERM)

@@ -23,7 +23,8 @@ import aiohttp
 
 from rtml.shared.logging import get_logger
 from rtml.shared.parent_death import die_with_this_process
-from rtml.stack import ServiceSpec
+from rtml.shared.tasks.registry import tasks
+from rtml.stack import ServiceSpec, with_task_defaults
 
 log = get_logger(__name__)
 
@@ -105,6 +106,7 @@ async def until_stopped(stopping: asyncio.Event, work: Awaitable[T]) -> T | None
 
 
 def plan(specs: tuple[ServiceSpec, ...], env: dict[str, str]) -> list[Supervised]:
+    env = with_task_defaults(env, tasks().names)
     children = []
     for spec in specs:
         port = int(env.get(spec.port_env, spec.default_port))

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rtml.shared.contracts import Task
 
@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     # Replicas per topic created by rtml: 1 for the embedded broker, 3 on a real cluster
     # (managed Kafkas refuse 1, and acks=all needs min.insync.replicas of them).
     replication_factor: int = Field(default=1, ge=1)
+    # min.insync.replicas of the topics rtml creates (None: the broker's default): with
+    # acks=all a write succeeds once this many replicas have it, so 2 of 3 keeps
+    # accepting writes with one broker down and loses nothing acknowledged
+    min_insync_replicas: int | None = Field(default=None, ge=1)
     log_level: str = "INFO"
 
     ingest_host: str = "127.0.0.1"
@@ -46,8 +50,9 @@ class Settings(BaseSettings):
 
     prediction_host: str = "127.0.0.1"
     prediction_port: int = 8083
-    # /readyz of the prediction service waits for this task's champion
-    prediction_task: Task = "eta"
+    # /readyz of the prediction service waits for this task's champion (None: the only
+    # loaded task)
+    prediction_task: Task | None = None
     # most routed requests scored in one inplace_predict; 1 turns micro-batching off
     prediction_max_batch: int = Field(default=256, ge=1)
     # XGBoost threads per predict call: small batches gain nothing from more, and
@@ -106,6 +111,18 @@ class Settings(BaseSettings):
     gateway_prediction_url: str | None = None
     # how long the gateway waits for one upstream's answer
     gateway_upstream_timeout_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> Settings:
+        if self.min_insync_replicas is not None and (
+            self.min_insync_replicas > self.replication_factor
+        ):
+            raise ValueError(
+                f"RTML_MIN_INSYNC_REPLICAS={self.min_insync_replicas} exceeds "
+                f"RTML_REPLICATION_FACTOR={self.replication_factor}: "
+                "no acks=all write could succeed"
+            )
+        return self
 
     @property
     def embedded(self) -> bool:

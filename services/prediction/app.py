@@ -24,8 +24,7 @@ from rtml.shared.contracts import Prediction, PredictRouted, from_wire
 from rtml.shared.errors import ContractError
 from rtml.shared.pipeline import Incoming, Outgoing
 from rtml.shared.service import HealthEndpoints
-
-from rtml.tasks.recs.serving import BatchRecommender, recommend_route
+from rtml.shared.tasks.spec import ServingHook
 
 PREDICTIONS = Counter(
     "rtml_predictions_total", "predictions made", ["task", "version", "fell_back"]
@@ -40,10 +39,10 @@ MAX_SCORE_BODY_BYTES = 256 * 1024
 
 
 class PredictionApp:
-    def __init__(self, scorer: Scorer, recommender: BatchRecommender | None = None) -> None:
+    def __init__(self, scorer: Scorer, hooks: Sequence[ServingHook] = ()) -> None:
         self._scorer = scorer
-        # stage-1 recs: batch lists served as they are, no model involved
-        self._recommender = recommender
+        # what the tasks serve besides their models' predictions (TaskSpec.serving)
+        self._hooks = hooks
 
     def score(self, routed: Sequence[PredictRouted], seen_at: float) -> list[Prediction]:
         """Score ``routed``, which the service read at ``seen_at`` (wall clock)."""
@@ -70,8 +69,8 @@ class PredictionApp:
     def http_app(self, health: HealthEndpoints) -> web.Application:
         app = web.Application(client_max_size=MAX_SCORE_BODY_BYTES)
         app.router.add_post("/v1/score", self.post_score)
-        if self._recommender is not None:
-            app.router.add_post("/v1/recommend", recommend_route(self._recommender))
+        for hook in self._hooks:
+            app.router.add_routes(hook.routes())
         return health.mount(app)
 
     async def post_score(self, request: web.Request) -> web.Response:

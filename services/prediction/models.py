@@ -19,6 +19,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter, Gauge, Histogram
+from rtml.services.prediction.coldstart import TrainerProgress
 from rtml.services.prediction.handlers import LoadedModel, Scorer
 from rtml.shared.contracts import ModelAnnouncement, Task
 from rtml.shared.errors import IntegrityError, ModelStoreError
@@ -64,10 +65,18 @@ def load_verified(
 
 
 class ModelFollower:
-    def __init__(self, settings: Settings, store: ModelStore, scorer: Scorer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ModelStore,
+        scorer: Scorer,
+        trainer: TrainerProgress | None = None,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._scorer = scorer
+        # what the trainer says about a first model, for readiness without a champion
+        self._trainer = trainer
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._champion_set = asyncio.Event()
@@ -112,7 +121,8 @@ class ModelFollower:
             return True
         recent = list(self._failures.items())[-3:]
         failed = "; ".join(f"{version}: {why}" for version, why in recent)
-        return f"no {task} champion loaded" + (f" (load failures: {failed})" if failed else "")
+        verdict = f"no {task} champion loaded" + (f" (load failures: {failed})" if failed else "")
+        return f"{verdict}; {self._trainer.waiting_for(task)}" if self._trainer else verdict
 
     async def apply(self, announcement: ModelAnnouncement) -> None:
         version = announcement.model_version

@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from rtml.services.trainer.jobs import MIN_EXAMPLES
 from rtml.shared.contracts import Task
+from rtml.shared.tasks.registry import served_task
 
 
 class TrainerSettings(BaseSettings):
@@ -15,7 +17,8 @@ class TrainerSettings(BaseSettings):
 
     trainer_host: str = "127.0.0.1"
     trainer_port: int = 8085
-    trainer_task: Task = "eta"
+    # the task this trainer trains (None: the only loaded task)
+    trainer_task: Task | None = None
     model_store: Path | None = None
     warehouse: Path | None = None
     # stage 2/3: retrain every this many seconds (0: no schedule)
@@ -29,3 +32,12 @@ class TrainerSettings(BaseSettings):
     # the task's model.drift_features)
     drift_features: list[str] | None = None
     discard_after_use: bool = False
+    # cold start: with no champion, the first model is trained from rtml.events once
+    # this many requests of the task have their label there (at least the examples any
+    # training needs)
+    trainer_bootstrap_min_labels: int = Field(default=300, ge=MIN_EXAMPLES)
+
+    @property
+    def task(self) -> str:
+        """The task trained: RTML_TRAINER_TASK, or the only loaded task."""
+        return served_task(self.trainer_task, "RTML_TRAINER_TASK")

@@ -507,7 +507,7 @@ def test_batch_jobs_run_rtml_batch_commands_on_a_schedule(rendered, target):
 
 
 def test_custom_resources_validate_against_their_crds(rendered):
-    k8s.import_or_missing("jsonschema", "kubernetes-validate")
+    import_or_missing("jsonschema", "kubernetes-validate")
     validated, errors = 0, []
     for target, objects in rendered.items():
         for obj in objects:
@@ -519,7 +519,7 @@ def test_custom_resources_validate_against_their_crds(rendered):
 
 
 def test_crd_validation_refuses_a_misspelt_field(rendered):
-    k8s.import_or_missing("jsonschema", "kubernetes-validate")
+    import_or_missing("jsonschema", "kubernetes-validate")
     (kafka,) = k8s.by_kind(rendered["prod-strimzi"], "Kafka").values()
     listener = {**kafka["spec"]["kafka"]["listeners"][0], "tsl": True}
     typo = {**kafka, "spec": {**kafka["spec"], "kafka": {**kafka["spec"]["kafka"],

@@ -31,8 +31,9 @@ log = get_logger(__name__)
 MAX_BACKOFF_S = 30.0
 # a child that ran this long without crashing earns a fresh backoff
 STABLE_AFTER_S = 60.0
-# SIGTERM to SIGKILL for a service (they exit in 0.2-1.7 s, docs/RELIABILITY.md); with
-# the broker's grace after it (embedded_broker.STOP_GRACE_S) rtml up exits within 10 s
+# SIGTERM to SIGKILL for a service (they exit in 0.2-2.3 s on a quiet machine, 2-6 s on
+# a loaded one: docs/RELIABILITY.md); with the broker's grace after it
+# (embedded_broker.STOP_GRACE_S) rtml up exits within 10 s
 STOP_GRACE_S = 6.0
 
 T = TypeVar("T")

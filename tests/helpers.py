@@ -84,19 +84,21 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
-def send_one_event(ingest_url: str) -> dict:
-    """POST one ``courier_online`` event to ingestion; its 200 answer's body (anything
-    else raises)."""
-    event = {"schema": "courier_online", "ts": 1_700_000_000, "courier_id": "c1",
-             "zone_id": "z1"}  # fmt: skip
+def post_json(url: str, body: object, timeout_s: float = 10.0) -> dict:
+    """POST ``body`` as JSON; the 200 answer's body (any other status raises)."""
     request = urllib.request.Request(
-        f"{ingest_url}/v1/events",
-        data=json.dumps(event).encode(),
-        headers={"Content-Type": "application/json"},
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
         assert response.status == 200, response.status
         return json.load(response)
+
+
+def send_one_event(ingest_url: str) -> dict:
+    """POST one ``courier_online`` event to ingestion; the answer's body."""
+    event = {"schema": "courier_online", "ts": 1_700_000_000, "courier_id": "c1",
+             "zone_id": "z1"}  # fmt: skip
+    return post_json(f"{ingest_url}/v1/events", event)
 
 
 def wait_http(url: str, timeout_s: float = 30.0, status: int = 200) -> None:

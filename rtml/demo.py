@@ -28,6 +28,7 @@ from pathlib import Path
 from rtml.client import AsyncClient
 from rtml.demo_summary import Phases, Summary, lineage_lines, only, summarize
 from rtml.shared import topics
+from rtml.shared.broker_flavor import known
 from rtml.shared.contracts import DlqRecord, Message, ModelAnnouncement, Prediction, TrainingExample
 from rtml.shared.embedded_broker import EmbeddedBroker
 from rtml.shared.eventlog import write_event_log
@@ -146,7 +147,7 @@ class Demo:
         supervisors = [asyncio.create_task(child.supervise(stopping)) for child in children]
         try:
             status = await wait_ready(children, timeout_s=120)
-            self.say(render_table(children, status, settings.bootstrap))
+            self.say(render_table(children, status, settings.bootstrap, known(settings)))
             if any(s != READY for s in status.values()):
                 self.failures.append("not every service became ready")
                 return Summary()
@@ -157,8 +158,7 @@ class Demo:
             await self._settle(settings)
             return await self._summary(settings)
         finally:
-            stopping.set()
-            await asyncio.gather(*(child.terminate() for child in children))
+            stopping.set()  # each supervisor stops its service
             await asyncio.gather(*supervisors, return_exceptions=True)
 
     async def _drive(self, env: dict[str, str]) -> None:
@@ -281,7 +281,7 @@ async def run_demo(
     say(f"rtml demo ({plan_name}): workdir {root}")
     demo = Demo(plan_, seed, root, say)
     async with AsyncExitStack() as stack:
-        if base.embedded:
+        if not base.kafka_bootstrap:
             broker = stack.enter_context(EmbeddedBroker(port=base.kafka_port))
             env["RTML_KAFKA_PORT"] = str(broker.port)
             say(f"  embedded broker on {broker.bootstrap} (memory only)")

@@ -130,6 +130,11 @@ def run_worker(build: Callable[[], tuple[faust.App, Service]], log_level: str) -
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     app, side = build()
-    faust.Worker(
+    worker = faust.Worker(
         app, side, loop=loop, loglevel=log_level, quiet=True, override_logging=False
-    ).execute_from_commandline()
+    )
+    if not worker.stdout.isatty():
+        # faust's start-up spinner hides and shows the cursor with escape codes whether or
+        # not its output is a terminal (mode's Spinner checks only for the spinning part)
+        worker.spinner = None
+    worker.execute_from_commandline()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import murmur2
 from prometheus_client import Counter
-from rtml.shared import broker_compat, topics
+from rtml.shared import broker_compat, broker_flavor, topics
 from rtml.shared.contracts import DlqRecord, Message, decode, encode
 from rtml.shared.errors import BrokerUnavailable, ContractError
 from rtml.shared.logging import get_logger
@@ -48,8 +48,12 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
-async def start_with_retry(client: Any, settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S):
-    """Start an aiokafka client, retrying connects with bounded exponential backoff."""
+async def connect_with_retry(
+    connect: Callable[[], Awaitable[object]],
+    settings: Settings,
+    timeout_s: float = CONNECT_TIMEOUT_S,
+) -> None:
+    """Await ``connect()``, retrying refused connects with bounded exponential backoff."""
     try:
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(timeout_s),
@@ -58,16 +62,22 @@ async def start_with_retry(client: Any, settings: Settings, timeout_s: float = C
             reraise=True,
         ):
             with attempt:
-                await client.start()
+                await connect()
     except KafkaConnectionError as exc:
         raise BrokerUnavailable(
             f"Kafka at {settings.bootstrap} did not answer within {timeout_s:.0f}s "
             f"(set RTML_KAFKA_BOOTSTRAP, or start the embedded broker with `rtml broker`)"
         ) from exc
+
+
+async def start_with_retry(client: Any, settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S):
+    """Start an aiokafka client, retrying connects with bounded exponential backoff."""
+    await connect_with_retry(client.start, settings, timeout_s)
     return client
 
 
 async def start_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    await broker_flavor.resolve(settings)
     kwargs = {
         **client_kwargs(settings),
         "acks": "all",
@@ -85,6 +95,7 @@ async def start_producer(settings: Settings, **overrides: Any) -> AIOKafkaProduc
 async def start_consumer(
     settings: Settings, *topic_names: str, group_id: str | None, **overrides: Any
 ) -> AIOKafkaConsumer:
+    await broker_flavor.resolve(settings)
     kwargs = {
         **client_kwargs(settings),
         "group_id": group_id,
@@ -102,6 +113,8 @@ async def ensure_topics(
     settings: Settings, wanted: Iterable[topics.Topic] = topics.ALL
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
+    # the faust services read the flavor once their topics exist, before any client here
+    await broker_flavor.resolve(settings)
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await start_with_retry(admin, settings)
     try:

@@ -14,9 +14,13 @@ from rtml.shared.contracts import Task
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RTML_", extra="ignore")
 
-    # An empty bootstrap means: use the embedded broker on 127.0.0.1:kafka_port.
+    # An empty bootstrap means: the embedded broker on 127.0.0.1:kafka_port (rtml up and
+    # rtml demo start it there).
     kafka_bootstrap: str = ""
     kafka_port: int = 9092
+    # whether the broker needs the embedded broker's workarounds (broker_compat.py):
+    # auto asks the broker (shared/broker_flavor.py); kafka or embedded says so
+    kafka_flavor: Literal["auto", "kafka", "embedded"] = "auto"
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
@@ -122,7 +126,12 @@ class Settings(BaseSettings):
 
     @property
     def embedded(self) -> bool:
-        return not self.kafka_bootstrap
+        """Whether the broker gets the embedded broker's workarounds: RTML_KAFKA_FLAVOR, or
+        what the broker answered (``broker_flavor.resolve``, which every client factory
+        of ``kafka.py`` awaits first)."""
+        from rtml.shared.broker_flavor import known  # it imports this module
+
+        return known(self) == "embedded"
 
     @property
     def bootstrap(self) -> str:

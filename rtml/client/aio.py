@@ -1,7 +1,7 @@
 """The asyncio client of ingestion's HTTP API, on aiohttp.
 
 from rtml.client import AsyncClient
-from rtml.shared.contracts import OrderPlaced
+from rtml.tasks.eta.events import OrderPlaced
 
 token = os.environ.get("RTML_INGEST_TOKEN")
 async with AsyncClient("http://127.0.0.1:8080", token=token) as rtml:

@@ -6,7 +6,7 @@ own. A simulated eta log is driven through the ingestion API as a client
 would (``rtml/tasks/eta/simulator/driver.py``: events in acknowledged batches, then
 the predict requests of that moment; connection errors and 503s retried) in
 one chunk per service; in the middle of each chunk that service gets SIGTERM,
-must exit with code 0 within the supervisor's grace (15 s), and is started
+must exit with code 0 within the supervisor's grace (6 s), and is started
 again on the same port while the traffic goes on. A last chunk runs with
 every service back.
 

@@ -16,6 +16,7 @@ from rtml.shared import broker_compat, topics
 from rtml.shared.contracts import DlqRecord, Message, decode, encode
 from rtml.shared.errors import BrokerUnavailable, ContractError
 from rtml.shared.logging import get_logger
+from rtml.shared.metrics import CONSUMER_LAG
 from rtml.shared.settings import Settings
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -94,6 +95,7 @@ async def start_consumer(
     }
     consumer = AIOKafkaConsumer(*topic_names, **kwargs)
     broker_compat.wire_client(consumer, settings.embedded)
+    CONSUMER_LAG.watch(consumer)
     return await start_with_retry(consumer, settings)
 
 

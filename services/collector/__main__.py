@@ -53,7 +53,7 @@ class SideServices(Service):
         # faust notices a lost or hung broker late, and an idle consumer looks healthy
         probe = BrokerProbe(producer.client)
         self._cleanups.append(probe.start())
-        health = HealthEndpoints()
+        health = HealthEndpoints(SERVICE)
         health.add_ready_check("broker", probe.readiness)
         health.add_ready_check("join", worker.readiness)
         health.add_ready_check("warehouse", writer.readiness)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 from rtml.services.ingestion.config import IngestionSettings
 from rtml.services.ingestion.openapi import openapi_document
 from rtml.services.ingestion.predictions import PredictionWaiter
@@ -34,7 +33,6 @@ log = get_logger(__name__)
 EVENTS_ACCEPTED = Counter("rtml_ingest_events_accepted_total", "events acknowledged by the broker")
 REQUESTS_REJECTED = Counter("rtml_ingest_requests_rejected_total", "requests refused", ["status"])
 PREDICT_REQUESTS = Counter("rtml_ingest_predict_requests_total", "predict requests accepted")
-LATENCY = Histogram("rtml_ingest_request_seconds", "HTTP handling time", ["route"])
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RETRY_AFTER_S = "1"
@@ -86,9 +84,7 @@ class Ingestion:
     async def _request_id(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         rid = request.headers.get("X-Request-Id") or new_id()
         with structlog.contextvars.bound_contextvars(request_id=rid):
-            started = time.perf_counter()
             response = await handler(request)
-            LATENCY.labels(request.path).observe(time.perf_counter() - started)
             response.headers["X-Request-Id"] = rid
             return response
 

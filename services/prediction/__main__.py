@@ -38,7 +38,7 @@ async def main(stop: asyncio.Event) -> None:
     def consuming() -> bool | str:
         return pipeline.readiness() if pipeline else "waiting for a champion before consuming"
 
-    health = HealthEndpoints()
+    health = HealthEndpoints(SERVICE)
     health.add_ready_check("champion", lambda: follower.readiness(settings.prediction_task))
     health.add_ready_check("pipeline", consuming)
     # the side port is up first: /healthz answers while the models load

@@ -69,7 +69,7 @@ async def main(stop: asyncio.Event) -> None:
         Promoter(router, store, producer),
         leads,
     )
-    health = HealthEndpoints()
+    health = HealthEndpoints(SERVICE)
     health.add_ready_check("state", lambda: rewards.caught_up or "rebuilding the posteriors")
     health.add_ready_check("arms", models.readiness)
     health.add_ready_check(

@@ -108,7 +108,7 @@ def test_bad_requests_name_the_field(body, field):
 
 async def test_the_prediction_service_serves_batch_lists_and_counts_cold_starts(predictions):
     recommender = BatchRecommender()
-    app = PredictionApp(Scorer(), recommender).http_app(HealthEndpoints())
+    app = PredictionApp(Scorer(), recommender).http_app(HealthEndpoints("prediction"))
     async with TestClient(TestServer(app)) as client:
         empty = await client.post("/v1/recommend", data=b"{}")
         assert empty.status == 503

@@ -31,7 +31,7 @@ def router_with(*arms: str, policy: str = "thompson_beta") -> Router:
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient]:
     app = RouterApp(router_with("v1", "v2", policy="epsilon_greedy"), np.random.default_rng(0))
-    async with TestClient(TestServer(app.http_app(HealthEndpoints()))) as test_client:
+    async with TestClient(TestServer(app.http_app(HealthEndpoints("router")))) as test_client:
         yield test_client
 
 

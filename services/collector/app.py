@@ -155,6 +155,7 @@ class CollectorWorker:
         }
         self.producer: AIOKafkaProducer | None = None
         self.dlq: DlqWriter | None = None
+        self.live_error = metrics.LiveError()
         self.join_topic_name = join_topic(settings, config).name
         self._joins: dict[int, PartitionJoin] = {}
         self._progress = RekeyProgress()
@@ -246,6 +247,7 @@ class CollectorWorker:
             await send_all(self.producer, _outputs(joined))
             for item in joined:
                 metrics.EMITTED.labels(item.example.task).inc()
+                self.live_error.observe(item.example)
         join.flush()  # only now, after the acks: see store.py
         for outcome, count in state.counts.items():
             metrics.JOIN.labels(outcome).inc(count)

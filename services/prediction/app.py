@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from aiohttp import web
-from prometheus_client import Counter, Histogram
 from rtml.services.prediction.handlers import FeatureMismatch, NoModel, Scorer
+from rtml.services.prediction.metrics import BATCH_SIZE, PREDICTIONS, SCORING_SECONDS
 from rtml.shared import topics
 from rtml.shared.contracts import Prediction, PredictRouted, from_wire
 from rtml.shared.errors import ContractError
@@ -27,15 +27,6 @@ from rtml.shared.service import HealthEndpoints
 
 from rtml.tasks.recs.serving import BatchRecommender, recommend_route
 
-PREDICTIONS = Counter(
-    "rtml_predictions_total", "predictions made", ["task", "version", "fell_back"]
-)
-BATCH_SIZE = Histogram(
-    "rtml_prediction_batch_size",
-    "requests scored together",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-)
-SCORING_SECONDS = Histogram("rtml_prediction_scoring_seconds", "time to score one batch")
 MAX_SCORE_BODY_BYTES = 256 * 1024
 
 

@@ -50,6 +50,7 @@ from rtml.shared.bandits.policies import (
     ThompsonGaussian,
     UnknownArm,
     make_policy,
+    p_best,
     promotion_decision,
 )
 from rtml.shared.contracts import (
@@ -69,6 +70,8 @@ from rtml.shared.timings import ROUTING, TO_ROUTER, ms, with_wait
 
 log = get_logger(__name__)
 
+# posterior draws behind P(best) as exported: a standard error of at most 0.005
+P_BEST_DRAWS = 10_000
 # what PredictRouted.policy says when no arm exists and the prediction service's champion answers
 CHAMPION_FALLBACK = "champion"
 # per-task overrides of the spec's router defaults ({task}: the task's name, upper case)
@@ -355,6 +358,21 @@ class Router:
                 )
                 proposals.append(PromotionProposal(task, verdict.champion, reason))
         return proposals
+
+    def p_best(self, task: Task) -> dict[str, float]:
+        """Each version arm's probability of being the best, on the posterior the promotion
+        rule reads; empty for a task that routes items, or whose rewards that posterior
+        cannot take."""
+        routing = self._tasks.get(task)
+        if routing is None or not routing.policy.arms:
+            return {}
+        try:
+            draws = promotion_posterior(routing.policy).posterior_draws(
+                P_BEST_DRAWS, np.random.default_rng(0)
+            )
+        except (PolicyError, ValueError):
+            return {}
+        return dict(zip(routing.policy.arms, p_best(draws).tolist(), strict=True))
 
     # --- checkpoints ----------------------------------------------------------
 

@@ -22,7 +22,7 @@ class BuildSettings(BaseSettings):
     git_commit: str | None = Field(
         default=None,
         description="the commit this build came from, for images built without a .git "
-        "directory (None: read from the checkout)",
+        "directory (unset: read from the checkout)",
     )
 
 

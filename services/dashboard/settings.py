@@ -7,7 +7,8 @@ from rtml.shared.settings import Settings
 
 
 class DashboardSettings(Settings):
-    dashboard_host: str = "127.0.0.1"
-    dashboard_port: int = 8090
-    # how often an open page receives a fresh snapshot
-    dashboard_push_interval_s: float = Field(default=1.0, gt=0)
+    dashboard_host: str = Field(default="127.0.0.1", description="dashboard's listen address")
+    dashboard_port: int = Field(default=8090, description="dashboard's HTTP port")
+    dashboard_push_interval_s: float = Field(
+        default=1.0, gt=0, description="how often an open page receives a fresh snapshot"
+    )

@@ -26,7 +26,7 @@ from rtml.shared.ingest_requests import (
 from rtml.shared.kafka import ensure_topics
 from rtml.shared.logging import get_logger
 from rtml.shared.service import HealthEndpoints
-from rtml.shared.settings import Settings
+from rtml.shared.settings import Settings, revealed
 
 log = get_logger(__name__)
 
@@ -76,7 +76,7 @@ class Ingestion:
         document = openapi_document(
             max_batch=self._settings.ingest_max_batch,
             max_wait_ms=MAX_WAIT_MS,
-            bearer=bool(self._settings.ingest_token),
+            bearer=bool(revealed(self._settings.ingest_token)),
         )
         return web.json_response(document)
 
@@ -90,7 +90,7 @@ class Ingestion:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        token = self._settings.ingest_token
+        token = revealed(self._settings.ingest_token)
         if token and request.path.startswith("/v1/"):
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -80,6 +80,49 @@ PARAMS_ENV = "RTML_ROUTER_PARAMS_{task}"
 PRIOR_ENV = "RTML_ROUTER_PRIOR_{task}"
 ITEMS_ENV = "RTML_ROUTER_{task}_ITEMS"
 CATEGORIES_ENV = "RTML_ROUTER_{task}_CATEGORIES"
+
+
+@dataclass(frozen=True)
+class TaskOverride:
+    """A per-task router setting, for ``rtml config`` and the settings table."""
+
+    template: str
+    meaning: str
+    # what the task's spec gives when the variable is unset; None: not a setting of this task
+    spec_default: Callable[[TaskSpec], object]
+
+    def variable(self, task: str) -> str:
+        return self.template.format(task=task.upper())
+
+
+TASK_OVERRIDES = (
+    TaskOverride(
+        POLICY_ENV,
+        "the task's routing policy: ab, epsilon_greedy, ucb1, thompson_beta, thompson_gaussian "
+        "(versions) or linucb, linear_ts, epsilon_greedy_linear (items)",
+        lambda spec: spec.router.policy,
+    ),
+    TaskOverride(
+        PARAMS_ENV,
+        'the policy\'s parameters, JSON (e.g. {"epsilon": 0.05})',
+        lambda spec: dict(spec.router.params),
+    ),
+    TaskOverride(
+        PRIOR_ENV,
+        'the prior a newly announced version joins with, JSON (e.g. {"alpha": 1, "beta": 1})',
+        lambda spec: dict(spec.router.prior),
+    ),
+    TaskOverride(
+        ITEMS_ENV,
+        "how many items a contextual policy routes over (a task with item arms)",
+        lambda spec: spec.router.items.count if spec.router.items else None,
+    ),
+    TaskOverride(
+        CATEGORIES_ENV,
+        "categories of each categorical context feature, JSON list (a task with item arms)",
+        lambda spec: list(spec.router.items.categories) if spec.router.items else None,
+    ),
+)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import aiohttp
 import click
 
 from rtml.shared.eventlog import write_event_log
-from rtml.shared.settings import get_settings
+from rtml.shared.settings import get_settings, revealed
 from rtml.tasks.eta.simulator.driver import IngestionClient, drive
 from rtml.tasks.eta.simulator.world import SCENARIOS, SimConfig, simulate
 
@@ -59,7 +59,7 @@ def simulate_command(
         return
     settings = get_settings()
     url = target or f"http://127.0.0.1:{settings.ingest_port}"
-    stats = asyncio.run(_send(config, duration_s, url, settings.ingest_token, speedup))
+    stats = asyncio.run(_send(config, duration_s, url, revealed(settings.ingest_token), speedup))
     click.echo(
         f"\nsent {stats.events} events and {stats.predict_requests} predict requests "
         f"in {stats.seconds:.1f}s ({stats.failed} failed)"

@@ -6,7 +6,6 @@ import asyncio
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
 
-import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -24,7 +23,7 @@ from rtml.shared.ingest_requests import (
     validate_events,
 )
 from rtml.shared.kafka import ensure_topics
-from rtml.shared.logging import get_logger
+from rtml.shared.logging import bind_request, bound_request, get_logger
 from rtml.shared.service import HealthEndpoints
 from rtml.shared.settings import Settings, revealed
 
@@ -35,6 +34,8 @@ REQUESTS_REJECTED = Counter("rtml_ingest_requests_rejected_total", "requests ref
 PREDICT_REQUESTS = Counter("rtml_ingest_predict_requests_total", "predict requests accepted")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# where a handler leaves the id its request is logged under
+REQUEST_ID = "request_id"
 RETRY_AFTER_S = "1"
 MAX_WAIT_MS = 30_000
 
@@ -83,9 +84,10 @@ class Ingestion:
     @web.middleware
     async def _request_id(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         rid = request.headers.get("X-Request-Id") or new_id()
-        with structlog.contextvars.bound_contextvars(request_id=rid):
+        with bound_request(rid):
             response = await handler(request)
-            response.headers["X-Request-Id"] = rid
+            # a predict request's own id, once it has one: the id the whole chain logs
+            response.headers["X-Request-Id"] = request.get(REQUEST_ID, rid)
             return response
 
     @web.middleware
@@ -127,12 +129,15 @@ class Ingestion:
             predict = predict_request(items[0] if len(items) == 1 else items)
         except BadRequest as exc:
             return _bad_request(exc)
+        request[REQUEST_ID] = predict.id
+        bind_request(predict.id)
         answer = self._waiter.expect(predict.id) if wait_ms else None
         try:
             unavailable = await self._publish(topics.PREDICT_REQUESTS.name, [predict])
             if unavailable:
                 return unavailable
             PREDICT_REQUESTS.inc()
+            log.debug("predict_request_accepted", task=predict.task, wait_ms=wait_ms)
             if answer is not None:
                 try:
                     prediction = await asyncio.wait_for(answer, wait_ms / 1000)

@@ -22,17 +22,22 @@ from rtml.services.prediction.metrics import BATCH_SIZE, PREDICTIONS, SCORING_SE
 from rtml.shared import topics
 from rtml.shared.contracts import Prediction, PredictRouted, from_wire
 from rtml.shared.errors import ContractError
+from rtml.shared.logging import bound_request, debug_enabled, get_logger
 from rtml.shared.pipeline import Incoming, Outgoing
 from rtml.shared.service import HealthEndpoints
+from rtml.shared.timings import TOTAL
 
 from rtml.tasks.recs.serving import BatchRecommender, recommend_route
 
 MAX_SCORE_BODY_BYTES = 256 * 1024
+log = get_logger(__name__)
 
 
 class PredictionApp:
     def __init__(self, scorer: Scorer, recommender: BatchRecommender | None = None) -> None:
         self._scorer = scorer
+        # a line per prediction only at DEBUG: asked once, it costs nothing per request
+        self._trace = debug_enabled()
         # stage-1 recs: batch lists served as they are, no model involved
         self._recommender = recommender
 
@@ -50,6 +55,15 @@ class PredictionApp:
         tally = Tally((p.task, p.model_version, str(p.fell_back).lower()) for p in predictions)
         for labels, count in tally.items():
             PREDICTIONS.labels(*labels).inc(count)
+        if self._trace:
+            for prediction in predictions:
+                with bound_request(prediction.id):
+                    log.debug(
+                        "scored",
+                        version=prediction.model_version,
+                        fell_back=prediction.fell_back,
+                        total_ms=prediction.timings_ms.get(TOTAL),
+                    )
         return predictions
 
     async def handle_batch(self, batch: Sequence[Incoming]) -> list[Outgoing]:
@@ -72,7 +86,8 @@ class PredictionApp:
         except ContractError as exc:
             return _problem(400, "invalid request; nothing was scored", exc.field, exc.reason)
         try:
-            [prediction] = self.score([routed], seen_at)
+            with bound_request(routed.id):
+                [prediction] = self.score([routed], seen_at)
         except FeatureMismatch as exc:
             return _problem(422, "the features do not fit the model", "features", str(exc))
         except NoModel as exc:

@@ -22,21 +22,28 @@ from rtml.shared import topics
 from rtml.shared.bandits.contextual import ContextualPolicyError
 from rtml.shared.contracts import PredictEnriched, PredictRouted, from_wire
 from rtml.shared.errors import ContractError
+from rtml.shared.logging import bound_request, debug_enabled, get_logger
 from rtml.shared.pipeline import Incoming, Outgoing
 from rtml.shared.service import HealthEndpoints
 
 MAX_ROUTE_BODY_BYTES = 256 * 1024
+log = get_logger(__name__)
 
 
 class RouterApp:
     def __init__(self, router: Router, rng: np.random.Generator) -> None:
         self._router = router
         self._rng = rng
+        # a line per request only at DEBUG: asked once, it costs nothing per request
+        self._trace = debug_enabled()
 
     def route(self, enriched: PredictEnriched, seen_at: float) -> PredictRouted:
         """Route ``enriched``, which the router saw at ``seen_at`` (wall clock)."""
         routed = self._router.route(enriched, self._rng)
         DECISIONS.labels(routed.task, routed.arm or CHAMPION_FALLBACK).inc()
+        if self._trace:
+            with bound_request(routed.id):
+                log.debug("routed", arm=routed.arm, policy=routed.policy)
         return with_router_timings(routed, seen_at, time.time())
 
     async def handle_batch(self, batch: Sequence[Incoming]) -> list[Outgoing]:
@@ -58,7 +65,8 @@ class RouterApp:
         seen_at = time.time()
         try:
             enriched = parse_enriched(await request.read())
-            routed = self.route(enriched, seen_at)
+            with bound_request(enriched.id):
+                routed = self.route(enriched, seen_at)
         except ContractError as exc:
             return refusal(exc.field, exc.reason)
         except ContextualPolicyError as exc:

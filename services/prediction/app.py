@@ -18,7 +18,12 @@ from typing import Any, cast
 
 from aiohttp import web
 from rtml.services.prediction.handlers import FeatureMismatch, NoModel, Scorer
-from rtml.services.prediction.metrics import BATCH_SIZE, PREDICTIONS, SCORING_SECONDS
+from rtml.services.prediction.metrics import (
+    BATCH_SIZE,
+    PREDICTIONS,
+    SCORING_SECONDS,
+    observe_latency,
+)
 from rtml.shared import topics
 from rtml.shared.contracts import Prediction, PredictRouted, from_wire
 from rtml.shared.errors import ContractError
@@ -55,6 +60,7 @@ class PredictionApp:
         tally = Tally((p.task, p.model_version, str(p.fell_back).lower()) for p in predictions)
         for labels, count in tally.items():
             PREDICTIONS.labels(*labels).inc(count)
+        observe_latency(predictions)
         if self._trace:
             for prediction in predictions:
                 with bound_request(prediction.id):

@@ -17,6 +17,8 @@ from rtml.shared.metrics import forget_series
 # prediction_expired_unlabelled, label_without_prediction, duplicate_prediction,
 # duplicate_label, prediction_without_join_key
 JOIN = Counter("rtml_collector_join_total", "join outcomes", ["outcome"])
+# at 0 from the start: "no label joined yet" is a series an alert can read
+JOIN.labels("joined")
 EMITTED = Counter(
     "rtml_collector_examples_total", "training examples and rewards emitted", ["task"]
 )

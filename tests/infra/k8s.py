@@ -43,6 +43,7 @@ EXTERNAL: dict[str, set[tuple[str, str]]] = {
     "dev": set(),
     "prod": {("Secret", "rtml-secrets")},
     "prod+kafka-ca": {("Secret", "rtml-secrets"), ("Secret", "rtml-kafka-ca")},
+    "prod+monitoring": {("Secret", "rtml-secrets")},
 }
 
 # Kubernetes versions every object must validate against: the oldest still
@@ -152,6 +153,60 @@ def render(kubectl_path: str, target: tuple[Path, tuple[Path, ...]]) -> list[dic
             Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
             text = kustomize_build(kubectl_path, Path(tmp))
     return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+# --------------------------------------------------------- custom resources --
+
+# the CRDs of the custom resources the manifests use, vendored (crds/README.md)
+CRDS = Path(__file__).resolve().parent / "crds"
+
+
+@functools.lru_cache(maxsize=1)
+def custom_resource_schemas() -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> the openAPIV3Schema of that version of the CRD."""
+    schemas = {}
+    for path in sorted(CRDS.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+def strict(schema: dict) -> dict:
+    """``schema`` with unknown fields refused wherever it lists the known ones, as
+    kubernetes-validate's strict mode does for built-in kinds (the API server would
+    silently drop a misspelt field)."""
+    out = dict(schema)
+    if "properties" in schema:
+        out["properties"] = {name: strict(sub) for name, sub in schema["properties"].items()}
+        if "additionalProperties" not in schema and not schema.get(
+            "x-kubernetes-preserve-unknown-fields"
+        ):
+            out["additionalProperties"] = False
+    if isinstance(schema.get("additionalProperties"), dict):
+        out["additionalProperties"] = strict(schema["additionalProperties"])
+    if "items" in schema:
+        out["items"] = strict(schema["items"])
+    for combinator in ("anyOf", "allOf", "oneOf"):
+        if combinator in schema:
+            out[combinator] = [strict(sub) for sub in schema[combinator]]
+    return out
+
+
+def custom_resource_errors(obj: dict) -> list[str] | None:
+    """What is wrong with a custom resource against its vendored CRD; None for a kind
+    that is not one of them."""
+    schema = custom_resource_schemas().get((obj.get("apiVersion", ""), obj.get("kind", "")))
+    if schema is None:
+        return None
+    jsonschema = import_or_missing("jsonschema", "jsonschema")
+    validator = jsonschema.Draft7Validator(strict(schema))
+    return [
+        f"{obj['kind']}/{obj['metadata']['name']} at "
+        f"{'/'.join(str(p) for p in error.absolute_path) or '/'}: {error.message}"
+        for error in validator.iter_errors(obj)
+    ]
 
 
 # ------------------------------------------------------------ object access --

@@ -8,7 +8,7 @@ from rtml.stack import ServiceSpec
 from rtml.supervisor import Supervised, prefix_output
 
 # a module that prints known lines and exits: the Zen of Python
-ZEN = ServiceSpec("zen", "this", "RTML_ZEN_PORT", 1, "prints and exits")
+ZEN = ServiceSpec("zen", "this", "RTML_INGEST_PORT", 1, "prints and exits")
 ROUTER = ServiceSpec("router", "this", "RTML_ROUTER_PORT", 2, "prints and exits")
 
 

@@ -138,6 +138,10 @@ def run_worker(build: Callable[[], tuple[faust.App, Service]], log_level: str) -
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     app, side = build()
-    faust.Worker(
+    worker = faust.Worker(
         app, side, loop=loop, loglevel=log_level, quiet=True, override_logging=False
-    ).execute_from_commandline()
+    )
+    # faust's start-up spinner writes terminal escape codes ("\x1b[?25h") to stdout
+    # whatever it is, which breaks the JSON lines of a log file or collector
+    worker.spinner = None
+    worker.execute_from_commandline()

@@ -34,8 +34,6 @@ REQUESTS_REJECTED = Counter("rtml_ingest_requests_rejected_total", "requests ref
 PREDICT_REQUESTS = Counter("rtml_ingest_predict_requests_total", "predict requests accepted")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# where a handler leaves the id its request is logged under
-REQUEST_ID = "request_id"
 RETRY_AFTER_S = "1"
 MAX_WAIT_MS = 30_000
 
@@ -86,8 +84,7 @@ class Ingestion:
         rid = request.headers.get("X-Request-Id") or new_id()
         with bound_request(rid):
             response = await handler(request)
-            # a predict request's own id, once it has one: the id the whole chain logs
-            response.headers["X-Request-Id"] = request.get(REQUEST_ID, rid)
+            response.headers["X-Request-Id"] = rid
             return response
 
     @web.middleware
@@ -129,7 +126,8 @@ class Ingestion:
             predict = predict_request(items[0] if len(items) == 1 else items)
         except BadRequest as exc:
             return _bad_request(exc)
-        request[REQUEST_ID] = predict.id
+        # from here on, the id the whole chain logs (the HTTP one stays in the header:
+        # a body's id may hold anything a header may not)
         bind_request(predict.id)
         answer = self._waiter.expect(predict.id) if wait_ms else None
         try:

@@ -58,20 +58,16 @@ from rtml.services.features.state import EntityStates
 from rtml.services.trainer.config import TrainerSettings
 from rtml.services.trainer.jobs import register, table_candidate
 from rtml.services.trainer.service import Trainer
-from rtml.shared.contracts import (
-    DOMAIN_EVENTS,
-    FeatureVector,
-    Message,
-    OrderDelivered,
-    PredictRequest,
-    TrainingExample,
-)
+from rtml.shared.contracts import FeatureVector, Message, PredictRequest, TrainingExample
 from rtml.shared.features.batch import compute_batch_features
 from rtml.shared.logging import configure_logging
+from rtml.shared.model_announcements import Action
 from rtml.shared.model_store import ModelRecord, ModelStore
+from rtml.shared.tasks.registry import tasks
 from rtml.shared.warehouse import ExampleTable, Located, Warehouse
 
 from benchmarks._common import machine, peak_rss_mib
+from rtml.tasks.eta.events import OrderDelivered
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
 
 HOUR = 3600.0
@@ -164,7 +160,7 @@ def served_vectors(
                 found = entity_features([states], kind, entity_id, message.ts, batch)
                 lookup = advance(lookup, found)
             answers.append((message, feature_vector(lookup, batch)))
-        elif isinstance(message, DOMAIN_EVENTS):
+        elif isinstance(message, tasks().events):
             states.apply(message)
     return answers
 
@@ -208,7 +204,9 @@ class Deployment:
         self.registered: list[tuple[str, str]] = []
         self._deploy(first.version)
 
-    async def announce(self, record: ModelRecord, reason: str) -> None:
+    async def announce(self, record: ModelRecord, action: Action, reason: str) -> None:
+        if action != "registered":  # the first version is deployed from the start
+            return
         self.store.set_champion(record.task, record.version)
         self.registered.append((record.version, reason))
         self._deploy(record.version)

@@ -93,15 +93,14 @@ def workload(
     n_events: int, latency_s: float
 ) -> tuple[list[Message], list[Message], list[PredictRequest]]:
     """Events for the throughput runs, events that follow them, and requests for the latency run."""
-    from rtml.shared.features.reference import ETA_EVENTS
-
     from rtml.tasks.eta.simulator.world import SimConfig, simulate
+    from rtml.tasks.eta.spec import TASK as ETA
 
     wanted_later = int(latency_s * 1.5 * EVENT_RATE)
     events: list[Message] = []
     requests: list[PredictRequest] = []
     for message in simulate(SimConfig(seed=1, id_prefix="bench", **SIM), 30 * 86400):
-        if isinstance(message, ETA_EVENTS):
+        if isinstance(message, ETA.events):
             events.append(message)
         elif isinstance(message, PredictRequest) and len(events) > n_events:
             requests.append(message)
@@ -374,9 +373,8 @@ def held_partitions(url: str) -> set[int]:
 def group_timings() -> dict[str, float]:
     """Seconds to ready on a first start and a restart, and for a survivor to take over
     the partitions of a worker killed with kill -9, on a broker of their own."""
-    from rtml.shared.features.reference import ETA_EVENTS
-
     from rtml.tasks.eta.simulator.world import SimConfig, simulate
+    from rtml.tasks.eta.spec import TASK as ETA
 
     timings: dict[str, float] = {}
     with EmbeddedBroker(port=free_port()) as broker:
@@ -392,7 +390,7 @@ def group_timings() -> dict[str, float]:
             with features_worker(settings) as (second_process, second):
                 timings["second worker to ready"] = seconds_until_ready(second, started)
                 log = simulate(SimConfig(seed=2, n_restaurants=60), 1800)
-                events = [m for m in log if isinstance(m, ETA_EVENTS)]
+                events = [m for m in log if isinstance(m, ETA.events)]
                 asyncio.run(produce(settings, events, topics.EVENTS.name))
                 while not held_partitions(second):
                     time.sleep(0.05)

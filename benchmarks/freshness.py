@@ -38,12 +38,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rtml.shared import topics
 from rtml.shared.contracts import FeatureVector, Message, PredictEnriched, PredictRequest, decode
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
-from rtml.shared.features.reference import ETA_EVENTS, ReferenceFeatures
+from rtml.shared.features.reference import ReferenceFeatures
 from rtml.shared.kafka import client_kwargs, ensure_topics
 from rtml.shared.settings import Settings
 
 from benchmarks._common import machine, peak_rss_mib
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
+from rtml.tasks.eta.spec import TASK as ETA
 from tests.helpers import service_process
 from tests.integration.test_features import LATENESS_S, metric_values, worker_env
 from tests.integration.test_features_freshness import drive
@@ -83,7 +84,7 @@ def marketplace(
     log = [
         m
         for m in simulate(SIM, hours * 3600)
-        if isinstance(m, ETA_EVENTS) or (isinstance(m, PredictRequest) and m.task == "eta")
+        if isinstance(m, ETA.events) or (isinstance(m, PredictRequest) and m.task == "eta")
     ]
     last_ts = [m.ts for m in log if isinstance(m, PredictRequest)][:wanted][-1]
     log = [m for m in log if m.ts <= last_ts]

@@ -16,12 +16,13 @@ import sys
 
 import aiohttp
 from rtml.shared import topics
-from rtml.shared.contracts import OrderPlaced, encode
+from rtml.shared.contracts import encode
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.kafka import ensure_topics, start_producer
 from rtml.shared.settings import Settings
 
 from benchmarks._common import Stopwatch, machine, peak_rss_mib
+from rtml.tasks.eta.events import OrderPlaced
 from tests.helpers import wait_http
 
 

@@ -110,23 +110,20 @@ class Demo:
     def bootstrap(self) -> tuple[ModelRecord, list]:
         """Stage 1: the first model, from the warm-up's event log, and the batch
         features the live service will serve."""
-        from rtml.services.trainer.bootstrap import examples_from_log
-        from rtml.services.trainer.jobs import register, table_candidate
+        from rtml.services.trainer.bootstrap import event_log_candidate
+        from rtml.services.trainer.jobs import register
         from rtml.shared.features.batch import compute_batch_features
-        from rtml.tasks.eta.spec import TASK as ETA
 
         warmup = list(self.world.run(self.plan.warmup_h * HOUR))
         log_path = self.workdir / "warmup.evl"
         write_event_log(log_path, warmup)
         batch = compute_batch_features(warmup)
-        table = examples_from_log(warmup, ETA, batch)
-        candidate = table_candidate(
-            table, "eta", {"source": "event_log", "path": str(log_path), "examples": len(table)}
-        )
+        source = {"source": "event_log", "path": str(log_path)}
+        candidate = event_log_candidate(warmup, "eta", source, batch)
         record = register(self.store, candidate)
         self.store.set_champion("eta", record.version)
         self.say(
-            f"  first model {record.version}: {len(table)} examples, "
+            f"  first model {record.version}: {candidate.data_range['examples']} examples, "
             f"holdout MAE {candidate.metrics['holdout_mae']:.1f} min"
         )
         return record, batch

@@ -80,6 +80,19 @@ GATEWAY = ServiceSpec(
 )
 
 
+# rtml's own stack serves its demo task when that is loaded and the user asked for no
+# other: the services that serve one task default to the only loaded one otherwise
+DEMO_TASK = "eta"
+ONE_TASK_SETTINGS = ("RTML_TRAINER_TASK", "RTML_PREDICTION_TASK", "RTML_DASHBOARD_TASK")
+
+
+def with_task_defaults(env: dict[str, str], loaded: tuple[str, ...]) -> dict[str, str]:
+    """``env`` with the demo task for every one-task setting it leaves unset."""
+    if DEMO_TASK not in loaded:
+        return env
+    return {**dict.fromkeys(ONE_TASK_SETTINGS, DEMO_TASK), **env}
+
+
 def services_for(wiring: Wiring) -> tuple[ServiceSpec, ...]:
     """What ``rtml up --wiring WIRING`` runs, in start order."""
     return SERVICES + (GATEWAY,) if wiring == "request" else SERVICES

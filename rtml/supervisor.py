@@ -17,7 +17,8 @@ from typing import Any, BinaryIO
 import aiohttp
 
 from rtml.shared.logging import get_logger
-from rtml.stack import ServiceSpec
+from rtml.shared.tasks.registry import tasks
+from rtml.stack import ServiceSpec, with_task_defaults
 
 log = get_logger(__name__)
 
@@ -107,6 +108,7 @@ class Supervised:
 
 
 def plan(specs: tuple[ServiceSpec, ...], env: dict[str, str]) -> list[Supervised]:
+    env = with_task_defaults(env, tasks().names)
     children = []
     for spec in specs:
         port = int(env.get(spec.port_env, spec.default_port))

@@ -270,6 +270,8 @@ def faust_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {
         "broker": f"kafka://{settings.bootstrap}",
         "broker_credentials": _credentials(settings),
+        # the topics faust creates itself (its assignor's) are replicated like rtml's
+        "topic_replication_factor": settings.replication_factor,
     }
     if settings.embedded:
         options.update(

@@ -117,107 +117,6 @@ class Message(BaseModel):
         return body
 
 
-# --- domain events (rtml.events) -------------------------------------------
-
-
-class OrderPlaced(Message):
-    SCHEMA = "order_placed"
-    KEY_FIELD = "restaurant_id"
-    order_id: str = Field(min_length=1)
-    restaurant_id: str = Field(min_length=1)
-    zone_id: str = Field(min_length=1)
-    distance_km: float = Field(ge=0, le=500)
-    n_items: int = Field(ge=1, le=1000)
-
-
-class OrderReady(Message):
-    SCHEMA = "order_ready"
-    KEY_FIELD = "restaurant_id"
-    order_id: str = Field(min_length=1)
-    restaurant_id: str = Field(min_length=1)
-    placed_ts: float = Field(ge=0, description="event time the order was placed")
-
-
-class CourierAssigned(Message):
-    SCHEMA = "courier_assigned"
-    KEY_FIELD = "zone_id"
-    order_id: str = Field(min_length=1)
-    courier_id: str = Field(min_length=1)
-    zone_id: str = Field(min_length=1)
-
-
-class OrderPickedUp(Message):
-    SCHEMA = "order_picked_up"
-    KEY_FIELD = "restaurant_id"
-    order_id: str = Field(min_length=1)
-    courier_id: str = Field(min_length=1)
-    restaurant_id: str = Field(min_length=1)
-
-
-class OrderDelivered(Message):
-    SCHEMA = "order_delivered"
-    KEY_FIELD = "zone_id"
-    order_id: str = Field(min_length=1)
-    courier_id: str = Field(min_length=1)
-    restaurant_id: str = Field(min_length=1)
-    zone_id: str = Field(min_length=1)
-    placed_ts: float = Field(ge=0, description="event time the order was placed")
-
-
-class CourierOnline(Message):
-    SCHEMA = "courier_online"
-    KEY_FIELD = "zone_id"
-    courier_id: str = Field(min_length=1)
-    zone_id: str = Field(min_length=1)
-
-
-class CourierOffline(Message):
-    SCHEMA = "courier_offline"
-    KEY_FIELD = "zone_id"
-    courier_id: str = Field(min_length=1)
-    zone_id: str = Field(min_length=1)
-
-
-class Impression(Message):
-    SCHEMA = "impression"
-    KEY_FIELD = "session_id"
-    session_id: str = Field(min_length=1)
-    item_id: int = Field(ge=0)
-    position: int = Field(ge=0)
-    campaign: str = "all"
-    propensity: float | None = Field(default=None, gt=0, le=1)
-    user_features: dict[str, str] = Field(default_factory=dict)
-
-
-class ItemViewed(Message):
-    SCHEMA = "item_viewed"
-    KEY_FIELD = "session_id"
-    session_id: str = Field(min_length=1)
-    item_id: int = Field(ge=0)
-
-
-class ItemClicked(Message):
-    SCHEMA = "item_clicked"
-    KEY_FIELD = "session_id"
-    session_id: str = Field(min_length=1)
-    item_id: int = Field(ge=0)
-    impression_id: str | None = None
-
-
-DOMAIN_EVENTS: tuple[type[Message], ...] = (
-    OrderPlaced,
-    OrderReady,
-    CourierAssigned,
-    OrderPickedUp,
-    OrderDelivered,
-    CourierOnline,
-    CourierOffline,
-    Impression,
-    ItemViewed,
-    ItemClicked,
-)
-
-
 # --- the predict chain -------------------------------------------------------
 
 
@@ -344,6 +243,23 @@ class ModelAnnouncement(Message):
     reason: str = ""
 
 
+class TrainerStatus(Message):
+    """Where the trainer stands with a task's first model (rtml.trainer.status, compacted,
+    keyed by task): what a service waiting for a champion can tell its users."""
+
+    SCHEMA = "trainer_status"
+    KEY_FIELD = "task"
+    task: Task
+    # has_champion: nothing to bootstrap; collecting: counting the requests on the
+    # topics whose label has come; training: enough of them, stage 1 is running;
+    # cannot_bootstrap: the task's first model cannot come from its events (detail: why)
+    phase: Literal["has_champion", "collecting", "training", "cannot_bootstrap"]
+    # requests of the task whose label has come, and how many the first model waits for
+    labelled: int = Field(default=0, ge=0)
+    needed: int = Field(default=0, ge=0)
+    detail: str = ""
+
+
 class ArmSummary(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -418,12 +334,15 @@ PREDICT_CHAIN: tuple[type[Message], ...] = (
     TrainingExample,
     Reward,
     ModelAnnouncement,
+    TrainerStatus,
     RouterState,
     BatchPrediction,
     DlqRecord,
 )
 
-REGISTRY: dict[str, type[Message]] = {m.SCHEMA: m for m in DOMAIN_EVENTS + PREDICT_CHAIN}
+# the messages rtml itself defines; the domain events are the loaded tasks'
+# (``TaskSpec.events``, found by ``_kind_of`` through the task registry)
+REGISTRY: dict[str, type[Message]] = {m.SCHEMA: m for m in PREDICT_CHAIN}
 
 
 # --- codec -------------------------------------------------------------------
@@ -477,6 +396,11 @@ def _kind_of(body: dict[str, Any]) -> type[Message]:
     if not isinstance(name, str):
         raise ContractError("schema", "missing or not a string")
     kind = REGISTRY.get(name)
+    if kind is None:
+        # imported here: the task modules the registry loads import these contracts
+        from rtml.shared.tasks.registry import tasks
+
+        kind = tasks().event_schemas.get(name)
     if kind is None:
         raise ContractError("schema", f"unknown schema {name!r}")
     return kind

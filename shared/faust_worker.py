@@ -8,10 +8,13 @@ a consumer that stopped committing while records wait makes ``/readyz`` fail.
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -47,6 +50,11 @@ class WatchedApp(faust.App):
     def __init__(self, id: str, **options: Any) -> None:
         self.last_agent_crash: AgentCrash | None = None
         self.commit_watch = CommitWatch()
+        # faust makes a data directory even for in-memory tables, by default in the
+        # working directory: not in a container whose root filesystem is read-only
+        options.setdefault(
+            "datadir", Path(tempfile.gettempdir()) / f"rtml-faust-{os.getuid()}-{id}"
+        )
         super().__init__(id, **options)
         app = weakref.ref(self)
         CONSUMER_LAG.add_source(lambda: consumer_lag(app()))

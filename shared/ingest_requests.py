@@ -8,8 +8,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
-from rtml.shared.contracts import DOMAIN_EVENTS, Message, PredictRequest, from_wire, unpack
+from rtml.shared.contracts import Message, PredictRequest, from_wire, unpack
 from rtml.shared.errors import ContractError
+from rtml.shared.tasks.registry import tasks
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 MSGPACK_INT_MIN, MSGPACK_INT_MAX = -(2**63), 2**64 - 1
@@ -66,7 +67,7 @@ def validate_events(items: list[Any], max_batch: int) -> list[Message]:
     problems: list[Problem] = []
     for index, item in enumerate(items):
         try:
-            event = from_wire(item, DOMAIN_EVENTS)
+            event = from_wire(item, tasks().events)
         except ContractError as exc:
             problems.append(Problem(index, exc.field or WHOLE_ITEM, exc.reason))
             continue

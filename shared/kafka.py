@@ -115,7 +115,7 @@ async def ensure_topics(
                 t.name,
                 topics.partitions_of(t, settings.partitions),
                 settings.replication_factor,
-                topic_configs=t.configs,
+                topic_configs=topics.configs_of(t, settings.min_insync_replicas),
             )
             for t in missing
         ]

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rtml.shared.contracts import Task
 
@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         default=1, ge=1, description="replicas of each topic rtml creates: 1 for the embedded "
         "broker, 3 on a real cluster"
     )  # fmt: skip
+    # with acks=all a write succeeds once this many replicas have it, so 2 of 3 keeps
+    # accepting writes with one broker down and loses nothing acknowledged
+    min_insync_replicas: int | None = Field(
+        default=None, ge=1, description="min.insync.replicas of the topics rtml creates "
+        "(unset: the broker's default)"
+    )  # fmt: skip
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     ingest_host: str = Field(default="127.0.0.1", description="ingestion's listen address")
@@ -80,9 +86,10 @@ class Settings(BaseSettings):
 
     prediction_host: str = Field(default="127.0.0.1", description="prediction's listen address")
     prediction_port: int = Field(default=8083, description="prediction's HTTP port")
-    prediction_task: Task = Field(
-        default="eta", description="the task whose champion prediction's /readyz waits for"
-    )
+    prediction_task: Task | None = Field(
+        default=None, description="the task whose champion prediction's /readyz waits for "
+        "(unset: the only loaded task)"
+    )  # fmt: skip
     prediction_max_batch: int = Field(
         default=256, ge=1, description="most routed requests scored in one XGBoost call (1: "
         "no micro-batching)"
@@ -171,6 +178,18 @@ class Settings(BaseSettings):
     gateway_upstream_timeout_s: float = Field(
         default=2.0, gt=0, description="how long the gateway waits for one upstream's answer"
     )
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> Settings:
+        if self.min_insync_replicas is not None and (
+            self.min_insync_replicas > self.replication_factor
+        ):
+            raise ValueError(
+                f"RTML_MIN_INSYNC_REPLICAS={self.min_insync_replicas} exceeds "
+                f"RTML_REPLICATION_FACTOR={self.replication_factor}: "
+                "no acks=all write could succeed"
+            )
+        return self
 
     @property
     def embedded(self) -> bool:

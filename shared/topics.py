@@ -31,6 +31,9 @@ MODELS = Topic("rtml.models", "model registrations, promotions, retirements", 1,
 FEATURES_BATCH = Topic("rtml.features.batch", "batch features keyed by entity", None, COMPACT)
 BATCH_PREDICTIONS = Topic("rtml.batch.predictions", "precomputed predictions", None, COMPACT)
 ROUTER_STATE = Topic("rtml.router.state", "router posterior checkpoints", 1, COMPACT)
+TRAINER_STATUS = Topic(
+    "rtml.trainer.status", "the trainer's progress toward each task's first model", 1, COMPACT
+)
 DLQ = Topic("rtml.dlq", "messages a service could not process, with the reason", 1)
 
 ALL: tuple[Topic, ...] = (
@@ -45,9 +48,18 @@ ALL: tuple[Topic, ...] = (
     FEATURES_BATCH,
     BATCH_PREDICTIONS,
     ROUTER_STATE,
+    TRAINER_STATUS,
     DLQ,
 )
 
 
 def partitions_of(topic: Topic, default: int) -> int:
     return topic.partitions or default
+
+
+def configs_of(topic: Topic, min_insync_replicas: int | None) -> dict[str, str]:
+    """The configs a topic is created with: its own, and the deployment's
+    ``min.insync.replicas`` (None: the broker's default)."""
+    if min_insync_replicas is None:
+        return dict(topic.configs)
+    return {**topic.configs, "min.insync.replicas": str(min_insync_replicas)}

@@ -13,6 +13,9 @@ from rtml.shared.settings import Settings
 # before the rtml.tasks entry points were declared has none. Service subprocesses
 # inherit it.
 os.environ.setdefault("RTML_TASKS", "rtml.tasks.eta.spec,rtml.tasks.recs.spec")
+# the services that serve one task serve eta in the tests, as rtml up's do (rtml/stack.py)
+for variable in ("RTML_TRAINER_TASK", "RTML_PREDICTION_TASK", "RTML_DASHBOARD_TASK"):
+    os.environ.setdefault(variable, "eta")
 
 
 @pytest.fixture(scope="session")

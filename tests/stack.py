@@ -16,7 +16,7 @@ from pathlib import Path
 from rtml.services.features.publish import publish
 from rtml.services.trainer.bootstrap import examples_from_log
 from rtml.services.trainer.jobs import register, table_candidate
-from rtml.shared.contracts import Message, OrderDelivered, PredictRequest
+from rtml.shared.contracts import Message, PredictRequest
 from rtml.shared.embedded_broker import free_port
 from rtml.shared.features.batch import compute_batch_features
 from rtml.shared.features.reference import task_vectors
@@ -25,6 +25,7 @@ from rtml.shared.model_announcements import announce
 from rtml.shared.model_store import ModelStore
 from rtml.shared.settings import Settings
 
+from rtml.tasks.eta.events import OrderDelivered
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from rtml.tasks.eta.spec import TASK as ETA
 from tests.helpers import wait_http

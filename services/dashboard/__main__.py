@@ -11,6 +11,7 @@ from rtml.services.dashboard.settings import DashboardSettings
 from rtml.shared.kafka import ensure_topics
 from rtml.shared.logging import configure_logging, get_logger
 from rtml.shared.service import HealthEndpoints, run_until_signalled, serve
+from rtml.shared.tasks.registry import served_task
 
 SERVICE = "dashboard"
 
@@ -19,7 +20,7 @@ async def main(stop: asyncio.Event) -> None:
     settings = DashboardSettings()
     configure_logging(SERVICE, settings.log_level)
     log = get_logger(SERVICE)
-    dashboard = Dashboard()
+    dashboard = Dashboard(served_task(settings.dashboard_task, "RTML_DASHBOARD_TASK"))
     feed = TopicFeed(settings, dashboard)
     health = HealthEndpoints(SERVICE)
     health.add_ready_check("feed", feed.readiness)

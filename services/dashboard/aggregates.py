@@ -30,7 +30,6 @@ from typing import Any
 from rtml.services.dashboard.bounded import EventBuckets, RecentIds, WallBuckets
 from rtml.services.dashboard.histogram import LogHistogram
 from rtml.shared.contracts import (
-    DOMAIN_EVENTS,
     DlqRecord,
     Message,
     ModelAnnouncement,
@@ -41,6 +40,7 @@ from rtml.shared.contracts import (
     Task,
     TrainingExample,
 )
+from rtml.shared.tasks.registry import tasks
 from rtml.shared.timings import TOTAL, hops, in_chain_order
 
 # wall-clock rates and latency: the last 5 minutes, in 5-second points
@@ -546,11 +546,10 @@ class DeadLetters:
 class Dashboard:
     """Every panel's aggregate, fed one message at a time.
 
-    MAE and traffic share follow one task: the regression use case (eta) by default,
-    whose models are what the demo retrains under drift.
+    Live error and traffic share follow one task (``RTML_DASHBOARD_TASK``).
     """
 
-    def __init__(self, task: Task = "eta") -> None:
+    def __init__(self, task: Task) -> None:
         self.throughput = Throughput()
         self.latency = Latency()
         self.model_error = ModelError(task)
@@ -595,7 +594,7 @@ class Dashboard:
             case DlqRecord():
                 self.totals["dlq"] += 1
                 self.dead_letters.observe(message)
-            case _ if isinstance(message, DOMAIN_EVENTS):
+            case _ if isinstance(message, tasks().events):
                 self.totals["events"] += 1
                 self.events_by_kind[message.SCHEMA] += 1
                 self.throughput.count_event(wall_ts)

@@ -82,30 +82,30 @@ from rtml.shared.broker_compat_faust import faust_options
 from rtml.shared.contracts import PredictRequest, decode, encode
 from rtml.shared.errors import ContractError
 from rtml.shared.faust_worker import recovered_and_assigned
-from rtml.shared.features.definitions import STREAMING_FEATURES_OF
 from rtml.shared.features.records import BatchFeatureRecord
 from rtml.shared.kafka import DlqWriter
 from rtml.shared.logging import bind_request, get_logger, unbind_request
 from rtml.shared.settings import Settings
+from rtml.shared.tasks.registry import tasks
 from rtml.shared.timings import FEATURES, LOOKUP_FORWARD
 
 SERVICE = "features"
 log = get_logger(__name__)
 
-ENTITY_KINDS = tuple(STREAMING_FEATURES_OF)
 ENTITIES_TABLE = "entities"
 RECOVERY_BATCH_RECORDS = 8
 
 
 def lookup_topics(settings: Settings) -> dict[str, topics.Topic]:
-    """The internal topics a request travels on to the owner of an entity."""
+    """The internal topics a request travels on to the owner of an entity, one per
+    entity of the loaded tasks."""
     return {
-        kind: topics.Topic(
-            f"{settings.features_app_id}-lookup-{kind}",
-            f"requests on their way to the owner of their {kind}, keyed by {kind} id",
+        entity: topics.Topic(
+            f"{settings.features_app_id}-lookup-{entity}",
+            f"requests on their way to the owner of their {entity}, keyed by {entity} id",
             settings.partitions,
         )
-        for kind in ENTITY_KINDS
+        for entity in tasks().entities
     }
 
 

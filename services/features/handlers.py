@@ -19,7 +19,6 @@ from typing import Any
 import msgpack
 from rtml.services.features.state import EntityStates
 from rtml.shared.contracts import (
-    DOMAIN_EVENTS,
     FeatureVector,
     Message,
     PredictEnriched,
@@ -30,17 +29,15 @@ from rtml.shared.contracts import (
 )
 from rtml.shared.errors import ContractError
 from rtml.shared.features.definitions import (
-    STREAMING_FEATURES_OF,
-    EntityKind,
     FeatureValue,
     Outcome,
-    batch_features,
     default,
+    request_batch_features,
     request_features,
     task_vector,
 )
 from rtml.shared.features.records import BatchFeatureRecord
-from rtml.shared.tasks.registry import task_spec
+from rtml.shared.tasks.registry import task_spec, tasks
 from rtml.shared.timings import FEATURES, FRESHNESS_WAIT, TO_FEATURES, ms, with_wait
 
 # a changelog record holds a batch of events; Kafka's default request limit is 1 MiB
@@ -72,9 +69,10 @@ class AdmittedBatch:
 def admit_events(states: EntityStates, raw_events: Sequence[bytes]) -> AdmittedBatch:
     """Decode and apply ``raw_events`` (one partition's, in offset order) to ``states``."""
     batch = AdmittedBatch()
+    events = tasks().events
     for index, raw in enumerate(raw_events):
         try:
-            event = decode(raw, DOMAIN_EVENTS)
+            event = decode(raw, events)
             outcome = states.apply(event)
         except ContractError as exc:
             batch.rejected.append(Rejected(index, "schema" if exc.field else "decode", str(exc)))
@@ -101,7 +99,7 @@ def _late_reason(states: EntityStates, event: Message) -> str:
 def replay_changelog(states: EntityStates, record: bytes) -> int:
     """Re-apply one changelog record (a batch of accepted events); how many were new."""
     outcomes = [
-        states.apply(decode(raw, DOMAIN_EVENTS)) for raw in msgpack.unpackb(record, raw=False)
+        states.apply(decode(raw, tasks().events)) for raw in msgpack.unpackb(record, raw=False)
     ]
     return outcomes.count(Outcome.ACCEPTED)
 
@@ -131,15 +129,15 @@ class Lookup:
     """A request on its way through its lookup plan, with the features found so far."""
 
     request: PredictRequest
-    # (kind, entity id) still to visit, first one next
-    pending: list[tuple[EntityKind, str]]
+    # (entity, entity id) still to visit, first one next
+    pending: list[tuple[str, str]]
     found: dict[str, FeatureValue]
     # the hops of this service so far (timings_ms), and the wall clock (epoch s) they reach
     timings_ms: dict[str, float]
     accounted_until: float
 
     @property
-    def next_entity(self) -> tuple[EntityKind, str] | None:
+    def next_entity(self) -> tuple[str, str] | None:
         return self.pending[0] if self.pending else None
 
     def to_bytes(self) -> bytes:
@@ -171,15 +169,14 @@ class Lookup:
 def plan(request: PredictRequest, seen_at: float) -> Lookup:
     """The lookups a request needs, which the service saw at ``seen_at`` (wall clock).
     Entities it does not name are cold starts."""
-    pending: list[tuple[EntityKind, str]] = []
+    pending: list[tuple[str, str]] = []
     found: dict[str, FeatureValue] = {}
     for entity in task_spec(request.task).entities:
-        kind: EntityKind = entity.name  # type: ignore[assignment]
         entity_id = request.entities.get(entity.key)
         if entity_id is None:
-            found.update({name: default(name) for name in STREAMING_FEATURES_OF[kind]})
+            found.update(unknown_entity(entity.name))
         else:
-            pending.append((kind, entity_id))
+            pending.append((entity.name, entity_id))
     timings = with_wait({}, TO_FEATURES, request.received_at, seen_at)
     return Lookup(request, pending, found, timings, seen_at)
 
@@ -200,19 +197,24 @@ def held(lookup: Lookup, held_s: float) -> Lookup:
     return account(lookup, FRESHNESS_WAIT, lookup.accounted_until + held_s)
 
 
+def unknown_entity(entity: str) -> dict[str, FeatureValue]:
+    """The streaming features of an entity no event has named: every one its default."""
+    return {feature.name: default(feature) for feature in tasks().entities[entity].streaming}
+
+
 def entity_features(
     states: Sequence[EntityStates],
-    kind: EntityKind,
+    entity: str,
     entity_id: str,
     t: float,
     batch: Mapping[str, BatchFeatureRecord],
 ) -> dict[str, FeatureValue]:
     """The streaming features of one entity as of ``t``, from the states that hold it."""
     for partition_states in states:
-        state = partition_states.get(kind, entity_id)
+        state = partition_states.get(entity, entity_id)
         if state is not None:
             return state.features_at(t, batch)
-    return {name: default(name) for name in STREAMING_FEATURES_OF[kind]}
+    return unknown_entity(entity)
 
 
 def advance(lookup: Lookup, features: Mapping[str, FeatureValue]) -> Lookup:
@@ -224,12 +226,11 @@ def feature_vector(lookup: Lookup, batch: Mapping[str, BatchFeatureRecord]) -> F
     """The finished lookup as its task's vector, with request and batch features added."""
     request = lookup.request
     spec = task_spec(request.task)
-    features = {**lookup.found, **request_features(request, spec)}
-    for entity in spec.entities:
-        names = spec.features_of(entity.name, ("batch",))
-        if names:
-            entity_id = request.entities.get(entity.key)
-            features.update(batch_features(batch, entity.name, entity_id, names, request.ts))  # type: ignore[arg-type]
+    features = {
+        **lookup.found,
+        **request_features(request, spec),
+        **request_batch_features(request, spec, batch),
+    }
     return task_vector(spec, features)
 
 

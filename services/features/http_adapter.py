@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from rtml.services.features import metrics
-from rtml.services.features.app import ENTITY_KINDS, FeaturesWorker
+from rtml.services.features.app import FeaturesWorker
 from rtml.services.features.handlers import (
     Lookup,
     account,
@@ -37,8 +37,9 @@ from rtml.services.features.handlers import (
 )
 from rtml.shared.contracts import PredictRequest, from_wire
 from rtml.shared.errors import ContractError
-from rtml.shared.features.definitions import EntityKind, FeatureValue
+from rtml.shared.features.definitions import FeatureValue
 from rtml.shared.logging import bound_request, get_logger
+from rtml.shared.tasks.registry import tasks
 from rtml.shared.timings import FEATURES, LOOKUP_FORWARD
 
 log = get_logger(__name__)
@@ -100,7 +101,7 @@ class HttpAdapter:
     async def entity_features(self, request: web.Request) -> web.Response:
         kind = request.match_info["kind"]
         entity_id = request.match_info["entity_id"]
-        if kind not in ENTITY_KINDS:
+        if kind not in tasks().entities:
             return _error(404, f"no features for {kind!r} entities", field="kind")
         try:
             t = float(request.query["t"])
@@ -114,7 +115,7 @@ class HttpAdapter:
         held_s = await worker.applied_until_now()
         found = entity_features(
             worker.entities.all_states(),
-            cast(EntityKind, kind),
+            kind,
             entity_id,
             t,
             worker.batch_records(),
@@ -146,7 +147,7 @@ class HttpAdapter:
         return advance(held(lookup, owner_held_s), found)
 
     async def _ask_owner(
-        self, kind: EntityKind, entity_id: str, t: float
+        self, kind: str, entity_id: str, t: float
     ) -> tuple[dict[str, FeatureValue], float]:
         """The entity's features from the worker that holds it, and how long it held the
         question for freshness (s)."""

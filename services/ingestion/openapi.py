@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from rtml.shared.contracts import DOMAIN_EVENTS, Message, Prediction, PredictRequest
+from rtml.shared.contracts import Message, Prediction, PredictRequest
 from rtml.shared.ingest_requests import MSGPACK_INT_MAX, MSGPACK_INT_MIN, MSGPACK_TYPES
+from rtml.shared.tasks.registry import tasks
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 # set by ingestion from its clock, never taken from the client
@@ -23,7 +24,7 @@ BODY_TYPES = ("application/json", MSGPACK_TYPES[0])
 
 def openapi_document(*, max_batch: int, max_wait_ms: int, bearer: bool) -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    event_refs = [_add_message(schemas, kind) for kind in DOMAIN_EVENTS]
+    event_refs = [_add_message(schemas, kind) for kind in tasks().events]
     schemas["Event"] = {"anyOf": event_refs}
     schemas["PredictBody"] = _predict_body(schemas)
     _add_message(schemas, Prediction)

@@ -7,6 +7,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from rtml.services.prediction.app import PredictionApp
+from rtml.services.prediction.coldstart import TrainerProgress
 from rtml.services.prediction.handlers import Scorer
 from rtml.services.prediction.models import ModelFollower
 from rtml.shared import topics
@@ -17,8 +18,7 @@ from rtml.shared.model_store import ModelStore
 from rtml.shared.pipeline import Pipeline
 from rtml.shared.service import HealthEndpoints, run_until_signalled, serve
 from rtml.shared.settings import get_settings
-
-from rtml.tasks.recs.serving import BatchRecommender, follow_batch_predictions
+from rtml.shared.tasks.registry import served_task, tasks
 
 SERVICE = "prediction"
 GROUP_ID = "rtml-prediction"
@@ -30,25 +30,31 @@ async def main(stop: asyncio.Event) -> None:
     log = get_logger(SERVICE)
     await ensure_topics(settings)
     scorer = Scorer()
-    follower = ModelFollower(settings, ModelStore(settings.model_store), scorer)
-    recommender = BatchRecommender()
-    app = PredictionApp(scorer, recommender)
+    progress = TrainerProgress()
+    follower = ModelFollower(settings, ModelStore(settings.model_store), scorer, progress)
+    hooks = [spec.serving() for spec in tasks().values() if spec.serving is not None]
+    app = PredictionApp(scorer, hooks)
     pipeline: Pipeline | None = None
 
     def consuming() -> bool | str:
         return pipeline.readiness() if pipeline else "waiting for a champion before consuming"
 
     health = HealthEndpoints(SERVICE)
-    health.add_ready_check("champion", lambda: follower.readiness(settings.prediction_task))
+    task = served_task(settings.prediction_task, "RTML_PREDICTION_TASK")
+    health.add_ready_check("champion", lambda: follower.readiness(task))
     health.add_ready_check("pipeline", consuming)
     # the side port is up first: /healthz answers while the models load
     runner = await serve(app.http_app(health), settings.prediction_host, settings.prediction_port)
-    batch_lists = asyncio.create_task(follow_batch_predictions(settings, recommender))
+    serving = [asyncio.create_task(hook.run(settings)) for hook in hooks]
+    # what the trainer says about the first model, followed only while there is none
+    trainer_progress = asyncio.create_task(progress.follow(settings))
     try:
         await follower.start()
         # joining the group only with a champion in hand: a replica that cannot
         # score must not hold partitions (nor dead-letter what is on them)
-        if not await _first(follower.wait_for_champion(settings.prediction_task), stop):
+        champion = await _first(follower.wait_for_champion(task), stop)
+        trainer_progress.cancel()
+        if not champion:
             return
         producer = await start_producer(settings)
         consumer = await start_consumer(settings, topics.PREDICT_ROUTED.name, group_id=GROUP_ID)
@@ -70,8 +76,9 @@ async def main(stop: asyncio.Event) -> None:
     finally:
         log.info("stopping")
         await runner.cleanup()
-        batch_lists.cancel()
-        await asyncio.gather(batch_lists, return_exceptions=True)
+        for work in (*serving, trainer_progress):
+            work.cancel()
+        await asyncio.gather(*serving, trainer_progress, return_exceptions=True)
         await follower.stop()
         log.info("stopped")
 

@@ -30,21 +30,20 @@ from rtml.shared.errors import ContractError
 from rtml.shared.logging import bound_request, debug_enabled, get_logger
 from rtml.shared.pipeline import Incoming, Outgoing
 from rtml.shared.service import HealthEndpoints
+from rtml.shared.tasks.spec import ServingHook
 from rtml.shared.timings import TOTAL
-
-from rtml.tasks.recs.serving import BatchRecommender, recommend_route
 
 MAX_SCORE_BODY_BYTES = 256 * 1024
 log = get_logger(__name__)
 
 
 class PredictionApp:
-    def __init__(self, scorer: Scorer, recommender: BatchRecommender | None = None) -> None:
+    def __init__(self, scorer: Scorer, hooks: Sequence[ServingHook] = ()) -> None:
         self._scorer = scorer
         # a line per prediction only at DEBUG: asked once, it costs nothing per request
         self._trace = debug_enabled()
-        # stage-1 recs: batch lists served as they are, no model involved
-        self._recommender = recommender
+        # what the tasks serve besides their models' predictions (TaskSpec.serving)
+        self._hooks = hooks
 
     def score(self, routed: Sequence[PredictRouted], seen_at: float) -> list[Prediction]:
         """Score ``routed``, which the service read at ``seen_at`` (wall clock)."""
@@ -81,8 +80,8 @@ class PredictionApp:
     def http_app(self, health: HealthEndpoints) -> web.Application:
         app = web.Application(client_max_size=MAX_SCORE_BODY_BYTES)
         app.router.add_post("/v1/score", self.post_score)
-        if self._recommender is not None:
-            app.router.add_post("/v1/recommend", recommend_route(self._recommender))
+        for hook in self._hooks:
+            app.router.add_routes(hook.routes())
         return health.mount(app)
 
     async def post_score(self, request: web.Request) -> web.Response:

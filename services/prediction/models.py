@@ -18,6 +18,7 @@ import contextlib
 import time
 
 from aiokafka import AIOKafkaConsumer
+from rtml.services.prediction.coldstart import TrainerProgress
 from rtml.services.prediction.handlers import LoadedModel, Scorer
 from rtml.services.prediction.metrics import (
     MODEL_LOAD_FAILURES,
@@ -61,10 +62,18 @@ def load_verified(
 
 
 class ModelFollower:
-    def __init__(self, settings: Settings, store: ModelStore, scorer: Scorer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ModelStore,
+        scorer: Scorer,
+        trainer: TrainerProgress | None = None,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._scorer = scorer
+        # what the trainer says about a first model, for readiness without a champion
+        self._trainer = trainer
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._champion_set = asyncio.Event()
@@ -109,7 +118,8 @@ class ModelFollower:
             return True
         recent = list(self._failures.items())[-3:]
         failed = "; ".join(f"{version}: {why}" for version, why in recent)
-        return f"no {task} champion loaded" + (f" (load failures: {failed})" if failed else "")
+        verdict = f"no {task} champion loaded" + (f" (load failures: {failed})" if failed else "")
+        return f"{verdict}; {self._trainer.waiting_for(task)}" if self._trainer else verdict
 
     async def apply(self, announcement: ModelAnnouncement) -> None:
         version = announcement.model_version

@@ -1,8 +1,10 @@
 """Entry point: ``python -m rtml.services.trainer`` (what ``rtml up`` runs).
 
-Consumes rtml.training.examples for the drift monitor (stage 4), retrains on
-a schedule (stages 2 and 3), registers every kept version in the model store
-and announces it on rtml.models with the reason it was trained.
+With no champion, bootstraps the first model from the labelled history on the
+topics (stage 1, ``coldstart.py``); consumes rtml.training.examples for the drift
+monitor (stage 4), retrains on a schedule (stages 2 and 3), registers every kept
+version in the model store and announces it on rtml.models with the reason it was
+trained.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import contextlib
 from collections.abc import Sequence
 
 from aiohttp import web
+from rtml.services.trainer.coldstart import ColdStart
 from rtml.services.trainer.config import TrainerSettings
 from rtml.services.trainer.service import Trainer
 from rtml.shared import topics
-from rtml.shared.contracts import TrainingExample
+from rtml.shared.contracts import TrainerStatus, TrainingExample, encode
 from rtml.shared.kafka import ensure_topics, start_consumer, start_producer
 from rtml.shared.logging import configure_logging, get_logger
-from rtml.shared.model_announcements import announce
+from rtml.shared.model_announcements import Action, announce
 from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.pipeline import Incoming, Outgoing, Pipeline
 from rtml.shared.service import HealthEndpoints, run_until_signalled, serve
@@ -36,11 +39,14 @@ async def main(stop: asyncio.Event) -> None:
     await ensure_topics(settings)
     producer = await start_producer(settings)
 
-    async def announce_registered(record: ModelRecord, reason: str) -> None:
-        await announce(producer, record, "registered", reason)
+    async def announce_action(record: ModelRecord, action: Action, reason: str) -> None:
+        await announce(producer, record, action, reason)
+
+    async def publish_status(status: TrainerStatus) -> None:
+        await producer.send_and_wait(topics.TRAINER_STATUS.name, encode(status), key=status.key)
 
     trainer = Trainer(
-        config, ModelStore(config.model_store), Warehouse(config.warehouse), announce_registered
+        config, ModelStore(config.model_store), Warehouse(config.warehouse), announce_action
     )
 
     async def observe(batch: Sequence[Incoming]) -> list[Outgoing]:
@@ -54,14 +60,18 @@ async def main(stop: asyncio.Event) -> None:
     health = HealthEndpoints(SERVICE)
     health.add_ready_check("pipeline", pipeline.readiness)
     runner = await serve(health.mount(web.Application()), config.trainer_host, config.trainer_port)
-    tasks = [asyncio.create_task(pipeline.run(stop))]
+    tasks = [
+        asyncio.create_task(pipeline.run(stop)),
+        asyncio.create_task(ColdStart(settings, config, trainer, publish_status).run(stop)),
+    ]
     if config.retrain_interval > 0:
         tasks.append(asyncio.create_task(_every(config.retrain_interval, trainer.scheduled, stop)))
     log.info(
         "ready",
-        task=config.trainer_task,
+        task=config.task,
         retrain_interval=config.retrain_interval,
         mode=config.retrain_mode,
+        bootstrap_min_labels=config.trainer_bootstrap_min_labels,
     )
     await stop.wait()
     log.info("stopping")

@@ -1,18 +1,32 @@
-"""Training examples from a stored event log, for the first model (before any
-live labels exist): features from the reference implementation of the features
-service, labels from the task's label events joined on its label's keys."""
+"""The first model of a task, from its events alone (before any live labels exist):
+features from the reference implementation of the features service, labels from the
+task's label events joined on its label's keys, as the collector joins them live: a
+label counts within the label's window after its request (any label in the log when
+the label declares no window), and a request whose window closed inside the log
+without one gets the label's ``when_missing`` value, if it declares one (otherwise
+it makes no example).
+
+The events come from a stored event log (``rtml train --from-scratch --event-log``,
+``rtml demo``) or from the topics themselves (the trainer's cold start): both train
+through ``event_log_candidate``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from rtml.shared.contracts import FeatureVector, Message, PredictRequest
+from rtml.services.trainer.jobs import Candidate, table_candidate
+from rtml.shared.contracts import FeatureVector, Message, PredictRequest, Task
 from rtml.shared.features.batch import compute_batch_features
 from rtml.shared.features.records import BatchFeatureRecord
 from rtml.shared.features.reference import task_vectors
-from rtml.shared.tasks.spec import ARM, TaskSpec
+from rtml.shared.tasks.registry import task_spec
+from rtml.shared.tasks.spec import Label, TaskSpec
 from rtml.shared.warehouse import ExampleTable, empty_table
+
+LabelKey = tuple[str, ...]
 
 
 class NoLabelsInLog(ValueError):
@@ -36,20 +50,21 @@ def examples_from_log(
     reference vectors; the label's event time is the request's (the live example's
     would be the label's)."""
     label = spec.label
-    if any(side == ARM for side, _ in label.join):
+    if not label.joins_from_events:
         raise NoLabelsInLog(
             f"task {spec.name}'s label joins on the arm the router chose, which an event log "
             "does not have: train it on the warehouse"
         )
-    labels = {
-        tuple(str(getattr(event, field)) for _, field in label.join): label.value(event)
-        for event in messages
-        if isinstance(event, label.event)
-    }
+    # join key -> (value, event time) of the first label event
+    labels: dict[LabelKey, tuple[float, float]] = {}
+    for event in messages:
+        if isinstance(event, label.event):
+            labels.setdefault(label_key(event, label), (label.value(event), event.ts))
+    log_end = max((message.ts for message in messages), default=0.0)
     rows = [
-        (request, vector, key)
+        (request, vector, value)
         for request, vector in reference_vectors(messages, spec, batch)
-        if (key := _join_key(request, label.join)) in labels
+        if (value := _label(request, labels, spec, log_end)) is not None
     ]
     if not rows:
         return empty_table()
@@ -57,7 +72,7 @@ def examples_from_log(
     return ExampleTable(
         ids=np.array([request.id for request, _, _ in rows], dtype=object),
         X=np.array([vector.values for _, vector, _ in rows], dtype=float),
-        y=np.array([labels[key] for _, _, key in rows]),
+        y=np.array([value for _, _, value in rows]),
         label_ts=np.array([request.ts for request, _, _ in rows]),
         feature_set=rows[0][1].feature_set,
         feature_names=list(names),
@@ -65,6 +80,76 @@ def examples_from_log(
     )
 
 
-def _join_key(request: PredictRequest, join: tuple[tuple[str, str], ...]) -> tuple[str, ...] | None:
-    values = [request.entities.get(side) for side, _ in join]
+def _label(
+    request: PredictRequest,
+    labels: dict[LabelKey, tuple[float, float]],
+    spec: TaskSpec,
+    log_end: float,
+) -> float | None:
+    """The request's label, or None when it makes no example."""
+    label, window = spec.label, spec.label.window_s
+    key = request_key(request, label)
+    found = labels.get(key) if key is not None else None
+    if found is not None:
+        value, ts = found
+        if window is None or 0 <= ts - request.ts <= window:
+            return value
+    if label.when_missing is not None and window is not None and request.ts + window <= log_end:
+        return label.when_missing
+    return None
+
+
+def event_log_candidate(
+    messages: Sequence[Message],
+    task: Task,
+    source: dict[str, Any],
+    batch: Sequence[BatchFeatureRecord] | None = None,
+    rounds: int | None = None,
+) -> Candidate:
+    """Stage 1 from events: a model from scratch on the examples of ``messages``;
+    ``source`` says where they came from (the version's data range)."""
+    table = examples_from_log(messages, task_spec(task), batch)
+    return table_candidate(table, task, {**source, "examples": len(table)}, rounds)
+
+
+class LabelledHistory:
+    """A task's events and requests in the order they came, and how many of its
+    requests have their label among them: the examples ``examples_from_log`` will
+    find, counted as they arrive (a repeated request or label counts once)."""
+
+    def __init__(self, spec: TaskSpec) -> None:
+        if not spec.label.joins_from_events:
+            raise NoLabelsInLog(f"task {spec.name}'s label joins on the arm the router chose")
+        self.spec = spec
+        self.messages: list[Message] = []
+        self.labelled = 0
+        self._requests: set[LabelKey] = set()
+        self._labels: set[LabelKey] = set()
+
+    def add(self, message: Message) -> None:
+        label = self.spec.label
+        if isinstance(message, PredictRequest):
+            if message.task != self.spec.name:
+                return
+            key, side, other = request_key(message, label), self._requests, self._labels
+        elif isinstance(message, self.spec.events):
+            key, side, other = None, self._labels, self._requests
+            if isinstance(message, label.event):
+                key = label_key(message, label)
+        else:
+            return
+        self.messages.append(message)
+        if key is not None and key not in side:
+            side.add(key)
+            self.labelled += key in other
+
+
+def label_key(event: Message, label: Label) -> LabelKey:
+    """The label event's side of the join."""
+    return tuple(str(getattr(event, field)) for _, field in label.join)
+
+
+def request_key(request: PredictRequest, label: Label) -> LabelKey | None:
+    """The request's side of the join; None if it lacks one of the keys."""
+    values = [request.entities.get(side) for side, _ in label.join]
     return None if None in values else tuple(values)  # type: ignore[arg-type]

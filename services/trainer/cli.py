@@ -11,11 +11,11 @@ from rtml.services.trainer.config import TrainerSettings
 from rtml.services.trainer.jobs import (
     Candidate,
     NotEnoughData,
+    champion_if_none,
     discard_consumed,
     fine_tune_candidate,
     register,
     scratch_candidate,
-    table_candidate,
 )
 from rtml.shared.contracts import Task
 from rtml.shared.model_store import ModelRecord, ModelStore
@@ -55,7 +55,7 @@ def train_command(
 ) -> None:
     """Train a model version and register it in the model store."""
     config = TrainerSettings()
-    task = task or config.trainer_task
+    task = task or config.task
     store, warehouse = ModelStore(config.model_store), Warehouse(config.warehouse)
     try:
         with _spinner(f"training {task} ({mode})"):
@@ -64,19 +64,19 @@ def train_command(
         raise click.ClickException(str(exc)) from exc
     if not candidate.better_than_parent:
         raise click.ClickException(
-            f"the fine-tune is worse than its parent on the holdout: {candidate.metrics}"
+            f"the fine-tune is worse than its parent on the holdout: {candidate.judgement}"
         )
     record = register(store, candidate)
     click.echo(
         f"registered {record.version} (parent {record.parent_version}); metrics {record.metrics}"
     )
-    if champion and store.champion(task) is None:
-        store.set_champion(task, record.version)
+    promoted = champion and champion_if_none(store, record)
+    if promoted:
         click.echo(f"{record.version} is the {task} champion")
     if discard_after_use and candidate.parent_version is not None:
         click.echo(f"discarded {discard_consumed(warehouse, candidate)} consumed examples")
     if announce:
-        _announce(record)
+        _announce(record, promoted)
 
 
 def _candidate(
@@ -91,19 +91,18 @@ def _candidate(
         return fine_tune_candidate(warehouse, store, current.version)
     if event_log is None:
         return scratch_candidate(warehouse, task)
-    from rtml.services.trainer.bootstrap import NoLabelsInLog, examples_from_log
+    from rtml.services.trainer.bootstrap import NoLabelsInLog, event_log_candidate
     from rtml.shared.eventlog import read_event_log
 
+    source = {"source": "event_log", "path": str(Path(event_log).resolve()),
+              "sha256": _sha256(event_log)}  # fmt: skip
     try:
-        table = examples_from_log(list(read_event_log(event_log)), task_spec(task))
+        return event_log_candidate(list(read_event_log(event_log)), task, source)
     except NoLabelsInLog as exc:
         raise click.ClickException(str(exc)) from exc
-    source = {"source": "event_log", "path": str(Path(event_log).resolve()),
-              "sha256": _sha256(event_log), "examples": len(table)}  # fmt: skip
-    return table_candidate(table, task, source)
 
 
-def _announce(record: ModelRecord) -> None:
+def _announce(record: ModelRecord, promoted: bool) -> None:
     from rtml.shared.kafka import start_producer
     from rtml.shared.model_announcements import announce
 
@@ -111,6 +110,8 @@ def _announce(record: ModelRecord) -> None:
         producer = await start_producer(get_settings())
         try:
             await announce(producer, record, "registered", "rtml train")
+            if promoted:
+                await announce(producer, record, "promoted", f"the first {record.task} model")
         finally:
             await producer.stop()
 
@@ -162,7 +163,7 @@ def skew_command(task: Task | None, event_log: str, batch_log: str | None) -> No
     from rtml.shared.features.batch import compute_batch_features
 
     config = TrainerSettings()
-    spec = task_spec(task or config.trainer_task)
+    spec = task_spec(task or config.task)
     messages = list(read_event_log(event_log))
     batch = None if batch_log is None else compute_batch_features(read_event_log(batch_log))
     pairs = reference_vectors(messages, spec, batch)

@@ -7,8 +7,10 @@ from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from rtml.services.trainer.jobs import MIN_EXAMPLES
 from rtml.shared.contracts import Task
 from rtml.shared.settings import model_store_field, warehouse_field
+from rtml.shared.tasks.registry import served_task
 
 
 class TrainerSettings(BaseSettings):
@@ -16,7 +18,9 @@ class TrainerSettings(BaseSettings):
 
     trainer_host: str = Field(default="127.0.0.1", description="trainer's listen address")
     trainer_port: int = Field(default=8085, description="trainer's HTTP side port")
-    trainer_task: Task = Field(default="eta", description="the task this trainer trains")
+    trainer_task: Task | None = Field(
+        default=None, description="the task this trainer trains (unset: the only loaded task)"
+    )
     model_store: Path | None = model_store_field()
     warehouse: Path | None = warehouse_field()
     # stage 2/3
@@ -38,3 +42,13 @@ class TrainerSettings(BaseSettings):
     discard_after_use: bool = Field(
         default=False, description="delete the warehouse examples a kept fine-tune consumed"
     )
+    # cold start: at least the examples any training needs
+    trainer_bootstrap_min_labels: int = Field(
+        default=300, ge=MIN_EXAMPLES, description="with no champion, the first model is "
+        "trained from rtml.events once this many requests of the task have their label there"
+    )  # fmt: skip
+
+    @property
+    def task(self) -> str:
+        """The task trained: RTML_TRAINER_TASK, or the only loaded task."""
+        return served_task(self.trainer_task, "RTML_TRAINER_TASK")

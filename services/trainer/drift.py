@@ -1,10 +1,13 @@
 """Drift detection on the live error of the champion and on feature distributions.
 
 Detectors are river's (ADWIN for the error, whose mean shifts when the world
-changes; Page-Hinkley per feature for a shift in its mean). The design notes
-record that ADWIN finds large shifts in hundreds of events but misses small
-relative changes: it is chosen here because the drift that matters for eta
-(storms, slow kitchens) moves the error by minutes, not by percent.
+changes; Page-Hinkley per feature for a shift in its mean). The error of an
+example is the one the task's metric defines (``shared/model_metrics.py``): the
+absolute error for ``mae``, the log loss of the probability for ``logloss``.
+The design notes record that ADWIN finds large shifts in hundreds of events but
+misses small relative changes: it is chosen here because the drift that matters
+for a delivery time (storms, slow kitchens) moves the error by minutes, not by
+percent.
 """
 
 from __future__ import annotations
@@ -51,11 +54,9 @@ class DriftMonitor:
         }
         self._observed = 0
 
-    def observe(
-        self, absolute_error: float, features: dict[str, float], ts: float
-    ) -> DriftSignal | None:
+    def observe(self, error: float, features: dict[str, float], ts: float) -> DriftSignal | None:
         self._observed += 1
-        self._error.update(absolute_error)
+        self._error.update(error)
         fired = self._error.drift_detected
         source = "error"
         for name, detector in self._features.items():

@@ -2,26 +2,32 @@
 
 Every version records what is needed to reproduce it: the warehouse range it
 was trained on (task, label-time interval, files, example count), the
-parameters and rounds, its parent for a fine-tune, and its metrics on a
-holdout of the newest examples.
+parameters and rounds (the objective and the ``eval_metric`` of the task's
+``Model`` among them), its parent for a fine-tune, and its metrics on a holdout
+of the newest examples: ``holdout_<metric>`` (``parent_holdout_<metric>`` for
+the parent on the same examples), the metric the task declares.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
+import xgboost as xgb
 from rtml.services.trainer.training import (
     TrainingRun,
+    evaluate,
     fine_tune,
-    mae,
     recency_weights,
     split_holdout,
     train_from_scratch,
 )
 from rtml.shared.contracts import Task
 from rtml.shared.errors import RtmlError
+from rtml.shared.model_metrics import METRICS
 from rtml.shared.model_store import ModelRecord, ModelStore
+from rtml.shared.tasks.registry import task_spec
 from rtml.shared.warehouse import ExampleTable, Warehouse
 
 MIN_EXAMPLES = 200
@@ -42,11 +48,31 @@ class Candidate:
     metrics: dict[str, float]
     parent_version: str | None
     table: ExampleTable
+    # the task's Model.metric, which judges it
+    metric: str
+
+    @property
+    def holdout(self) -> tuple[float | None, float | None]:
+        """Its and its parent's metric on the holdout; None where there is none (from
+        scratch) or it is undefined there (an AUC over one class)."""
+        return (
+            self.metrics.get(f"holdout_{self.metric}"),
+            self.metrics.get(f"parent_holdout_{self.metric}"),
+        )
 
     @property
     def better_than_parent(self) -> bool:
-        parent = self.metrics.get("parent_holdout_mae")
-        return parent is None or self.metrics["holdout_mae"] <= parent
+        """Kept unless the holdout shows it worse than its parent on the task's metric."""
+        mine, parent = self.holdout
+        return mine is None or parent is None or METRICS[self.metric].at_least_as_good(mine, parent)
+
+    @property
+    def judgement(self) -> str:
+        """The holdout figures, for a log line or an announcement: ``holdout mae 4.1 vs
+        parent 4.6``."""
+        mine, parent = self.holdout
+        text = f"holdout {self.metric} {_figure(mine)}"
+        return text if parent is None else f"{text} vs parent {_figure(parent)}"
 
 
 def scratch_candidate(warehouse: Warehouse, task: Task, rounds: int | None = None) -> Candidate:
@@ -60,10 +86,15 @@ def table_candidate(
 ) -> Candidate:
     """A model from scratch on ``table``, judged on a holdout of its newest examples."""
     _enough(table, task)
+    model = task_spec(task).model
     train, holdout = split_holdout(len(table))
-    run = train_from_scratch(table.X[train], table.y[train], table.feature_names, **_rounds(rounds))
-    metrics = {**run.metrics, "holdout_mae": mae(run.booster, table.X[holdout], table.y[holdout])}
-    return Candidate(run, task, table.feature_set, source_range, metrics, None, table)
+    run = train_from_scratch(
+        table.X[train], table.y[train], table.feature_names, model, **_rounds(rounds)
+    )
+    metrics = {**run.metrics, **_holdout(table, holdout, model.metric, run.booster)}
+    return Candidate(
+        run, task, table.feature_set, source_range, _finite(metrics), None, table, model.metric
+    )
 
 
 def fine_tune_candidate(
@@ -71,26 +102,28 @@ def fine_tune_candidate(
 ) -> Candidate:
     """Stage 3/4: warm-start from ``parent_version`` on examples newer than its range only."""
     parent, record = store.load(parent_version)
+    model = task_spec(record.task).model
     since = record.data_range.get("until_label_ts")
     table = _enough(warehouse.read(record.task, since_ts=since), record.task)
     train, holdout = split_holdout(len(table))
     run = fine_tune(
-        parent, table.X[train], table.y[train], table.feature_names,
+        parent, table.X[train], table.y[train], table.feature_names, model,
         weights=recency_weights(table.label_ts[train]), **_rounds(rounds),
     )  # fmt: skip
     metrics = {
         **run.metrics,
-        "holdout_mae": mae(run.booster, table.X[holdout], table.y[holdout]),
-        "parent_holdout_mae": mae(parent, table.X[holdout], table.y[holdout]),
+        **_holdout(table, holdout, model.metric, run.booster),
+        **_holdout(table, holdout, model.metric, parent, prefix="parent_"),
     }
     return Candidate(
         run,
         record.task,
         table.feature_set,
         data_range(table, record.task),
-        metrics,
+        _finite(metrics),
         parent_version,
         table,
+        model.metric,
     )
 
 
@@ -105,6 +138,14 @@ def register(store: ModelStore, candidate: Candidate, **hooks: Any) -> ModelReco
         parent_version=candidate.parent_version,
         **hooks,
     )
+
+
+def champion_if_none(store: ModelStore, record: ModelRecord) -> bool:
+    """Make ``record`` its task's champion if the task has none; whether it did."""
+    if store.champion(record.task) is not None:
+        return False
+    store.set_champion(record.task, record.version)
+    return True
 
 
 def discard_consumed(warehouse: Warehouse, candidate: Candidate) -> int:
@@ -133,3 +174,19 @@ def _enough(table: ExampleTable, task: Task) -> ExampleTable:
 
 def _rounds(rounds: int | None) -> dict[str, int]:
     return {} if rounds is None else {"rounds": rounds}
+
+
+def _holdout(
+    table: ExampleTable, rows: slice, metric: str, booster: xgb.Booster, prefix: str = ""
+) -> dict[str, float]:
+    value = evaluate(booster, table.X[rows], table.y[rows], table.feature_names, metric)
+    return {f"{prefix}holdout_{metric}": value}
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics a record can hold: one undefined on its data (NaN) is left out."""
+    return {name: value for name, value in metrics.items() if math.isfinite(value)}
+
+
+def _figure(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4g}"

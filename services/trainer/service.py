@@ -1,29 +1,36 @@
 """The trainer's decisions in one place: when to train, what, and whether to keep it.
 
-Stage 2 (schedule), stage 3 (scheduled fine-tune) and stage 4 (drift-triggered
-fine-tune) meet here. Training runs in a worker thread so that the event loop
-keeps consuming and heartbeating; one training at a time.
+Stage 1 (the cold start's first model, ``coldstart.py``), stage 2 (schedule), stage 3
+(scheduled fine-tune) and stage 4 (drift-triggered fine-tune) meet here. Training
+runs in a worker thread so that the event loop keeps consuming and heartbeating; one
+training at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from prometheus_client import Counter
+from rtml.services.trainer.bootstrap import event_log_candidate
 from rtml.services.trainer.config import TrainerSettings
 from rtml.services.trainer.drift import DriftMonitor, DriftSignal, feature_baseline
 from rtml.services.trainer.jobs import (
     Candidate,
     NotEnoughData,
+    champion_if_none,
     discard_consumed,
     fine_tune_candidate,
     register,
     scratch_candidate,
 )
-from rtml.shared.contracts import TrainingExample
+from rtml.shared.contracts import Message, TrainingExample
+from rtml.shared.features.records import BatchFeatureRecord
 from rtml.shared.logging import get_logger
+from rtml.shared.model_announcements import Action
+from rtml.shared.model_metrics import METRICS
 from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.tasks.registry import task_spec
 from rtml.shared.warehouse import Warehouse
@@ -36,7 +43,7 @@ TRAININGS = Counter("rtml_trainer_runs_total", "training runs", ["trigger", "out
 DRIFTS = Counter("rtml_trainer_drift_signals_total", "drift detector firings", ["source"])
 SEEN_IDS = 100_000
 
-Announce = Callable[[ModelRecord, str], Awaitable[None]]
+Announce = Callable[[ModelRecord, Action, str], Awaitable[None]]
 
 
 class Trainer:
@@ -57,7 +64,7 @@ class Trainer:
         """Feed the champion's live error to the drift monitor; fine-tune on drift."""
         if self._already_seen(example.id):
             return
-        champion = self.store.champion(self.settings.trainer_task)
+        champion = self.store.champion(self.settings.task)
         if (
             champion is None
             or example.model_version != champion.version
@@ -66,7 +73,8 @@ class Trainer:
             return
         monitor = self._monitor_of(champion)
         values = dict(zip(example.features.names, example.features.values, strict=True))
-        signal = monitor.observe(abs(example.prediction - example.label), values, example.label_ts)
+        error = METRICS[task_spec(champion.task).model.metric].example_error
+        signal = monitor.observe(error(example.prediction, example.label), values, example.label_ts)
         if signal is None:
             return
         DRIFTS.labels(signal.source).inc()
@@ -75,11 +83,24 @@ class Trainer:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
+    async def bootstrap(
+        self,
+        messages: Sequence[Message],
+        batch: Sequence[BatchFeatureRecord],
+        source: dict[str, Any],
+    ) -> ModelRecord | None:
+        """Stage 1 on the events of the task's history: the first model."""
+        task = self.settings.task
+        return await self._train(
+            "bootstrap from the labelled history",
+            lambda: event_log_candidate(messages, task, source, batch),
+        )
+
     async def scheduled(self) -> None:
         trigger = f"schedule every {self.settings.retrain_interval:.0f}s"
         if self.settings.retrain_mode == "scratch":
             await self._train(
-                trigger, lambda: scratch_candidate(self.warehouse, self.settings.trainer_task)
+                trigger, lambda: scratch_candidate(self.warehouse, self.settings.task)
             )
         else:
             await self.fine_tune(trigger)
@@ -87,7 +108,7 @@ class Trainer:
     async def fine_tune(
         self, trigger: str, signal: DriftSignal | None = None
     ) -> ModelRecord | None:
-        champion = self.store.champion(self.settings.trainer_task)
+        champion = self.store.champion(self.settings.task)
         if champion is None:
             log.info("fine_tune_skipped", trigger=trigger, reason="no champion yet")
             return None
@@ -120,12 +141,10 @@ class Trainer:
             log.info("candidate_dropped", **decision)
             return None
         record = await asyncio.to_thread(register, self.store, candidate)
-        reason = f"{trigger}; holdout MAE {candidate.metrics['holdout_mae']:.2f}"
-        if "parent_holdout_mae" in candidate.metrics:
-            reason += f" vs parent {candidate.metrics['parent_holdout_mae']:.2f}"
-        await self._announce(record, reason)
-        if self.store.champion(record.task) is None:
-            self.store.set_champion(record.task, record.version)
+        await self._announce(record, "registered", f"{trigger}; {candidate.judgement}")
+        if await asyncio.to_thread(champion_if_none, self.store, record):
+            await self._announce(record, "promoted", f"the first {record.task} model")
+            decision["champion"] = True
         if self.settings.discard_after_use and candidate.parent_version is not None:
             decision["discarded"] = await asyncio.to_thread(
                 discard_consumed, self.warehouse, candidate
@@ -139,7 +158,7 @@ class Trainer:
             table = self.warehouse.read(champion.task)
             drift_features = self.settings.drift_features
             if drift_features is None:
-                drift_features = list(task_spec(self.settings.trainer_task).model.drift_features)
+                drift_features = list(task_spec(self.settings.task).model.drift_features)
             watched = [f for f in drift_features if f in table.feature_names]
             baseline = feature_baseline(table.X, table.feature_names, watched) if len(table) else {}
             self._monitor, self._monitor_for = DriftMonitor(baseline), champion.version
@@ -156,4 +175,4 @@ class Trainer:
 
 def _brief(candidate: Candidate) -> dict[str, object]:
     keys = ("since_label_ts", "until_label_ts", "examples")
-    return {key: candidate.data_range[key] for key in keys}
+    return {key: candidate.data_range[key] for key in keys if key in candidate.data_range}

@@ -1,4 +1,8 @@
-"""Training, fine-tuning and evaluation of XGBoost models. Pure: arrays in, boosters out."""
+"""Training, fine-tuning and evaluation of XGBoost models. Pure: arrays in, boosters out.
+
+What is fitted and how it is judged is the task's ``Model``: its objective, and
+its metric (``shared/model_metrics.py``), computed by XGBoost's own ``eval_metric``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import xgboost as xgb
+from rtml.shared.tasks.spec import Model
 
+# the objective and the eval_metric come from the task's Model
 DEFAULT_PARAMS: dict[str, object] = {
-    "objective": "reg:absoluteerror",
     "max_depth": 6,
-    "eta": 0.1,
+    "learning_rate": 0.1,
     "subsample": 0.9,
     "min_child_weight": 2,
     "tree_method": "hist",
@@ -34,30 +39,36 @@ class TrainingRun:
 
 
 def train_from_scratch(
-    X: np.ndarray, y: np.ndarray, feature_names: list[str], rounds: int = FROM_SCRATCH_ROUNDS,
-    params: dict[str, object] | None = None,
+    X: np.ndarray, y: np.ndarray, feature_names: list[str], model: Model,
+    rounds: int = FROM_SCRATCH_ROUNDS, params: dict[str, object] | None = None,
 ) -> TrainingRun:  # fmt: skip
-    chosen = {**DEFAULT_PARAMS, **(params or {})}
+    chosen = params_of(model, params)
     booster = xgb.train(chosen, _matrix(X, y, feature_names), num_boost_round=rounds)
-    return TrainingRun(
-        booster, chosen, rounds, {"train_mae": mae(booster, X, y), "n_train": float(len(y))}
-    )
+    return TrainingRun(booster, chosen, rounds, _train_metrics(booster, X, y, feature_names, model))
 
 
 def fine_tune(
-    parent: xgb.Booster, X: np.ndarray, y: np.ndarray, feature_names: list[str],
+    parent: xgb.Booster, X: np.ndarray, y: np.ndarray, feature_names: list[str], model: Model,
     rounds: int = FINE_TUNE_ROUNDS, params: dict[str, object] | None = None,
     weights: np.ndarray | None = None,
 ) -> TrainingRun:  # fmt: skip
     """Continued training: new trees fitted to the parent's residuals on new data only."""
-    chosen = {**DEFAULT_PARAMS, **(params or {})}
+    chosen = params_of(model, params)
     matrix = _matrix(X, y, feature_names)
     if weights is not None:
         matrix.set_weight(weights)
     booster = xgb.train(chosen, matrix, num_boost_round=rounds, xgb_model=parent)
-    return TrainingRun(
-        booster, chosen, rounds, {"train_mae": mae(booster, X, y), "n_train": float(len(y))}
-    )
+    return TrainingRun(booster, chosen, rounds, _train_metrics(booster, X, y, feature_names, model))
+
+
+def params_of(model: Model, params: dict[str, object] | None = None) -> dict[str, object]:
+    """The booster's parameters: the defaults, the model's objective and metric, ``params``."""
+    return {
+        **DEFAULT_PARAMS,
+        "objective": model.objective,
+        "eval_metric": model.metric,
+        **(params or {}),
+    }
 
 
 def recency_weights(label_ts: np.ndarray, half_life_s: float = RECENCY_HALF_LIFE_S) -> np.ndarray:
@@ -68,16 +79,35 @@ def recency_weights(label_ts: np.ndarray, half_life_s: float = RECENCY_HALF_LIFE
     return np.power(0.5, (label_ts.max() - label_ts) / half_life_s)
 
 
-def mae(booster: xgb.Booster, X: np.ndarray, y: np.ndarray) -> float:
+def evaluate(
+    booster: xgb.Booster, X: np.ndarray, y: np.ndarray, feature_names: list[str], metric: str
+) -> float:
+    """``booster``'s ``metric`` on (X, y) by XGBoost's eval_metric of that name; NaN when it
+    is undefined there (no example, or an AUC over one class only)."""
     if len(y) == 0:
         return float("nan")
-    return float(np.mean(np.abs(booster.inplace_predict(X) - y)))
+    # set_param adds a metric to those the booster evaluates: the caller's stays as it was
+    judge = booster.copy()
+    judge.set_param({"eval_metric": metric})
+    # "[0]\tdata-mae:1.53\tdata-rmse:2.01": one entry per metric the booster evaluates
+    report = judge.eval_set([(_matrix(X, y, feature_names), "data")])
+    values = dict(entry.split(":") for entry in report.split("\t")[1:])
+    return float(values[f"data-{metric}"])
 
 
 def split_holdout(n: int, share: float = HOLDOUT_SHARE) -> tuple[slice, slice]:
     """Train on the older examples, hold out the newest (rows are in label-time order)."""
     cut = int(round(n * (1 - share)))
     return slice(0, cut), slice(cut, n)
+
+
+def _train_metrics(
+    booster: xgb.Booster, X: np.ndarray, y: np.ndarray, feature_names: list[str], model: Model
+) -> dict[str, float]:
+    return {
+        f"train_{model.metric}": evaluate(booster, X, y, feature_names, model.metric),
+        "n_train": float(len(y)),
+    }
 
 
 def _matrix(X: np.ndarray, y: np.ndarray, feature_names: list[str]) -> xgb.DMatrix:

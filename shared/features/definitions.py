@@ -1,9 +1,8 @@
-"""What the built-in entity features are: names, windows, defaults; and the parts
-of a task's vector that come from the request.
+"""What a feature value is, and the parts of a task's vector that come from the request.
 
-Shared by the streaming state, the reference implementation and the batch job,
-so that the three agree on definitions while computing them independently. A
-task's vector (which features, in which order) is its spec's (``shared/tasks``).
+Shared by the streaming state, the reference implementation and the batch job;
+which features exist, and how each is computed, is the tasks' declaration
+(``shared/tasks/spec.py``; per entity: ``catalog.py``).
 
 Every streaming feature is **point in time**: its value for a request at event
 time ``t`` is a function of the accepted events with ``ts <= t`` of the entity
@@ -14,24 +13,18 @@ left, ``t - width < ts <= t``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import statistics
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from rtml.shared.contracts import FeatureVector, Message, PredictRequest
+from rtml.shared.contracts import FeatureVector, PredictRequest
+from rtml.shared.features.records import entity_key
 
 if TYPE_CHECKING:
     from rtml.shared.features.records import BatchFeatureRecord
-    from rtml.shared.tasks.spec import TaskSpec
-
-EntityKind = Literal["restaurant", "zone", "session", "item"]
-
-ENTITY_OF_KEY_FIELD: dict[str, EntityKind] = {
-    "restaurant_id": "restaurant",
-    "zone_id": "zone",
-    "session_id": "session",
-}
+    from rtml.shared.tasks.spec import Feature, Reading, TaskSpec
 
 
 class Outcome(StrEnum):
@@ -40,111 +33,25 @@ class Outcome(StrEnum):
     LATE = "late"
 
 
-def entity_key(kind: EntityKind, entity_id: str) -> str:
-    """How an entity is named where kinds share a key space (``rtml.features.batch``)."""
-    return f"{kind}:{entity_id}"
-
-
-def entity_of(event: Message) -> tuple[EntityKind, str]:
-    """The entity an event belongs to: the one its topic key names."""
-    kind = ENTITY_OF_KEY_FIELD.get(type(event).KEY_FIELD)
-    if kind is None:
-        raise ValueError(f"{type(event).SCHEMA} events are not keyed by an entity")
-    return kind, str(getattr(event, type(event).KEY_FIELD))
-
-
-RESTAURANT_FEATURES = (
-    "restaurant_active_orders",
-    "restaurant_orders_10m",
-    "restaurant_orders_30m",
-    "restaurant_mean_prep_min_60m",
-)
-ZONE_FEATURES = ("zone_couriers_idle", "zone_mean_delivery_min_30m")
-RESTAURANT_BATCH_FEATURES = ("restaurant_hist_prep_mean_min", "restaurant_hist_prep_p90_min")
-ZONE_BATCH_FEATURES = ("zone_hist_travel_min_per_km",)
-
-# --- session features ------------------------------------------------------------
-
-# how many of the session's latest viewed and clicked items, most recent first
-LAST_ITEMS = 5
-SESSION_WINDOW_S = 1800.0
-# item_feature_0 (numeric) and one-hot item_feature_1/2/3 (12 + 21 + 7 values) of
-# the Open Bandit Dataset's item_context.csv
-ITEM_EMBEDDING_DIM = 41
-SESSION_FEATURES = (
-    *(f"last_viewed_{i}" for i in range(1, LAST_ITEMS + 1)),
-    *(f"last_clicked_{i}" for i in range(1, LAST_ITEMS + 1)),
-    "session_views_30m",
-    "session_clicks_30m",
-    *(f"session_emb_{i}" for i in range(ITEM_EMBEDDING_DIM)),
-)
-ITEM_EMBEDDING_NAMES = tuple(f"item_emb_{i}" for i in range(ITEM_EMBEDDING_DIM))
-# an empty slot of a last-N list
-NO_ITEM = -1.0
-
-ORDERS_SHORT_WINDOW_S = 600.0
-ORDERS_LONG_WINDOW_S = 1800.0
-DELIVERY_WINDOW_S = 1800.0
-PREP_WINDOW_S = 3600.0
-# the longest look-back of any windowed feature: history older than the
-# watermark minus lateness minus this can never be in a window again
-MAX_WINDOW_S = max(
-    ORDERS_SHORT_WINDOW_S, ORDERS_LONG_WINDOW_S, DELIVERY_WINDOW_S, PREP_WINDOW_S, SESSION_WINDOW_S
-)
-
-# An order not picked up within this long after it was placed, and a courier
-# assignment not delivered within this long, are abandoned: they stop counting
-# as active / busy. It bounds the state a lost event could otherwise pin forever.
-OPEN_SPAN_MAX_S = 3 * 3600.0
-
-# The entity kinds whose features ship with rtml, by name: what a task's
-# ``Entity.name`` points at (shared/tasks/spec.py). Their streaming state is
-# services/features/state.py, their reference reference.py, their batch job batch.py.
-STREAMING_FEATURES_OF: dict[EntityKind, tuple[str, ...]] = {
-    "restaurant": RESTAURANT_FEATURES,
-    "zone": ZONE_FEATURES,
-    "session": SESSION_FEATURES,
-}
-BATCH_FEATURES_OF: dict[EntityKind, tuple[str, ...]] = {
-    "restaurant": RESTAURANT_BATCH_FEATURES,
-    "zone": ZONE_BATCH_FEATURES,
-}
-# the look-back of each windowed feature the implementations compute
-WINDOW_OF: dict[str, float] = {
-    "restaurant_orders_10m": ORDERS_SHORT_WINDOW_S,
-    "restaurant_orders_30m": ORDERS_LONG_WINDOW_S,
-    "restaurant_mean_prep_min_60m": PREP_WINDOW_S,
-    "zone_mean_delivery_min_30m": DELIVERY_WINDOW_S,
-    "session_views_30m": SESSION_WINDOW_S,
-    "session_clicks_30m": SESSION_WINDOW_S,
-    **dict.fromkeys((f"session_emb_{i}" for i in range(ITEM_EMBEDDING_DIM)), SESSION_WINDOW_S),
-}
 # the calendar features of a request's event time (UTC)
 CALENDAR: dict[str, Callable[[datetime], float]] = {
     "hour_of_day": lambda when: float(when.hour),
     "day_of_week": lambda when: float(when.weekday()),
 }
 
-# Cold-start values: what a feature is when its entity is unknown, or a mean
-# has nothing in its window. Population priors of the simulated marketplace,
-# finite so that every consumer of the vector can use it as is; the
-# ``defaulted`` flag says when one was used.
-DEFAULTS: dict[str, float] = {
-    "restaurant_active_orders": 0.0,
-    "restaurant_orders_10m": 0.0,
-    "restaurant_orders_30m": 0.0,
-    "restaurant_mean_prep_min_60m": 15.0,
-    "zone_couriers_idle": 0.0,
-    "zone_mean_delivery_min_30m": 35.0,
-    "restaurant_hist_prep_mean_min": 15.0,
-    "restaurant_hist_prep_p90_min": 25.0,
-    "zone_hist_travel_min_per_km": 3.0,
-    **dict.fromkeys(SESSION_FEATURES, 0.0),
-    **{
-        f"last_{kind}_{i}": NO_ITEM
-        for kind in ("viewed", "clicked")
-        for i in range(1, LAST_ITEMS + 1)
-    },
+
+def p90(values: Sequence[float]) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=10, method="inclusive")[8]
+
+
+# the batch aggregates (spec.BATCH_AGGREGATES) over an entity's values in the log
+AGGREGATE: dict[str, Callable[[Sequence[float]], float]] = {
+    "mean": statistics.fmean,
+    "p90": p90,
+    "count": lambda values: float(len(values)),
+    "sum": math.fsum,
 }
 
 
@@ -157,8 +64,16 @@ class FeatureValue(NamedTuple):
     defaulted: bool
 
 
-def default(name: str) -> FeatureValue:
-    return FeatureValue(DEFAULTS[name], None, True)
+def default(feature: Feature) -> FeatureValue:
+    """The value of a feature of an entity unknown at the time asked."""
+    return FeatureValue(feature.default, None, True)
+
+
+def from_reading(feature: Feature, reading: Reading) -> FeatureValue:
+    value, freshness_s = reading
+    if value is None:
+        return FeatureValue(feature.default, freshness_s, True)
+    return FeatureValue(value, freshness_s, False)
 
 
 def request_features(request: PredictRequest, spec: TaskSpec) -> dict[str, FeatureValue]:
@@ -193,27 +108,30 @@ def task_vector(spec: TaskSpec, features: Mapping[str, FeatureValue]) -> Feature
 
 def batch_features(
     records: Mapping[str, BatchFeatureRecord],
-    kind: EntityKind,
+    entity: str,
     entity_id: str | None,
-    names: tuple[str, ...],
+    features: Sequence[Feature],
     t: float,
 ) -> dict[str, FeatureValue]:
     """The entity's batch features; fresh as of the newest event the batch job used."""
-    record = records.get(entity_key(kind, entity_id)) if entity_id is not None else None
-    features: dict[str, FeatureValue] = {}
-    for name in names:
-        value = record.value(name) if record is not None else None
-        features[name] = (
-            default(name) if value is None else FeatureValue(value, t - record.ts, False)  # type: ignore[union-attr]
+    record = records.get(entity_key(entity, entity_id)) if entity_id is not None else None
+    found: dict[str, FeatureValue] = {}
+    for feature in features:
+        value = record.value(feature.name) if record is not None else None
+        found[feature.name] = (
+            default(feature) if value is None else FeatureValue(value, t - record.ts, False)  # type: ignore[union-attr]
         )
-    return features
+    return found
 
 
-def item_embedding(records: Mapping[str, BatchFeatureRecord], item_id: int) -> list[float] | None:
-    """The precomputed embedding of an item (``item:<id>`` on rtml.features.batch)."""
-    record = records.get(entity_key("item", str(item_id)))
-    return None if record is None else record.values
-
-
-def mean_embedding(embeddings: list[list[float]]) -> list[float]:
-    return [math.fsum(column) / len(embeddings) for column in zip(*embeddings, strict=True)]
+def request_batch_features(
+    request: PredictRequest, spec: TaskSpec, records: Mapping[str, BatchFeatureRecord]
+) -> dict[str, FeatureValue]:
+    """Every batch feature of the request's entities."""
+    found: dict[str, FeatureValue] = {}
+    for entity in spec.entities:
+        features = [f for f in spec.features if f.entity == entity.name and f.kind == "batch"]
+        if features:
+            entity_id = request.entities.get(entity.key)
+            found.update(batch_features(records, entity.name, entity_id, features, request.ts))
+    return found

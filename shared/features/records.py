@@ -1,6 +1,6 @@
 """The batch feature record on ``rtml.features.batch``.
 
-One record per entity, keyed ``"<kind>:<id>"`` (``restaurant:r001``,
+One record per entity, keyed ``"<entity>:<id>"`` (``restaurant:r001``,
 ``zone:z0``) on the compacted topic, so the newest record of an entity is its
 current batch features. Its ``ts`` is the event time of the newest event the
 job used, which is what a batch feature's freshness is measured from.
@@ -11,6 +11,7 @@ until it joins ``shared/contracts.py``.
 
 from __future__ import annotations
 
+import hashlib
 from typing import ClassVar
 
 from pydantic import Field, ValidationError, field_validator
@@ -22,7 +23,7 @@ class BatchFeatureRecord(Message):
     SCHEMA: ClassVar[str] = "batch_features"
     KEY_FIELD: ClassVar[str] = "entity"
 
-    entity: str = Field(min_length=3, max_length=256, description="<kind>:<id>")
+    entity: str = Field(min_length=3, max_length=256, description="<entity>:<id>")
     names: list[str] = Field(max_length=256)
     values: list[float] = Field(max_length=256)
     # how many events the values were computed from
@@ -41,6 +42,28 @@ class BatchFeatureRecord(Message):
             return self.values[self.names.index(name)]
         except ValueError:
             return None
+
+
+def entity_key(entity: str, entity_id: str) -> str:
+    """How an entity is named where entities share a key space (this topic)."""
+    return f"{entity}:{entity_id}"
+
+
+def batch_record(
+    entity: str, entity_id: str, features: dict[str, float], as_of: float, n_events: int
+) -> BatchFeatureRecord:
+    """The record of an entity's batch features (or static data such as an item table)."""
+    key = entity_key(entity, entity_id)
+    # the same values always get the same id: a re-published record is recognisable
+    digest = hashlib.sha256(repr((key, features, as_of)).encode()).hexdigest()[:32]
+    return BatchFeatureRecord(
+        id=f"batch-{digest}",
+        ts=as_of,
+        entity=key,
+        names=list(features),
+        values=list(features.values()),
+        n_events=n_events,
+    )
 
 
 def decode_batch_record(data: bytes) -> BatchFeatureRecord:

@@ -11,29 +11,27 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rtml.shared.contracts import DOMAIN_EVENTS, Message
-from rtml.shared.features.definitions import (
-    BATCH_FEATURES_OF,
-    CALENDAR,
-    DEFAULTS,
-    ENTITY_OF_KEY_FIELD,
-    STREAMING_FEATURES_OF,
-    WINDOW_OF,
-)
+from rtml.shared.contracts import REGISTRY, Message
+from rtml.shared.features.definitions import CALENDAR
+from rtml.shared.model_metrics import METRICS, metrics_for
 from rtml.shared.tasks.spec import (
     ARM,
+    BATCH_AGGREGATES,
     FEATURE_KINDS,
     OBJECTIVE_PREFIXES,
     REQUEST_KINDS,
     WINDOWED_KINDS,
+    BatchJob,
+    CustomFeatures,
     Feature,
     TaskSpec,
 )
 
 # task names become settings (RTML_ROUTER_POLICY_<TASK>), warehouse partitions and labels
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
-# the holdout metrics the trainer computes (lower is better)
-METRICS = ("mae",)
+# a binary model's prediction is the probability of the positive class: the objective
+# that predicts one (binary:logitraw predicts a margin, binary:hinge a class)
+BINARY_OBJECTIVE = "binary:logistic"
 
 
 @dataclass(frozen=True)
@@ -64,6 +62,8 @@ def check(spec: Any, *, policies: bool = True) -> list[Problem]:
     problems += _features(spec)
     problems += _label(spec)
     problems += _model(spec)
+    if spec.serving is not None and not callable(spec.serving):
+        problems.append(Problem("serving", "is not callable (a factory of a ServingHook)"))
     problems += _router(spec) if policies else []
     return problems
 
@@ -86,8 +86,8 @@ def _events(spec: TaskSpec) -> list[Problem]:
         if not _is_event(event):
             problems.append(Problem(where, f"{event!r} is not a contract class (Message)"))
             continue
-        if event not in DOMAIN_EVENTS:
-            problems.append(Problem(where, f"{event.SCHEMA} is not a domain event of rtml.events"))
+        if event.SCHEMA in REGISTRY:
+            problems.append(Problem(where, f"{event.SCHEMA} is one of rtml's own messages"))
         if event.KEY_FIELD not in keys:
             problems.append(
                 Problem(
@@ -102,44 +102,28 @@ def _events(spec: TaskSpec) -> list[Problem]:
 def _entities(spec: TaskSpec) -> list[Problem]:
     problems: list[Problem] = []
     names: set[str] = set()
+    keys: set[str] = set()
     event_fields = set().union(*(_fields(e) for e in spec.events if _is_event(e)))
     for i, entity in enumerate(spec.entities):
         where = f"entities[{i}] ({entity.name})"
         if entity.name in names:
             problems.append(Problem(where, "declared twice"))
+        if entity.key in keys:
+            problems.append(Problem(f"{where}.key", f"{entity.key!r} keys another entity"))
         names.add(entity.name)
+        keys.add(entity.key)
         if entity.key not in event_fields:
             problems.append(
                 Problem(f"{where}.key", f"{entity.key!r} is a field of none of the task's events")
             )
-        if entity.name not in STREAMING_FEATURES_OF:
-            problems.append(
-                Problem(
-                    f"{where}.name",
-                    f"no feature implementation for entity kind {entity.name!r} (built in: "
-                    f"{', '.join(STREAMING_FEATURES_OF)})",
-                )
-            )
-        elif ENTITY_OF_KEY_FIELD.get(entity.key) != entity.name:
-            problems.append(
-                Problem(
-                    f"{where}.key",
-                    f"the {entity.name} implementation keys its events by "
-                    f"{_key_of(entity.name)!r}, not {entity.key!r}",
-                )
-            )
     return problems
-
-
-def _key_of(kind: str) -> str | None:
-    return next((key for key, name in ENTITY_OF_KEY_FIELD.items() if name == kind), None)
 
 
 def _features(spec: TaskSpec) -> list[Problem]:
     problems: list[Problem] = []
     if not spec.features:
         problems.append(Problem("features", "a task has at least one feature"))
-    entities = {entity.name for entity in spec.entities}
+    keys = {entity.name: entity.key for entity in spec.entities}
     seen: set[str] = set()
     for i, feature in enumerate(spec.features):
         where = f"features[{i}] ({feature.name})"
@@ -171,47 +155,99 @@ def _features(spec: TaskSpec) -> list[Problem]:
             if feature.kind == "calendar" and feature.name not in CALENDAR:
                 problems.append(Problem(where, f"calendar features are {', '.join(CALENDAR)}"))
             continue
-        if feature.entity not in entities:
+        if feature.entity not in keys:
             problems.append(
                 Problem(
                     f"{where}.entity",
                     f"{feature.entity!r} is none of the task's entities "
-                    f"({', '.join(sorted(entities)) or 'none declared'})",
+                    f"({', '.join(sorted(keys)) or 'none declared'})",
                 )
             )
             continue
-        problems += _implemented(where, feature)
+        problems += _computation(where, feature, keys[feature.entity], spec)
     return problems
 
 
-def _implemented(where: str, feature: Feature) -> list[Problem]:
-    """The hook: an entity feature is one its kind's implementation computes, with the
-    same window and cold-start value (see shared/tasks/spec.py)."""
-    entity, name = feature.entity, feature.name
-    table = BATCH_FEATURES_OF if feature.kind == "batch" else STREAMING_FEATURES_OF
-    if name not in table.get(entity, ()):  # type: ignore[call-overload]
-        source = "batch job" if feature.kind == "batch" else "streaming state"
-        return [Problem(where, f"the {entity} {source} computes no feature {name!r}")]
+def _computation(where: str, feature: Feature, key: str, spec: TaskSpec) -> list[Problem]:
+    """What an entity feature is computed from: the fields its kind needs, and events
+    of the task that reach its entity."""
+    kind, problems = feature.kind, []
+    if kind == "custom":
+        custom = feature.custom
+        if not isinstance(custom, CustomFeatures):
+            return [Problem(f"{where}.custom", "a custom feature names its CustomFeatures")]
+        if feature.name not in custom.names:
+            problems.append(Problem(where, f"not one of its CustomFeatures' names {custom.names}"))
+        for name in ("state", "reference"):
+            if not callable(getattr(custom, name)):
+                problems.append(Problem(f"{where}.custom.{name}", "is not callable"))
+        if not 0 <= custom.lookback_s < math.inf:
+            problems.append(Problem(f"{where}.custom.lookback_s", "is not >= 0 seconds"))
+        return problems + _keyed(f"{where}.custom.events", custom.events, key, spec)
+    if kind == "batch":
+        if isinstance(feature.custom, BatchJob):
+            if not callable(feature.custom.compute):
+                problems.append(Problem(f"{where}.custom.compute", "is not callable"))
+            return problems
+        if feature.aggregate not in BATCH_AGGREGATES:
+            problems.append(
+                Problem(
+                    f"{where}.aggregate",
+                    f"{feature.aggregate!r} is not one of {BATCH_AGGREGATES} "
+                    "(or custom=BatchJob(...))",
+                )
+            )
+        problems += _events_with(f"{where}.events", feature.events, key, spec)
+        if feature.aggregate != "count" and not callable(feature.value):
+            problems.append(Problem(f"{where}.value", f"a {feature.aggregate} needs a value"))
+        return problems
+    problems += _keyed(f"{where}.events", feature.events, key, spec)
+    if kind in ("mean", "latest") and not callable(feature.value):
+        problems.append(Problem(f"{where}.value", f"a {kind} needs a value(event) function"))
+    if kind == "latest" and (not isinstance(feature.rank, int) or feature.rank < 1):
+        problems.append(Problem(f"{where}.rank", f"{feature.rank!r} is not a rank >= 1"))
+    if kind == "span":
+        problems += _keyed(f"{where}.closes", feature.closes, key, spec)
+        problems += [
+            Problem(f"{where}.span_key", f"{event.SCHEMA} has no field {feature.span_key!r}")
+            for event in (*feature.events, *feature.closes)
+            if _is_event(event) and feature.span_key not in _fields(event)
+        ]
+        if not 0 < feature.max_open_s < math.inf:
+            problems.append(Problem(f"{where}.max_open_s", "is not > 0 seconds"))
+    return problems
+
+
+def _events_with(
+    where: str, events: tuple[Any, ...], field_name: str, spec: TaskSpec
+) -> list[Problem]:
+    """``events`` is not empty, and each is an event of the task with ``field_name``."""
+    if not events:
+        return [Problem(where, "names no event")]
     problems = []
-    # a missing window is reported by the caller
-    windowed = feature.kind in WINDOWED_KINDS and feature.window_s is not None
-    if windowed and WINDOW_OF.get(name) != feature.window_s:
-        problems.append(
-            Problem(
-                f"{where}.window_s",
-                f"{feature.window_s!r}, but the {entity} implementation looks back "
-                f"{WINDOW_OF.get(name)!r} s",
-            )
-        )
-    if DEFAULTS.get(name) != feature.default:
-        problems.append(
-            Problem(
-                f"{where}.default",
-                f"{feature.default!r}, but the {entity} implementation defaults to "
-                f"{DEFAULTS.get(name)!r}",
-            )
-        )
+    for i, event in enumerate(events):
+        if not _is_event(event) or event not in spec.events:
+            problems.append(Problem(f"{where}[{i}]", f"{event!r} is not one of the task's events"))
+        elif field_name not in _fields(event):
+            problems.append(Problem(f"{where}[{i}]", f"{event.SCHEMA} has no field {field_name!r}"))
     return problems
+
+
+def _keyed(where: str, events: tuple[Any, ...], key: str, spec: TaskSpec) -> list[Problem]:
+    """``_events_with``, and each event is keyed on rtml.events by the entity's key: the
+    streaming state of an entity sees only the events of its partition."""
+    problems = _events_with(where, events, key, spec)
+    if problems:
+        return problems
+    return [
+        Problem(
+            f"{where}[{i}]",
+            f"{event.SCHEMA} is keyed by {event.KEY_FIELD!r}, not the entity's {key!r}: "
+            "the entity's state never sees it",
+        )
+        for i, event in enumerate(events)
+        if event.KEY_FIELD != key
+    ]
 
 
 def _label(spec: TaskSpec) -> list[Problem]:
@@ -262,8 +298,15 @@ def _model(spec: TaskSpec) -> list[Problem]:
                 f"{model.objective!r} is not a {model.kind} objective ({' or '.join(prefixes)}...)",
             )
         )
-    if model.metric not in METRICS:
-        problems.append(Problem("model.metric", f"{model.metric!r} is not one of {METRICS}"))
+    elif model.kind == "binary" and model.objective != BINARY_OBJECTIVE:
+        problems.append(
+            Problem(
+                "model.objective",
+                f"{model.objective!r} does not predict a probability; a binary model "
+                f"is fitted with {BINARY_OBJECTIVE}",
+            )
+        )
+    problems += _metric(model.kind, model.metric)
     names = set(spec.feature_names)
     for i, name in enumerate(model.drift_features):
         if name not in names:
@@ -271,6 +314,20 @@ def _model(spec: TaskSpec) -> list[Problem]:
                 Problem(f"model.drift_features[{i}]", f"{name!r} is not a feature of the task")
             )
     return problems
+
+
+def _metric(kind: str, metric: str) -> list[Problem]:
+    if metric not in METRICS:
+        return [Problem("model.metric", f"{metric!r} is not one of {tuple(METRICS)}")]
+    if kind not in METRICS[metric].kinds and kind in OBJECTIVE_PREFIXES:
+        fitting = metrics_for(kind)
+        known = (
+            f"one of {fitting}"
+            if fitting
+            else "none yet: the trainer fits regression and binary models"
+        )
+        return [Problem("model.metric", f"{metric!r} does not judge a {kind} model ({known})")]
+    return []
 
 
 def _router(spec: TaskSpec) -> list[Problem]:

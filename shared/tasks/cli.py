@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rtml.shared.model_metrics import METRICS
 from rtml.shared.tasks.registry import InvalidTasks, UnknownTask, load_registry, tasks
 from rtml.shared.tasks.spec import TaskSpec
 
@@ -76,8 +77,9 @@ def describe(spec: TaskSpec) -> str:
         lines.append(f"    {feature.name}: {feature.kind} of {where}{window_text}{default}")
     lines += [
         f"  label:    {label.event.SCHEMA} on {join}, within {window}; none: {missing}",
-        f"  model:    {model.kind}, {model.objective}, kept by {model.metric}; drift watches "
-        f"{', '.join(model.drift_features) or 'the error only'}",
+        f"  model:    {model.kind}, {model.objective}, kept by {model.metric} "
+        f"({'higher' if METRICS[model.metric].higher_is_better else 'lower'} is better); "
+        f"drift watches {', '.join(model.drift_features) or 'the error only'}",
         f"  router:   {router.policy}"
         + ("" if router.items is None else f" (or over {router.items.count} items)"),
     ]

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, Mapping
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib.metadata import entry_points
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from rtml.shared.contracts import REGISTRY, Message
+from rtml.shared.features.catalog import CatalogError, EntityFeatures, entity_catalog
 from rtml.shared.tasks.check import Problem, check
 from rtml.shared.tasks.spec import TaskSpec
 
@@ -76,6 +78,20 @@ class TaskRegistry(Mapping[str, TaskSpec]):
     def names(self) -> tuple[str, ...]:
         return tuple(self._specs)
 
+    @cached_property
+    def events(self) -> tuple[type[Message], ...]:
+        """Every domain event of the loaded tasks: what ``rtml.events`` may carry."""
+        return tuple(dict.fromkeys(e for spec in self._specs.values() for e in spec.events))
+
+    @cached_property
+    def event_schemas(self) -> dict[str, type[Message]]:
+        return {event.SCHEMA: event for event in self.events}
+
+    @cached_property
+    def entities(self) -> dict[str, EntityFeatures]:
+        """Every entity of the loaded tasks with the union of their features of it."""
+        return entity_catalog(self._specs.values())
+
     def labelled_by(self, schema: str) -> TaskSpec | None:
         """The task whose label is the event ``schema``, if any."""
         return next((s for s in self._specs.values() if s.label.event.SCHEMA == schema), None)
@@ -132,9 +148,34 @@ def load_registry(sources: list[str] | None = None, *, policies: bool = True) ->
             already = f"{spec.label.event.SCHEMA} already labels {other}"
             problems.append((source, Problem("label.event", already)))
         specs[spec.name] = spec
+    problems += _schema_conflicts(specs)
+    if not problems:
+        try:  # two tasks that share an entity must agree on it
+            entity_catalog(specs.values())
+        except CatalogError as exc:
+            problems.append((",".join(sources), Problem("entities", str(exc))))
     if problems:
         raise InvalidTasks(problems)
     return TaskRegistry(specs)
+
+
+def _schema_conflicts(specs: Mapping[str, TaskSpec]) -> list[tuple[str, Problem]]:
+    """Event schema names are one namespace on rtml.events: a name means one class."""
+    owner: dict[str, tuple[type[Message], str]] = {
+        schema: (kind, "rtml") for schema, kind in REGISTRY.items()
+    }
+    problems = []
+    for spec in specs.values():
+        for i, event in enumerate(spec.events):
+            kind, task = owner.setdefault(event.SCHEMA, (event, spec.name))
+            if kind is not event:
+                problems.append(
+                    (
+                        spec.name,
+                        Problem(f"events[{i}]", f"schema {event.SCHEMA!r} is already {task}'s"),
+                    )
+                )
+    return problems
 
 
 @lru_cache(maxsize=1)
@@ -142,6 +183,21 @@ def tasks() -> TaskRegistry:
     """This process's tasks, loaded on first use (``tasks.cache_clear()`` reloads);
     ``rtml tasks check`` checks the router policies too."""
     return load_registry(policies=False)
+
+
+def served_task(configured: str | None, variable: str) -> str:
+    """The task of a process that serves one: ``configured`` (the setting ``variable``),
+    else the only loaded task; with several loaded and none configured, a ValueError
+    that names the setting and the choices."""
+    if configured is not None:
+        return configured
+    names = tasks().names
+    if len(names) == 1:
+        return names[0]
+    raise ValueError(
+        f"{variable} is not set and {len(names)} tasks are loaded: set it to one of "
+        f"{', '.join(names)}"
+    )
 
 
 def task_spec(name: str) -> TaskSpec:

@@ -7,9 +7,10 @@ import time
 import urllib.request
 
 from rtml.shared import topics
-from rtml.shared.contracts import OrderPlaced, PredictRequest, encode
+from rtml.shared.contracts import PredictRequest, encode
 from rtml.shared.settings import Settings
 
+from rtml.tasks.eta.events import OrderPlaced
 from tests.abuse.consumers import dead_letters_of, produce_frames
 from tests.abuse.frames import hostile_frames
 from tests.helpers import read_topic

@@ -24,10 +24,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
-from rtml.shared.contracts import DOMAIN_EVENTS, PredictRequest
+from rtml.shared.contracts import PredictRequest
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.kafka import ensure_topics
 from rtml.shared.settings import Settings
+from rtml.shared.tasks.registry import tasks
 
 from tests.abuse.frames import EXAMPLES, msgpack_values
 from tests.helpers import metric, service_process
@@ -92,7 +93,7 @@ def test_openapi_document_is_valid_and_made_from_the_contracts(ingestion: Ingest
     validate(document)
     assert len(list(schemathesis.openapi.from_dict(document).get_all_operations())) == 5
     components = document["components"]["schemas"]
-    for kind in (*DOMAIN_EVENTS, PredictRequest):
+    for kind in (*tasks().events, PredictRequest):
         declared = set(kind.model_fields) - {"received_at"}
         schema = components["PredictBody" if kind is PredictRequest else kind.__name__]
         assert declared <= set(schema["properties"]), kind.__name__
@@ -147,7 +148,7 @@ json_values = st.recursive(
 )
 event_like = st.builds(
     lambda schema, fields: {"schema": schema, **fields},
-    st.sampled_from([k.SCHEMA for k in DOMAIN_EVENTS] + ["", "predict_request", "x" * 2000]),
+    st.sampled_from([k.SCHEMA for k in tasks().events] + ["", "predict_request", "x" * 2000]),
     st.dictionaries(st.sampled_from(["ts", "id", "order_id", "n_items", "version"]), json_values),
 )
 hostile_text = st.sampled_from(

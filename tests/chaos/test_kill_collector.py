@@ -25,12 +25,13 @@ from aiokafka import TopicPartition
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from rtml.services.collector.join import JoinConfig, JoinState
 from rtml.shared import topics
-from rtml.shared.contracts import Message, OrderDelivered, Prediction, Reward
+from rtml.shared.contracts import Message, Prediction, Reward
 from rtml.shared.embedded_broker import EmbeddedBroker
 from rtml.shared.kafka import read_all, start_consumer
 from rtml.shared.settings import Settings
 from rtml.shared.warehouse import Warehouse
 
+from rtml.tasks.eta.events import OrderDelivered
 from tests.chaos.conftest import CHAOS_TIMEOUT_S, ChaosSetting, PacedStream, kill_points
 from tests.helpers import read_topic
 from tests.integration.test_collector import (

@@ -37,6 +37,12 @@ HTTP_FRONTENDS = {"ingestion", "dashboard"}
 NOT_PARTITION_BOUND = {"ingestion", "dashboard"}
 # Consumer services that production scales out (replicas > 1, with a PDB).
 SCALED_IN_PROD = {"features", "collector"}
+# Services of the request-driven wiring, deployed by components/request-wiring: by
+# the overlays that include it, and only beside a single features worker.
+REQUEST_WIRING = {"gateway"}
+REQUEST_WIRING_COMPONENT = "request-wiring"
+# Components an operator may add to the prod overlay (each is rendered with it).
+PROD_COMPONENTS = ("kafka-ca", "monitoring")
 
 # Objects an overlay expects to exist in the cluster, created outside the manifests.
 EXTERNAL: dict[str, set[tuple[str, str]]] = {
@@ -44,7 +50,13 @@ EXTERNAL: dict[str, set[tuple[str, str]]] = {
     "prod": {("Secret", "rtml-secrets")},
     "prod+kafka-ca": {("Secret", "rtml-secrets"), ("Secret", "rtml-kafka-ca")},
     "prod+monitoring": {("Secret", "rtml-secrets")},
+    # the Strimzi operator creates the cluster CA's Secret for the Kafka "rtml"
+    "prod-strimzi": {("Secret", "rtml-secrets"), ("Secret", "rtml-cluster-ca-cert")},
 }
+
+# Custom resources are validated against the CRDs of their operator, kept here
+# (the Kubernetes schemas know only the built-in kinds).
+CRDS = Path(__file__).resolve().parent / "crds"
 
 # Kubernetes versions every object must validate against: the oldest still
 # maintained by managed offerings we target, and the newest schema bundled.
@@ -127,9 +139,28 @@ def render_targets() -> dict[str, tuple[Path, tuple[Path, ...]]]:
     targets: dict[str, tuple[Path, tuple[Path, ...]]] = {
         p.name: (p, ()) for p in sorted(OVERLAYS.iterdir()) if (p / "kustomization.yaml").exists()
     }
-    for component in sorted(COMPONENTS.iterdir()) if COMPONENTS.exists() else []:
-        targets[f"prod+{component.name}"] = (OVERLAYS / "prod", (component,))
+    for component in PROD_COMPONENTS:
+        targets[f"prod+{component}"] = (OVERLAYS / "prod", (COMPONENTS / component,))
     return targets
+
+
+def is_prod(target: str) -> bool:
+    return target.startswith("prod")
+
+
+def components_of(target: str) -> set[str]:
+    """The components a target renders with: its overlay's own and the ones added."""
+    overlay, added = render_targets()[target]
+    listed = yaml.safe_load((overlay / "kustomization.yaml").read_text()).get("components", [])
+    return {Path(c).name for c in listed} | {c.name for c in added}
+
+
+def services_deployed_by(target: str) -> set[str]:
+    """The services a target must deploy: every one, less the request-driven wiring's
+    unless the target includes its component."""
+    if REQUEST_WIRING_COMPONENT in components_of(target):
+        return deployable_services()
+    return deployable_services() - REQUEST_WIRING
 
 
 def kustomize_build(kubectl_path: str, path: Path) -> str:
@@ -153,60 +184,6 @@ def render(kubectl_path: str, target: tuple[Path, tuple[Path, ...]]) -> list[dic
             Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
             text = kustomize_build(kubectl_path, Path(tmp))
     return [doc for doc in yaml.safe_load_all(text) if doc]
-
-
-# --------------------------------------------------------- custom resources --
-
-# the CRDs of the custom resources the manifests use, vendored (crds/README.md)
-CRDS = Path(__file__).resolve().parent / "crds"
-
-
-@functools.lru_cache(maxsize=1)
-def custom_resource_schemas() -> dict[tuple[str, str], dict]:
-    """(apiVersion, kind) -> the openAPIV3Schema of that version of the CRD."""
-    schemas = {}
-    for path in sorted(CRDS.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-        for version in crd["spec"]["versions"]:
-            schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
-    return schemas
-
-
-def strict(schema: dict) -> dict:
-    """``schema`` with unknown fields refused wherever it lists the known ones, as
-    kubernetes-validate's strict mode does for built-in kinds (the API server would
-    silently drop a misspelt field)."""
-    out = dict(schema)
-    if "properties" in schema:
-        out["properties"] = {name: strict(sub) for name, sub in schema["properties"].items()}
-        if "additionalProperties" not in schema and not schema.get(
-            "x-kubernetes-preserve-unknown-fields"
-        ):
-            out["additionalProperties"] = False
-    if isinstance(schema.get("additionalProperties"), dict):
-        out["additionalProperties"] = strict(schema["additionalProperties"])
-    if "items" in schema:
-        out["items"] = strict(schema["items"])
-    for combinator in ("anyOf", "allOf", "oneOf"):
-        if combinator in schema:
-            out[combinator] = [strict(sub) for sub in schema[combinator]]
-    return out
-
-
-def custom_resource_errors(obj: dict) -> list[str] | None:
-    """What is wrong with a custom resource against its vendored CRD; None for a kind
-    that is not one of them."""
-    schema = custom_resource_schemas().get((obj.get("apiVersion", ""), obj.get("kind", "")))
-    if schema is None:
-        return None
-    jsonschema = import_or_missing("jsonschema", "jsonschema")
-    validator = jsonschema.Draft7Validator(strict(schema))
-    return [
-        f"{obj['kind']}/{obj['metadata']['name']} at "
-        f"{'/'.join(str(p) for p in error.absolute_path) or '/'}: {error.message}"
-        for error in validator.iter_errors(obj)
-    ]
 
 
 # ------------------------------------------------------------ object access --
@@ -242,6 +219,12 @@ def pod_template_labels(workload: dict) -> dict[str, str]:
     if workload["kind"] == "CronJob":
         return workload["spec"]["jobTemplate"]["spec"]["template"]["metadata"].get("labels", {})
     return workload["spec"]["template"]["metadata"].get("labels", {})
+
+
+def pod_template(workload: dict) -> dict:
+    if workload["kind"] == "CronJob":
+        return workload["spec"]["jobTemplate"]["spec"]["template"]
+    return workload["spec"]["template"]
 
 
 def pod_annotations(workload: dict) -> dict[str, str]:
@@ -303,3 +286,57 @@ def quantity(value: str | int | float) -> float:
 def base_resources() -> list[str]:
     kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
     return list(kustomization.get("resources", []))
+
+
+def is_rtml(obj: dict) -> bool:
+    return obj["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "rtml"
+
+
+# --------------------------------------------------------- custom resources --
+
+
+@functools.lru_cache(maxsize=1)
+def crd_schemas() -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> the openAPIV3Schema of every CRD under CRDS, made strict:
+    an object schema that lists its properties refuses others, as the API server
+    does with strict field validation (unless the CRD keeps unknown fields)."""
+    schemas = {}
+    for path in sorted(CRDS.rglob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            if version.get("served"):
+                schema = _strict(version["schema"]["openAPIV3Schema"])
+                schemas[(f"{group}/{version['name']}", kind)] = schema
+    return schemas
+
+
+def _strict(schema: object) -> object:
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items()}
+    if (
+        "properties" in strict
+        and "additionalProperties" not in strict
+        and not strict.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        strict["additionalProperties"] = False
+    return strict
+
+
+def validate_custom_resource(obj: dict) -> list[str]:
+    """Problems of a custom resource against its CRD's schema (metadata is the API
+    server's, not the CRD's, to check)."""
+    import jsonschema
+
+    schema = crd_schemas()[(obj["apiVersion"], obj["kind"])]
+    body = {key: value for key, value in obj.items() if key != "metadata"}
+    properties = {k: v for k, v in schema.get("properties", {}).items() if k != "metadata"}
+    validator = jsonschema.Draft7Validator({**schema, "properties": properties})
+    return [
+        f"{obj['kind']}/{obj['metadata']['name']} at {'/'.join(map(str, e.path)) or '/'}: "
+        f"{e.message}"
+        for e in validator.iter_errors(body)
+    ]

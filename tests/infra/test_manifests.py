@@ -12,6 +12,15 @@ import yaml
 from tests.infra import k8s
 
 TARGETS = list(k8s.render_targets())
+PROD_TARGETS = [target for target in TARGETS if k8s.is_prod(target)]
+
+
+def settings_of(objects: list[dict]):
+    """The Settings every rtml pod of a rendering gets from its ConfigMap."""
+    from rtml.shared.settings import Settings
+
+    data = k8s.config_data(objects)
+    return Settings.model_validate({k.removeprefix("RTML_").lower(): v for k, v in data.items()})
 
 
 # ------------------------------------------------------ render and validate --
@@ -28,11 +37,10 @@ def test_renders_and_validates_against_kubernetes_schemas(rendered, target):
     assert supported, f"kubernetes-validate bundles no schema >= {k8s.MIN_KUBERNETES}"
     versions = sorted({supported[0], supported[-1]})
     errors = []
+    custom = k8s.crd_schemas()
     for obj in objects:
-        custom = k8s.custom_resource_errors(obj)
-        if custom is not None:  # a custom resource: its CRD's schema, not Kubernetes'
-            errors.extend(custom)
-            continue
+        if (obj["apiVersion"], obj["kind"]) in custom:
+            continue  # test_custom_resources_validate_against_their_crds
         for version in versions:
             try:
                 kubernetes_validate.validate(obj, version, strict=True)
@@ -59,7 +67,7 @@ def test_base_renders(kubectl):
 
 def test_every_service_has_a_base_manifest_listed_in_the_kustomization():
     listed = k8s.base_resources()
-    for name in sorted(k8s.deployable_services()):
+    for name in sorted(k8s.deployable_services() - k8s.REQUEST_WIRING):
         assert (k8s.BASE / f"{name}.yaml").is_file(), (
             f"services/{name} has a __main__.py but no infra/k8s/base/{name}.yaml "
             "(docs/DEPLOY.md 'Adding a service'; or list it in NOT_DEPLOYMENTS with the reason)"
@@ -67,6 +75,10 @@ def test_every_service_has_a_base_manifest_listed_in_the_kustomization():
         assert f"{name}.yaml" in listed, (
             f"infra/k8s/base/kustomization.yaml does not list {name}.yaml"
         )
+    component = k8s.COMPONENTS / k8s.REQUEST_WIRING_COMPONENT
+    listed = yaml.safe_load((component / "kustomization.yaml").read_text())["resources"]
+    for name in sorted(k8s.REQUEST_WIRING):
+        assert f"{name}.yaml" in listed and (component / f"{name}.yaml").is_file(), name
 
 
 def test_exclusions_are_real_folders_and_documented(root):
@@ -79,10 +91,12 @@ def test_exclusions_are_real_folders_and_documented(root):
 @pytest.mark.parametrize("target", TARGETS)
 def test_services_and_deployments_match_both_ways(rendered, target):
     deployments = k8s.rtml_service_deployments(rendered[target])
-    expected = k8s.deployable_services()
+    expected = k8s.services_deployed_by(target)
     assert "ingestion" in expected
     missing = expected - set(deployments)
     assert not missing, f"{target}: no Deployment for services {sorted(missing)}"
+    unexpected = set(deployments) - expected
+    assert not unexpected, f"{target}: {sorted(unexpected)} deployed without their component"
     for name, deployment in deployments.items():
         (container,) = k8s.pod_spec(deployment)["containers"]
         module = k8s.container_module(container)
@@ -301,8 +315,9 @@ def test_every_container_has_requests_limits_and_runs_unprivileged(rendered, tar
             assert security.get("allowPrivilegeEscalation") is False, name
 
 
-def test_prod_replicas_stay_within_partitions_with_disruption_budgets(rendered):
-    objects = rendered["prod"]
+@pytest.mark.parametrize("target", PROD_TARGETS)
+def test_prod_replicas_stay_within_partitions_with_disruption_budgets(rendered, target):
+    objects = rendered[target]
     partitions = int(k8s.config_data(objects)["RTML_PARTITIONS"])
     budgets = k8s.by_kind(objects, "PodDisruptionBudget")
     deployments = k8s.rtml_service_deployments(objects)
@@ -389,3 +404,190 @@ def test_dev_runs_services_under_the_reloader(rendered, root):
                 assert "devreload" not in " ".join(
                     k8s.pod_spec(deployment)["containers"][0]["command"]
                 )
+
+
+# ------------------------------------------------------------------ hardening --
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_pods_mount_no_api_token_and_rtml_runs_as_its_own_account(rendered, target):
+    objects = rendered[target]
+    accounts = k8s.by_kind(objects, "ServiceAccount")
+    for name, workload in k8s.workloads(objects).items():
+        spec = k8s.pod_spec(workload)
+        assert spec.get("automountServiceAccountToken") is False, f"{target}: {name} mounts a token"
+        if k8s.is_rtml(workload):
+            account = spec.get("serviceAccountName")
+            assert account in accounts, f"{target}: {name} runs as {account!r}, not an rtml account"
+            assert accounts[account].get("automountServiceAccountToken") is False, account
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_root_filesystems_are_read_only_with_a_writable_tmp(rendered, target):
+    for name, workload in k8s.workloads(rendered[target]).items():
+        if not k8s.is_rtml(workload):
+            continue
+        # dev services only: Tilt's live_update writes the synced code into /app
+        live_updated = (
+            target == "dev" and workload in k8s.rtml_service_deployments(rendered[target]).values()
+        )
+        for container in k8s.containers(workload):
+            read_only = container.get("securityContext", {}).get("readOnlyRootFilesystem")
+            assert read_only is (not live_updated), f"{target}: {name} readOnlyRootFilesystem"
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            volumes = {v["name"]: v for v in k8s.pod_spec(workload)["volumes"]}
+            # the temp dir: faust's data directory, the doorbell's socket, libraries' caches
+            assert "emptyDir" in volumes[mounts["/tmp"]], f"{target}: {name} has no writable /tmp"
+
+
+@pytest.mark.parametrize("target", PROD_TARGETS)
+def test_replicated_workers_spread_over_nodes_and_zones(rendered, target):
+    for name, deployment in k8s.rtml_service_deployments(rendered[target]).items():
+        if deployment["spec"].get("replicas", 1) < 2:
+            continue
+        constraints = k8s.pod_spec(deployment).get("topologySpreadConstraints", [])
+        keys = {c["topologyKey"] for c in constraints}
+        assert {"kubernetes.io/hostname", "topology.kubernetes.io/zone"} <= keys, (
+            f"{target}: {name} has {deployment['spec']['replicas']} replicas spread by {keys}"
+        )
+        labels = k8s.pod_template_labels(deployment)
+        for constraint in constraints:
+            own = {key: labels.get(key) for key in constraint.get("matchLabelKeys", [])}
+            own.pop("pod-template-hash", None)  # set by the ReplicaSet, not in the template
+            selector = {**constraint["labelSelector"]["matchLabels"], **own}
+            assert selector.get("app.kubernetes.io/name") == name and k8s.selector_matches(
+                selector, labels
+            ), f"{target}: {name} spreads {selector}, not its own pods"
+            assert constraint["maxSkew"] == 1, name
+
+
+@pytest.mark.parametrize("target", PROD_TARGETS)
+def test_prod_topics_are_replicated_for_a_three_broker_cluster(rendered, target):
+    settings = settings_of(rendered[target])
+    assert settings.replication_factor >= 3, "one lost broker must lose no data"
+    insync = settings.min_insync_replicas
+    assert insync is not None and 2 <= insync < settings.replication_factor, (
+        "acks=all writes must need 2 replicas and survive one broker down"
+    )
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_no_gateway_beside_replicated_features_workers(rendered, target):
+    deployments = k8s.rtml_service_deployments(rendered[target])
+    if "gateway" in deployments:
+        replicas = deployments["features"]["spec"].get("replicas", 1)
+        assert replicas == 1, (
+            f"{target}: the gateway's /v1/enrich lookups cannot reach the other "
+            f"{replicas - 1} features workers (components/request-wiring)"
+        )
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_batch_jobs_run_rtml_batch_commands_on_a_schedule(rendered, target):
+    import tomllib
+
+    from rtml.cli import main as cli
+
+    scripts = tomllib.loads((k8s.ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    commands = []
+    for name, cronjob in k8s.by_kind(rendered[target], "CronJob").items():
+        assert len(cronjob["spec"]["schedule"].split()) == 5, f"{name}: not a cron schedule"
+        assert cronjob["spec"]["concurrencyPolicy"] == "Forbid", f"{name}: runs may overlap"
+        (container,) = k8s.pod_spec(cronjob)["containers"]
+        program, group, command, *args = container["command"]
+        assert program in scripts, container["command"]
+        # the arguments parse as the command's own (click raises on an unknown one)
+        cli.commands[group].commands[command].make_context(command, list(args))  # type: ignore[attr-defined]
+        commands.append((group, command))
+    assert sorted(commands) == [("batch", "features"), ("batch", "predict")], commands
+
+
+# ---------------------------------------------------------------- Strimzi --
+
+
+def test_custom_resources_validate_against_their_crds(rendered):
+    k8s.import_or_missing("jsonschema", "kubernetes-validate")
+    validated, errors = 0, []
+    for target, objects in rendered.items():
+        for obj in objects:
+            if (obj["apiVersion"], obj["kind"]) in k8s.crd_schemas():
+                errors += [f"{target}: {e}" for e in k8s.validate_custom_resource(obj)]
+                validated += 1
+    assert validated, "no custom resource was rendered"
+    assert not errors, "\n".join(errors)
+
+
+def test_crd_validation_refuses_a_misspelt_field(rendered):
+    k8s.import_or_missing("jsonschema", "kubernetes-validate")
+    (kafka,) = k8s.by_kind(rendered["prod-strimzi"], "Kafka").values()
+    listener = {**kafka["spec"]["kafka"]["listeners"][0], "tsl": True}
+    typo = {**kafka, "spec": {**kafka["spec"], "kafka": {**kafka["spec"]["kafka"],
+                                                          "listeners": [listener]}}}  # fmt: skip
+    assert any("'tsl' was unexpected" in e for e in k8s.validate_custom_resource(typo))
+
+
+def test_strimzi_topics_are_the_registry_replicated_as_configured(rendered):
+    from rtml.shared import topics
+
+    objects = rendered["prod-strimzi"]
+    settings = settings_of(objects)
+    (kafka,) = k8s.by_kind(objects, "Kafka")  # its name
+    declared = k8s.by_kind(objects, "KafkaTopic")
+    assert set(declared) == {topic.name for topic in topics.ALL}
+    for topic in topics.ALL:
+        resource = declared[topic.name]
+        assert resource["metadata"]["labels"]["strimzi.io/cluster"] == kafka, topic.name
+        spec = resource["spec"]
+        assert spec["partitions"] == topics.partitions_of(topic, settings.partitions), topic.name
+        assert spec["replicas"] == settings.replication_factor, topic.name
+        config = {key: str(value) for key, value in spec.get("config", {}).items()}
+        assert config == topics.configs_of(topic, settings.min_insync_replicas), topic.name
+
+
+def test_strimzi_kafka_serves_what_the_services_connect_with(rendered):
+    objects = rendered["prod-strimzi"]
+    data, settings = k8s.config_data(objects), settings_of(objects)
+    ((name, kafka),) = k8s.by_kind(objects, "Kafka").items()
+    host, port = settings.kafka_bootstrap.split(":")
+    assert host == f"{name}-kafka-bootstrap", "the operator's bootstrap Service"
+    (listener,) = [x for x in kafka["spec"]["kafka"]["listeners"] if x["port"] == int(port)]
+    assert listener["type"] == "internal" and listener["tls"] is True
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert listener["authentication"]["type"] == "scram-sha-512"
+    assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+    config = kafka["spec"]["kafka"]["config"]
+    assert config["min.insync.replicas"] == settings.min_insync_replicas
+    assert config["default.replication.factor"] == settings.replication_factor
+    brokers = sum(
+        pool["spec"]["replicas"]
+        for pool in k8s.by_kind(objects, "KafkaNodePool").values()
+        if pool["metadata"]["labels"]["strimzi.io/cluster"] == name
+        and "broker" in pool["spec"]["roles"]
+    )
+    assert brokers >= settings.replication_factor
+
+    # TLS: every rtml pod trusts the operator's cluster CA, where the setting says
+    ca_dir, ca_file = data["RTML_KAFKA_SSL_CAFILE"].rsplit("/", 1)
+    assert ca_file == "ca.crt"
+    for workload_name, workload in k8s.workloads(objects).items():
+        if not k8s.is_rtml(workload):
+            continue
+        volumes = {v["name"]: v for v in k8s.pod_spec(workload)["volumes"]}
+        for container in k8s.containers(workload):
+            mount = next(m for m in container["volumeMounts"] if m["mountPath"] == ca_dir)
+            secret = volumes[mount["name"]]["secret"]["secretName"]
+            assert secret == f"{name}-cluster-ca-cert", f"{workload_name} trusts {secret}"
+
+    # SCRAM: the user the services name, its password the key every pod reads
+    (user,) = k8s.by_kind(objects, "KafkaUser").values()
+    assert user["metadata"]["name"] == settings.kafka_sasl_username
+    assert user["metadata"]["labels"]["strimzi.io/cluster"] == name
+    reference = user["spec"]["authentication"]["password"]["valueFrom"]["secretKeyRef"]
+    assert reference == {"name": "rtml-secrets", "key": "RTML_KAFKA_SASL_PASSWORD"}
+    prefixes = [
+        acl["resource"]["name"]
+        for acl in user["spec"]["authorization"]["acls"]
+        if acl["resource"]["type"] == "topic" and acl["resource"]["patternType"] == "prefix"
+    ]
+    declared = k8s.by_kind(objects, "KafkaTopic")
+    assert prefixes and all(topic.startswith(tuple(prefixes)) for topic in declared)

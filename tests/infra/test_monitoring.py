@@ -80,7 +80,7 @@ def test_the_dashboard_covers_what_an_operator_watches_and_uses_its_variables():
     assert {
         "rtml_ingest_events_accepted_total", "rtml_predictions_total",
         "rtml_prediction_latency_seconds_bucket", "rtml_consumer_lag", "rtml_dlq_messages_total",
-        "rtml_model_live_abs_error_sum", "rtml_router_arm_p_best", "rtml_ready",
+        "rtml_model_live_error_sum", "rtml_router_arm_p_best", "rtml_ready",
     } <= named  # fmt: skip
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))

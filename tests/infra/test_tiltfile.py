@@ -206,8 +206,7 @@ def _evaluate(kubectl: str) -> Recorded:
     ast = starlark.parse("Tiltfile", path.read_text(), dialect)
     lib = starlark.LibraryExtension
     starlark.eval(module, ast, starlark.Globals.extended_by([lib.Print, lib.StructType]))
-    for name in ("SERVICES", "INGEST_PORT"):
-        rec.globals[name] = module[name]
+    rec.globals["SERVICES"] = module["SERVICES"]
     return rec
 
 
@@ -240,6 +239,14 @@ def _resources(tilt: Recorded) -> dict[str, dict]:
         assert call["name"] not in resources, f"two resources named {call['name']}"
         resources[call["name"]] = {"workload": None, "config": call, "local": True}
     return resources
+
+
+def _runs(entry: dict, *command: str) -> bool:
+    """Whether a resource's workload runs a command that starts with ``command``."""
+    if entry["workload"] is None:
+        return False
+    argv = k8s.pod_spec(entry["workload"])["containers"][0].get("command", [])
+    return tuple(argv[: len(command)]) == command
 
 
 # ------------------------------------------------------------------- tests --
@@ -376,20 +383,44 @@ def test_every_resource_is_labelled_and_its_dependencies_exist(tilt):
         assert topics in deps_of(name), f"{name} must start after the topic job"
 
 
-def test_simulator_is_a_manual_local_resource_against_ingestion(tilt):
+def test_nothing_runs_on_the_host_but_tilt_and_kubectl(tilt):
+    assert not tilt.local_resources, [r["name"] for r in tilt.local_resources]
+
+
+def test_simulator_is_a_manual_job_against_the_ingestion_service(tilt):
     resources = _resources(tilt)
-    (sim,) = [c for c in tilt.local_resources if "simulate" in (c["cmd"] or c["serve_cmd"])]
-    assert sim["trigger_mode"] == TRIGGER_MODE_MANUAL and sim["auto_init"] is False
-    match = re.search(r"\brtml simulate --target http://localhost:(\d+)\b", sim["cmd"])
-    assert match, sim["cmd"]
-    assert "ingestion" in sim["resource_deps"]
-    ingestion = resources["ingestion"]
-    (container,) = k8s.pod_spec(ingestion["workload"])["containers"]
-    forwards = {f["local"]: f["container"] for f in ingestion["config"]["port_forwards"]}
-    assert forwards.get(int(match.group(1))) == k8s.resolve_port(container, "http"), (
-        "the simulator's target must be ingestion's port-forward"
-    )
-    assert int(match.group(1)) == tilt.globals["INGEST_PORT"]
+    (name,) = [n for n, e in resources.items() if _runs(e, "rtml", "simulate")]
+    assert resources[name]["workload"]["kind"] == "Job"
+    config = resources[name]["config"]
+    assert config["trigger_mode"] == TRIGGER_MODE_MANUAL and config["auto_init"] is False
+    assert "ingestion" in config["resource_deps"]
+    (container,) = k8s.pod_spec(resources[name]["workload"])["containers"]
+    assert container["image"] in {b["ref"] for b in tilt.docker_builds}, "the same image"
+    command = container["command"]
+    match = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", command[command.index("--target") + 1])
+    assert match, command
+    service = k8s.by_kind(tilt.yaml_docs, "Service")[match.group(1)]
+    (port,) = [p for p in service["spec"]["ports"] if p["port"] == int(match.group(2))]
+    ingestion = resources["ingestion"]["workload"]
+    assert k8s.selector_matches(service["spec"]["selector"], k8s.pod_template_labels(ingestion))
+    (ingestion_container,) = k8s.pod_spec(ingestion)["containers"]
+    assert k8s.resolve_port(ingestion_container, port["targetPort"]) == k8s.resolve_port(
+        ingestion_container, "http"
+    ), "the simulator's target must be ingestion's HTTP port"
+
+
+def test_batch_cronjobs_are_resources_applied_at_start_and_on_demand(tilt):
+    resources = _resources(tilt)
+    cronjobs = {
+        n: e for n, e in resources.items() if e["workload"] and e["workload"]["kind"] == "CronJob"
+    }
+    assert len(cronjobs) == 2, sorted(cronjobs)
+    (topics,) = [n for n, e in resources.items() if _runs(e, "rtml", "topics")]
+    for name, entry in cronjobs.items():
+        config = entry["config"]
+        # a CronJob has no running pod to live-update: an edit must not rebuild it each time
+        assert config["auto_init"] and config["trigger_mode"] == TRIGGER_MODE_MANUAL, name
+        assert topics in config["resource_deps"], f"{name} must start after the topic job"
 
 
 def test_tiltfile_is_not_the_placeholder():

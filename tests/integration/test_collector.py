@@ -30,21 +30,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rtml.services.collector.store import partition_of
 from rtml.shared import broker_compat, topics
-from rtml.shared.contracts import (
-    DlqRecord,
-    FeatureVector,
-    ItemClicked,
-    Message,
-    OrderDelivered,
-    Prediction,
-    Reward,
-    encode,
-)
+from rtml.shared.contracts import DlqRecord, FeatureVector, Message, Prediction, Reward, encode
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.kafka import client_kwargs, ensure_topics, start_producer
 from rtml.shared.settings import Settings
 from rtml.shared.warehouse import Warehouse
 
+from rtml.tasks.eta.events import OrderDelivered
+from rtml.tasks.recs.events import ItemClicked
 from tests.helpers import read_topic, wait_http
 
 T0 = 1_717_412_400.0

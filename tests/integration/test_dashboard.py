@@ -27,14 +27,11 @@ import pytest
 from playwright.async_api import ConsoleMessage, Page, async_playwright
 from rtml.shared import topics
 from rtml.shared.contracts import (
-    DOMAIN_EVENTS,
     ArmSummary,
     DlqRecord,
     FeatureVector,
     Message,
     ModelAnnouncement,
-    OrderDelivered,
-    OrderPlaced,
     PredictEnriched,
     Prediction,
     PredictRequest,
@@ -45,7 +42,9 @@ from rtml.shared.contracts import (
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.kafka import ensure_topics, start_producer
 from rtml.shared.settings import Settings
+from rtml.shared.tasks.registry import tasks
 
+from rtml.tasks.eta.events import OrderDelivered, OrderPlaced
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from tests.helpers import service_process
 
@@ -401,7 +400,7 @@ async def test_dashboard_shows_the_stack_in_headless_chromium(
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium"
     predictions = produced.of(Prediction)
     examples = produced.of(TrainingExample)
-    events = [m for m in produced.of(Message) if isinstance(m, DOMAIN_EVENTS)]
+    events = [m for m in produced.of(Message) if isinstance(m, tasks().events)]
 
     async with async_playwright() as playwright:
         with tempfile.TemporaryDirectory(prefix="rtml-chromium-") as profile:

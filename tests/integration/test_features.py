@@ -33,7 +33,6 @@ from rtml.shared.contracts import (
     DlqRecord,
     FeatureVector,
     Message,
-    OrderPlaced,
     PredictEnriched,
     PredictRequest,
     decode,
@@ -46,6 +45,7 @@ from rtml.shared.features.reference import ReferenceFeatures
 from rtml.shared.kafka import ensure_topics, start_producer
 from rtml.shared.settings import Settings
 
+from rtml.tasks.eta.events import OrderPlaced
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from rtml.tasks.eta.spec import TASK as ETA
 from rtml.tasks.recs.spec import TASK as RECS

@@ -9,11 +9,12 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 from rtml.shared import topics
-from rtml.shared.contracts import FeatureVector, Message, OrderPlaced, Prediction, encode
+from rtml.shared.contracts import FeatureVector, Message, Prediction, encode
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.kafka import start_producer
 from rtml.shared.settings import Settings
 
+from rtml.tasks.eta.events import OrderPlaced
 from tests.helpers import read_topic, service_process
 
 TOKEN = "s3cret"

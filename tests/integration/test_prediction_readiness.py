@@ -14,12 +14,16 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 from rtml.services.prediction.cli import models
+from rtml.shared import topics
+from rtml.shared.contracts import TrainerStatus, encode
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.kafka import ensure_topics, start_producer
 from rtml.shared.model_announcements import read_announcements, register_and_announce
 from rtml.shared.model_store import ModelStore
 from rtml.shared.settings import Settings, get_settings
 
+from tests.abuse.consumers import produce_frames
+from tests.abuse.frames import hostile_frames
 from tests.helpers import service_process, wait_http
 from tests.unit.test_prediction_handlers import (
     FEATURE_SET,
@@ -88,6 +92,13 @@ def until_scored_by(url: str, version: str, timeout_s: float = 30.0) -> dict:
         time.sleep(0.1)
 
 
+def until_readyz_says(url: str, words: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while words not in (said := json.dumps(get(f"{url}/readyz")[1])):
+        assert time.monotonic() < deadline, f"/readyz never said {words!r}: {said}"
+        time.sleep(0.2)
+
+
 def test_ready_only_with_a_champion_and_again_after_a_restart(
     private_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -100,13 +111,24 @@ def test_ready_only_with_a_champion_and_again_after_a_restart(
         "RTML_PREDICTION_PORT": str(port),
         "RTML_MODEL_STORE": str(store.root),
     }
-    with service_process("rtml.services.prediction", env, f"{url}/healthz"):
+    with service_process("rtml.services.prediction", env, f"{url}/healthz") as process:
         status, body = get(f"{url}/readyz")
         assert status == 503
         assert body["failing"] == {
-            "champion": "no eta champion loaded",
+            "champion": "no eta champion loaded; no word from the trainer about eta yet "
+            "(rtml.trainer.status)",
             "pipeline": "waiting for a champion before consuming",
         }
+        # the trainer's word, after poison on its topic: logged, skipped, still serving
+        status_now = TrainerStatus(ts=1.0, task="eta", phase="collecting", labelled=12, needed=300)
+        asyncio.run(
+            produce_frames(settings, topics.TRAINER_STATUS.name, hostile_frames(status_now))
+        )
+        asyncio.run(
+            produce_frames(settings, topics.TRAINER_STATUS.name, {"eta": encode(status_now)})
+        )
+        until_readyz_says(url, "once 300 requests have their label: 12 so far")
+        assert process.poll() is None
 
         register(settings, store, "v1")
         until_scored_by(url, "v1")

@@ -27,6 +27,7 @@ from rtml.shared.model_announcements import announce, register_and_announce
 from rtml.shared.model_store import ModelStore
 from rtml.shared.settings import Settings
 
+from tests import binary_task
 from tests.helpers import read_topic, service_process
 from tests.unit.test_prediction_handlers import (
     ETA_FEATURES,
@@ -53,12 +54,19 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A broker, a store whose champion v1 is announced, and the service reading both."""
+    """A broker, a store whose eta champion v1 and binary-task champion b1 are announced,
+    and the service reading both."""
     store = ModelStore(tmp_path_factory.mktemp("models"))
-    with EmbeddedBroker(port=free_port()) as broker:
+    with EmbeddedBroker(port=free_port()) as broker, binary_task.loaded() as binary:
         settings = Settings(kafka_port=broker.port)
         v1 = train_booster(seed=1)
         asyncio.run(register_champion(settings, store, v1, "v1"))
+        b1 = train_binary_booster()
+        asyncio.run(
+            register_champion(
+                settings, store, b1, "b1", task=binary.name, feature_set=binary.feature_set
+            )
+        )
         port = free_port()
         env = {
             "RTML_KAFKA_PORT": str(broker.port),
@@ -68,19 +76,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         }
         url = f"http://127.0.0.1:{port}"
         with service_process("rtml.services.prediction", env, f"{url}/readyz"):
-            yield Stack(settings, store, url, {"v1": v1})
+            yield Stack(settings, store, url, {"v1": v1, "b1": b1})
+
+
+def train_binary_booster() -> xgb.Booster:
+    X, y = binary_task.examples(1000, np.random.default_rng(1))
+    names = list(binary_task.TASK.feature_names)
+    params = {"objective": binary_task.TASK.model.objective, "max_depth": 3, "nthread": 1}
+    return xgb.train(params, xgb.DMatrix(X, y, feature_names=names), num_boost_round=20)
 
 
 async def register_champion(
-    settings: Settings, store: ModelStore, booster: xgb.Booster, version: str
+    settings: Settings, store: ModelStore, booster: xgb.Booster, version: str, **registration: str
 ) -> None:
     await ensure_topics(settings)
     producer = await start_producer(settings)
     try:
         record = await register_and_announce(
-            store, producer, booster, version=version, **REGISTRATION
+            store, producer, booster, version=version, **(REGISTRATION | registration)
         )
-        store.set_champion("eta", version)
+        store.set_champion(record.task, version)
         await announce(producer, record, "promoted")
     finally:
         await producer.stop()
@@ -183,6 +198,32 @@ async def test_scores_equal_booster_predict_over_the_topic_and_over_http(stack: 
     assert over_http.model_dump(exclude={"timings_ms"}) == predictions[0].model_dump(
         exclude={"timings_ms"}
     )
+
+
+async def test_a_binary_model_predicts_the_probability_over_the_topic_and_over_http(
+    stack: Stack,
+) -> None:
+    prefix = run_id()
+    vectors = binary_task.vectors(100, np.random.default_rng(12))
+    spec = binary_task.TASK
+    requests = [
+        routed(v, f"{prefix}-b{i}", task=spec.name, feature_set=spec.feature_set,
+               names=spec.feature_names, entities={"restaurant_id": "r1", "order_id": f"o{i}"})
+        for i, v in enumerate(vectors)
+    ]  # fmt: skip
+
+    await send_routed(stack.settings, requests)
+    found = await wait_for_predictions(stack.settings, {r.id for r in requests})
+    status, over_http = await score_over_http(stack.url, requests[0])
+
+    assert sorted(found) == sorted(r.id for r in requests)
+    probabilities = np.array([found[r.id][0].prediction for r in requests], dtype=np.float32)
+    assert ((probabilities > 0) & (probabilities < 1)).all()
+    # the booster's own predict: the probability of the positive class
+    matrix = xgb.DMatrix(vectors, feature_names=list(spec.feature_names))
+    np.testing.assert_array_equal(probabilities, stack.boosters["b1"].predict(matrix))
+    assert {found[r.id][0].model_version for r in requests} == {"b1"}
+    assert status == 200 and over_http["prediction"] == found[requests[0].id][0].prediction
 
 
 async def test_an_unknown_version_falls_back_to_the_champion_and_says_so(stack: Stack) -> None:

@@ -30,14 +30,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 from rtml.shared import topics
-from rtml.shared.contracts import (
-    CourierOnline,
-    Message,
-    OrderPlaced,
-    OrderReady,
-    Prediction,
-    encode,
-)
+from rtml.shared.contracts import Message, Prediction, encode
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.kafka import ensure_topics, start_producer
 from rtml.shared.model_announcements import announce, register_and_announce
@@ -57,6 +50,7 @@ from rtml.shared.timings import (
 
 from rtml.stack import Wiring, services_for
 from rtml.supervisor import Supervised, started
+from rtml.tasks.eta.events import CourierOnline, OrderPlaced, OrderReady
 from rtml.tasks.eta.spec import TASK as ETA
 from tests.helpers import read_topic
 

@@ -2,9 +2,14 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from rtml.services.collector.join import JoinConfig, JoinState
-from rtml.shared.contracts import FeatureVector, ItemClicked, OrderDelivered, Prediction
+from rtml.shared.contracts import FeatureVector, Prediction
+
+from rtml.tasks.eta.events import OrderDelivered, OrderReady
+from rtml.tasks.recs.events import ItemClicked
+from tests import binary_task
 
 T0 = 1_717_412_400.0
 FEATURES = FeatureVector(
@@ -122,3 +127,17 @@ def test_forget_done_keeps_recent_keys() -> None:
     for i in range(5):
         feed(join, [eta_prediction(f"o{i}", T0 + i * 1000), delivered(f"o{i}", T0 + i * 1000, 1)])
     assert join.forget_done() == 4 and set(join.done) == {"eta:o4"}  # horizon: two windows back
+
+
+def test_a_probability_reaches_the_example_and_the_reward_as_predicted() -> None:
+    with binary_task.loaded() as spec:
+        vector = binary_task.feature_vector(np.array([3.0, 12.0, 9.0]))
+        prediction = Prediction(
+            id="req-o7", ts=T0, task=spec.name, entities={"restaurant_id": "r", "order_id": "o7"},
+            request_ts=T0, features=vector, model_version="b1", prediction=0.83,
+        )  # fmt: skip
+        ready = OrderReady(id="ev-o7", ts=T0 + 25 * 60, order_id="o7", restaurant_id="r",
+                           placed_ts=T0)  # fmt: skip
+        [joined] = feed(state(), [prediction, ready])
+    assert (joined.example.prediction, joined.example.label) == (0.83, 1.0)
+    assert joined.reward.reward == pytest.approx(spec.label.reward(0.83, 1.0)) == 0.83

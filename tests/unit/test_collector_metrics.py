@@ -20,8 +20,8 @@ def example(version: str, prediction: float | list[float], label: float, task: s
 
 
 def error_of(version: str, suffix: str, task: str = "eta") -> float | None:
-    labels = {"task": task, "version": version}
-    return REGISTRY.get_sample_value(f"rtml_model_live_abs_error_{suffix}", labels)
+    labels = {"task": task, "version": version, "metric": "mae"}  # eta's model metric
+    return REGISTRY.get_sample_value(f"rtml_model_live_error_{suffix}", labels)
 
 
 async def test_each_versions_absolute_error_until_it_is_retired():

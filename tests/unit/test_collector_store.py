@@ -6,9 +6,11 @@ import pytest
 from rtml.services.collector.join import JoinConfig, JoinState
 from rtml.services.collector.routing import decode_joinable, rekey_event, rekey_prediction
 from rtml.services.collector.store import FLOATS, MESSAGES, PartitionView, partition_of
-from rtml.shared.contracts import CourierOnline, ItemClicked, encode
+from rtml.shared.contracts import encode
 from rtml.shared.errors import ContractError
 
+from rtml.tasks.eta.events import CourierOnline
+from rtml.tasks.recs.events import ItemClicked
 from tests.unit.test_collector_join import T0, delivered, eta_prediction, feed
 
 PARTITIONS = 3

@@ -25,13 +25,14 @@ from rtml.shared.contracts import (
     DlqRecord,
     FeatureVector,
     ModelAnnouncement,
-    OrderPlaced,
     PredictEnriched,
     Prediction,
     PredictRequest,
     RouterState,
     TrainingExample,
 )
+
+from rtml.tasks.eta.events import OrderPlaced
 
 NOW = 1_800_000_000.0  # wall clock
 T0 = 1_717_412_400.0  # event time, as the simulator's clock
@@ -182,7 +183,7 @@ def test_event_clock_maps_wall_time_to_the_event_time_reached_by_then() -> None:
 
 
 def test_redelivered_messages_are_counted_once() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     assert dashboard.observe(prediction(1), NOW)
     assert not dashboard.observe(prediction(1), NOW)
     snapshot = dashboard.snapshot(NOW + 1)
@@ -191,7 +192,7 @@ def test_redelivered_messages_are_counted_once() -> None:
 
 
 def test_rates_are_per_wall_second_over_the_window() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     for second in range(CURRENT_RATE_S):
         for i in range(3):
             dashboard.observe(order(second * 10 + i), NOW - CURRENT_RATE_S + second + 0.5)
@@ -208,7 +209,7 @@ def test_rates_are_per_wall_second_over_the_window() -> None:
 
 
 def test_latency_percentiles_overall_and_per_wall_bucket() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     for i in range(100):
         dashboard.observe(prediction(i, total_ms=float(i + 1)), NOW - 7)
     latency = dashboard.snapshot(NOW)["latency"]
@@ -220,7 +221,7 @@ def test_latency_percentiles_overall_and_per_wall_bucket() -> None:
 
 
 def test_each_hop_has_its_percentiles_in_the_order_of_the_chain() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     for i in range(100):
         # written by the prediction service last, its own hops after the upstream ones
         timings = {"features": 2.0, "to_features": float(i + 1), "scoring": 0.5, "total": 9.0}
@@ -246,7 +247,7 @@ def test_hops_unknown_to_the_chain_come_after_it_up_to_a_bound() -> None:
 
 
 def test_end_to_end_is_wall_time_from_request_record_to_prediction_record() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     dashboard.observe(request(1), NOW)
     dashboard.observe(prediction(1), NOW + 0.020)
     # read in the other order, as a replay of two topics may
@@ -272,7 +273,7 @@ def test_unmatched_requests_are_forgotten_beyond_capacity() -> None:
 
 
 def test_mae_is_per_event_time_bucket_of_the_label_and_per_version() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     dashboard.observe(example(1, T0 + 10, error=2.0, version="v1"), NOW)
     dashboard.observe(example(2, T0 + 20, error=-4.0, version="v2"), NOW)
     dashboard.observe(example(3, T0 + EVENT_BUCKET_S + 1, error=6.0, version="v2"), NOW)
@@ -299,14 +300,14 @@ def test_mae_is_per_event_time_bucket_of_the_label_and_per_version() -> None:
 
 
 def test_recent_mae_covers_the_newest_stretch_of_event_time_only() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     dashboard.observe(example(1, T0, error=100.0), NOW)
     dashboard.observe(example(2, T0 + RECENT_MAE_S + EVENT_BUCKET_S, error=1.0), NOW)
     assert dashboard.snapshot(NOW)["mae"]["recent"] == 1.0
 
 
 def test_traffic_share_per_event_time_bucket_of_the_request() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     versions = ["v1", "v1", "v1", "v2"]
     for i, version in enumerate(versions):
         dashboard.observe(prediction(i, version=version), NOW)
@@ -319,7 +320,7 @@ def test_traffic_share_per_event_time_bucket_of_the_request() -> None:
 
 
 def test_router_posteriors_keep_the_latest_checkpoint_and_turn_nan_into_null() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     old = RouterState(ts=T0, task="eta", policy="ucb", decisions=1, arms=[])
     arms = [
         ArmSummary(arm="v1", pulls=40, mean=-3.0, ci_low=-3.5, ci_high=-2.5, share=0.7),
@@ -343,7 +344,7 @@ def test_router_posteriors_keep_the_latest_checkpoint_and_turn_nan_into_null() -
 
 
 def test_lineage_follows_parents_promotions_and_retirements() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     dashboard.observe(announcement("v1", "registered"), NOW)
     dashboard.observe(announcement("v1", "promoted"), NOW + 1)
     dashboard.observe(
@@ -368,14 +369,14 @@ def test_lineage_follows_parents_promotions_and_retirements() -> None:
 
 
 def test_retiring_the_champion_leaves_its_task_without_one() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     dashboard.observe(announcement("v1", "promoted"), NOW)
     dashboard.observe(announcement("v1", "retired"), NOW + 1)
     assert dashboard.snapshot(NOW)["lineage"]["champions"] == {}
 
 
 def test_announcements_are_marked_at_the_event_time_the_stream_had_reached() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     for minute in range(10):
         # 60x: each wall second the stream moves one event-time minute on
         dashboard.observe(prediction(minute, ts=T0 + 60 * minute), NOW + minute)
@@ -389,7 +390,7 @@ def test_announcements_are_marked_at_the_event_time_the_stream_had_reached() -> 
 
 
 def test_feature_freshness_leaves_request_inputs_out_and_counts_defaults() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     dashboard.observe(enriched(1, [None, 10.0, 3600.0], [False, False, False]), NOW)
     dashboard.observe(enriched(2, [None, 30.0, 7200.0], [False, False, False]), NOW)
     dashboard.observe(enriched(3, [None, None, 5400.0], [False, True, False]), NOW)
@@ -408,7 +409,7 @@ def test_feature_freshness_leaves_request_inputs_out_and_counts_defaults() -> No
 
 
 def test_dead_letters_by_service_and_reason_with_the_latest_error() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     dashboard.observe(dlq(1, "features", "schema", T0 + 2, error="newest"), NOW)
     dashboard.observe(dlq(2, "features", "schema", T0 + 1, error="older, read later"), NOW)
     dashboard.observe(dlq(3, "prediction", "handler", T0), NOW)
@@ -421,7 +422,7 @@ def test_dead_letters_by_service_and_reason_with_the_latest_error() -> None:
 
 
 def test_the_snapshot_is_strict_json_whatever_the_messages_held() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     dashboard.observe(order(1), NOW)
     dashboard.observe(prediction(1, total_ms=math.inf, prediction=math.nan), NOW)
     dashboard.observe(example(1, T0, error=math.inf), NOW)

@@ -10,15 +10,16 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from rtml.services.dashboard.aggregates import Dashboard
 from rtml.services.dashboard.app import DashboardApp, SnapshotCache
-from rtml.shared.contracts import OrderPlaced
 from rtml.shared.service import HealthEndpoints
+
+from rtml.tasks.eta.events import OrderPlaced
 
 NOW = 1_800_000_000.0
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[tuple[TestClient, Dashboard, asyncio.Event]]:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     stop = asyncio.Event()
     app = DashboardApp(dashboard, push_interval_s=0.05, stop=stop).http_app(
         HealthEndpoints("dashboard")
@@ -64,7 +65,7 @@ async def test_the_stream_pushes_snapshots_and_ends_when_the_service_stops(clien
 
 
 def test_snapshot_cache_renders_at_most_once_per_max_age() -> None:
-    dashboard = Dashboard()
+    dashboard = Dashboard("eta")
     now = [NOW]
     cache = SnapshotCache(dashboard, max_age_s=1.0, clock=lambda: now[0])
     first = cache.text()

@@ -1,14 +1,14 @@
-"""Batch features from an event log, and the recs item embeddings (shared/features/batch.py)."""
+"""Batch features from an event log, as the eta task declares them (shared/features/batch.py)."""
 
 from __future__ import annotations
 
 import math
 
-import pytest
-from rtml.shared.contracts import OrderDelivered, OrderPickedUp, OrderPlaced, OrderReady, encode
-from rtml.shared.features.batch import compute_batch_features, item_embedding_records
-from rtml.shared.features.definitions import ITEM_EMBEDDING_DIM
+from rtml.shared.contracts import encode
+from rtml.shared.features.batch import compute_batch_features
 from rtml.shared.features.records import decode_batch_record
+
+from rtml.tasks.eta.events import OrderDelivered, OrderPickedUp, OrderPlaced, OrderReady
 
 T0 = 1_717_412_400.0  # a Monday, 11:00 UTC
 
@@ -57,12 +57,3 @@ def test_batch_features_are_prep_and_travel_times_over_the_log() -> None:
     )
     assert compute_batch_features(log) == list(records.values())  # same log, same records, same ids
     assert decode_batch_record(encode(restaurant)) == restaurant
-
-
-def test_item_embeddings_come_from_the_open_bandit_dataset() -> None:
-    pytest.importorskip("obp", reason="pip install --no-deps obp==0.4.1")
-    records = item_embedding_records()
-    assert [r.entity for r in records] == [f"item:{i}" for i in range(80)]
-    assert all(len(r.values) == ITEM_EMBEDDING_DIM for r in records)
-    # one category of each of the three categorical item features is hot
-    assert all(sum(r.values[1:]) == 3.0 for r in records)

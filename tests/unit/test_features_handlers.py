@@ -18,16 +18,12 @@ from rtml.services.features.handlers import (
     replay_changelog,
 )
 from rtml.services.features.state import EntityStates
-from rtml.shared.contracts import (
-    FeatureVector,
-    OrderReady,
-    PredictRequest,
-    encode,
-)
+from rtml.shared.contracts import FeatureVector, PredictRequest, encode
 from rtml.shared.features.batch import compute_batch_features
 from rtml.shared.features.definitions import FeatureValue
 from rtml.shared.timings import FEATURES, LOOKUP_FORWARD
 
+from rtml.tasks.eta.events import OrderReady
 from tests.unit.test_features_batch import T0, placed
 
 SEEN = 1_800_000_000.0  # wall clock when the service saw the request
@@ -141,7 +137,7 @@ def test_the_vector_is_named_ordered_and_carries_request_and_batch_features() ->
         )
     }
     lookup = plan(request(restaurant_id="r1"), SEEN)
-    lookup = advance(lookup, states.restaurants["r1"].features_at(T0, {}))
+    lookup = advance(lookup, states.get("restaurant", "r1").features_at(T0, {}))
     vector = feature_vector(lookup, batch)
     features = dict(
         zip(
@@ -188,7 +184,7 @@ def test_changelog_records_stay_small_and_replay_to_the_same_state() -> None:
     admit_events(live, events)
     assert sum(replay_changelog(rebuilt, r) for r in records) == len(events)
     assert sum(replay_changelog(rebuilt, r) for r in records) == 0  # a second replay adds nothing
-    for name, state in live.restaurants.items():
-        assert rebuilt.restaurants[name].features_at(T0 + 5000, {}) == state.features_at(
+    for name, state in live.by_entity["restaurant"].items():
+        assert rebuilt.get("restaurant", name).features_at(T0 + 5000, {}) == state.features_at(
             T0 + 5000, {}
         )

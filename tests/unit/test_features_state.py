@@ -13,32 +13,25 @@ from rtml.services.features.handlers import (
     feature_vector,
     plan,
 )
-from rtml.services.features.state import PRUNE_STEP_S, EntityStates, Spans, TimeSeries
-from rtml.shared.contracts import (
+from rtml.services.features.state import PRUNE_STEP_S, EntityStates
+from rtml.shared.contracts import FeatureVector, Message, PredictRequest, encode
+from rtml.shared.features.definitions import Outcome
+from rtml.shared.features.records import BatchFeatureRecord
+from rtml.shared.features.reference import ReferenceFeatures
+from rtml.shared.features.series import Spans, TimeSeries
+
+from rtml.tasks.eta.events import (
     CourierAssigned,
     CourierOnline,
-    FeatureVector,
-    Impression,
-    ItemClicked,
-    ItemViewed,
-    Message,
     OrderDelivered,
     OrderPickedUp,
     OrderPlaced,
-    PredictRequest,
-    encode,
 )
-from rtml.shared.features.definitions import (
-    ITEM_EMBEDDING_NAMES,
-    MAX_WINDOW_S,
-    OPEN_SPAN_MAX_S,
-    Outcome,
-)
-from rtml.shared.features.records import BatchFeatureRecord
-from rtml.shared.features.reference import ReferenceFeatures
-
+from rtml.tasks.eta.features import OPEN_SPAN_MAX_S, IdleCouriers
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from rtml.tasks.eta.spec import TASK as ETA
+from rtml.tasks.recs.events import Impression, ItemClicked, ItemViewed
+from rtml.tasks.recs.features import ITEM_EMBEDDING_NAMES
 from rtml.tasks.recs.spec import TASK as RECS
 
 HOUR = 3600.0
@@ -155,7 +148,7 @@ def test_unknown_entities_are_cold_starts() -> None:
 
 
 def test_a_span_closes_at_its_stop_or_after_the_cap_whichever_end_arrives_first() -> None:
-    spans = Spans()
+    spans = Spans(OPEN_SPAN_MAX_S)
     spans.stop("a", 50.0)  # the pickup arrives before the placement
     spans.start("a", 10.0)
     spans.start("b", 20.0)
@@ -215,14 +208,18 @@ def test_state_stays_bounded_by_event_time() -> None:
             )
         )
         states.apply(CourierOnline(id=f"on{i}", ts=ts, courier_id=f"c{i % 50}", zone_id="z"))
-    restaurant, zone = states.restaurants["r"], states.zones["z"]
+    restaurant, zone = states.get("restaurant", "r"), states.get("zone", "z")
     # an order every 2 s; kept: the longest window + the lateness + up to a prune step
-    orders_kept = (MAX_WINDOW_S + 300 + PRUNE_STEP_S) / 2.0 + 10
-    assert len(restaurant.placed.ts) <= orders_kept and len(restaurant.open_orders) <= orders_kept
+    orders_kept = (restaurant.program.lookback_s + 300 + PRUNE_STEP_S) / 2.0 + 10
+    structure_of = {f.name: restaurant.structures[i] for f, i, _ in restaurant.program.reads}
+    placed = structure_of["restaurant_orders_10m"]
+    open_orders = structure_of["restaurant_active_orders"].spans
+    assert 0 < len(placed.ts) <= orders_kept and 0 < len(open_orders) <= orders_kept
     # ids (3 restaurant events per order) while they could still be admitted
     assert len(restaurant._seen) <= 3 * (300 + PRUNE_STEP_S) / 2.0 + 10
-    assert sum(len(c.busy) for c in zone.couriers.values()) <= orders_kept
-    assert all(len(c.presence) <= orders_kept / 50 + 2 for c in zone.couriers.values())
+    (couriers,) = [s for s in zone.structures if isinstance(s, IdleCouriers)]
+    assert 0 < sum(len(c.busy) for c in couriers.couriers.values()) <= orders_kept
+    assert all(len(c.presence) <= orders_kept / 50 + 2 for c in couriers.couriers.values())
 
 
 def item_embeddings(seed: int = 0) -> list[BatchFeatureRecord]:

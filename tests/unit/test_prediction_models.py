@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
+from rtml.services.prediction.coldstart import TrainerProgress
 from rtml.services.prediction.handlers import Scorer
 from rtml.services.prediction.metrics import PREDICTIONS
 from rtml.services.prediction.models import ModelFollower
+from rtml.shared.contracts import TrainerStatus
 from rtml.shared.model_announcements import announcement_for
 from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.settings import Settings
@@ -86,3 +88,31 @@ async def test_a_version_that_fails_its_checks_is_not_loaded_and_readiness_says_
     assert "tampered: " in verdict and "modified after registration" in verdict
     assert "elsewhere: " in verdict and "rtml.models announced" in verdict
     assert "no model version 'not-in-this-store'" in verdict
+
+
+def trainer_status(phase: str, labelled: int = 0, detail: str = "") -> TrainerStatus:
+    return TrainerStatus(
+        ts=1.0, task="eta", phase=phase, labelled=labelled, needed=300, detail=detail
+    )  # type: ignore[arg-type]
+
+
+async def test_without_a_champion_readiness_repeats_the_trainers_last_word(
+    store: ModelStore, scorer: Scorer
+) -> None:
+    progress = TrainerProgress()
+    follower = ModelFollower(Settings(), store, scorer, progress)
+    assert follower.readiness("eta") == (
+        "no eta champion loaded; no word from the trainer about eta yet (rtml.trainer.status)"
+    )
+    progress.apply(trainer_status("collecting", 143))
+    assert follower.readiness("eta") == (
+        "no eta champion loaded; the trainer bootstraps the first eta model from rtml.events "
+        "once 300 requests have their label: 143 so far"
+    )
+    progress.apply(trainer_status("training", 301))
+    assert "training the first eta model on 301 labels" in str(follower.readiness("eta"))
+    progress.apply(trainer_status("cannot_bootstrap", detail="its label joins on the arm"))
+    assert str(follower.readiness("eta")).endswith("; its label joins on the arm")
+
+    await follower.apply(announcement_for(register(store, "v1"), "promoted"))
+    assert follower.readiness("eta") is True

@@ -16,7 +16,13 @@ from rtml.shared.service import HealthEndpoints
 from rtml.tasks.recs.batch import batch_predictions
 from rtml.tasks.recs.obd import UserFeatureEncoder, load_rounds
 from rtml.tasks.recs.popularity import rank_segments, segment_name, segment_of_inputs
-from rtml.tasks.recs.serving import BatchRecommender, NoBatchPredictions, parse_request
+from rtml.tasks.recs.serving import (
+    BatchListServing,
+    BatchRecommender,
+    NoBatchPredictions,
+    parse_request,
+)
+from rtml.tasks.recs.spec import TASK as RECS
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +113,12 @@ def test_bad_requests_name_the_field(body, field):
 
 
 async def test_the_prediction_service_serves_batch_lists_and_counts_cold_starts(predictions):
-    recommender = BatchRecommender()
-    app = PredictionApp(Scorer(), recommender).http_app(HealthEndpoints("prediction"))
+    # the hook the recs task declares, as the prediction service makes it
+    assert RECS.serving is not None
+    hook = RECS.serving()
+    assert isinstance(hook, BatchListServing)
+    recommender = hook.recommender
+    app = PredictionApp(Scorer(), [hook]).http_app(HealthEndpoints("prediction"))
     async with TestClient(TestServer(app)) as client:
         empty = await client.post("/v1/recommend", data=b"{}")
         assert empty.status == 503

@@ -6,8 +6,9 @@ import csv
 
 import numpy as np
 import pytest
-from rtml.shared.contracts import Impression, ItemClicked, decode, encode
+from rtml.shared.contracts import decode, encode
 
+from rtml.tasks.recs.events import Impression, ItemClicked
 from rtml.tasks.recs.obd import (
     BEHAVIOURS,
     CAMPAIGNS,

@@ -15,10 +15,11 @@ from rtml.services.features.state import EntityStates
 from rtml.services.trainer.config import TrainerSettings
 from rtml.services.trainer.service import Trainer
 from rtml.shared.broker_compat_faust import CompatApp
-from rtml.shared.contracts import DOMAIN_EVENTS, PredictRequest, TrainingExample, decode, encode
+from rtml.shared.contracts import PredictRequest, TrainingExample, decode, encode
 from rtml.shared.faust_worker import CommitWatch
 from rtml.shared.model_store import ModelStore
 from rtml.shared.service import BrokerProbe
+from rtml.shared.tasks.registry import tasks
 from rtml.shared.warehouse import Warehouse
 
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
@@ -38,7 +39,7 @@ FEATURES = eta_prediction("o1", JOIN_T0).features
 @pytest.fixture(scope="module")
 def eta_log() -> tuple[list[bytes], list[PredictRequest]]:
     log = list(simulate(SimConfig(seed=5, n_restaurants=8, n_couriers=20), 1 * HOUR))
-    events = [encode(m) for m in log if isinstance(m, DOMAIN_EVENTS)]
+    events = [encode(m) for m in log if isinstance(m, tasks().events)]
     return events, [m for m in log if isinstance(m, PredictRequest)]
 
 

@@ -29,10 +29,10 @@ from rtml.shared.contracts import (
     decode,
     encode,
 )
-from rtml.shared.features.definitions import ITEM_EMBEDDING_DIM
 from rtml.shared.service import HealthEndpoints
 from rtml.shared.settings import Settings
 
+from rtml.tasks.recs.features import ITEM_EMBEDDING_DIM
 from rtml.tasks.recs.spec import TASK as RECS
 from tests.unit.test_router_handlers import announcement, enriched
 

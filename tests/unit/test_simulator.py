@@ -9,19 +9,17 @@ from collections import defaultdict
 from typing import Any, TypeVar
 
 import pytest
-from rtml.shared.contracts import (
+from rtml.shared.contracts import Message, PredictRequest, encode
+
+from rtml.tasks.eta.events import (
     CourierAssigned,
     CourierOffline,
     CourierOnline,
-    Message,
     OrderDelivered,
     OrderPickedUp,
     OrderPlaced,
     OrderReady,
-    PredictRequest,
-    encode,
 )
-
 from rtml.tasks.eta.simulator import world
 from rtml.tasks.eta.simulator.world import (
     Marketplace,

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
-from rtml.shared.contracts import CourierOnline, ItemClicked, OrderDelivered
 from rtml.shared.tasks.check import check
 from rtml.shared.tasks.spec import ARM, Entity, Feature, ItemArms, Model, RouterPolicy
 
+from rtml.tasks.eta.events import CourierOnline, OrderDelivered
 from rtml.tasks.eta.spec import TASK as ETA
+from rtml.tasks.recs.events import ItemClicked
 from rtml.tasks.recs.spec import TASK as RECS
+from tests.binary_task import TASK as BINARY
 
 
 def problems_of(spec: object) -> dict[str, str]:
@@ -35,37 +38,50 @@ def test_an_event_keyed_by_no_entity_of_the_task_is_named() -> None:
     assert problems["features[7] (zone_couriers_idle).entity"].startswith("'zone' is none")
 
 
-def test_an_entity_without_implementation_or_with_a_key_on_no_event_is_named() -> None:
-    spec = dataclasses.replace(ETA, entities=(*ETA.entities, Entity("card", key="card_id")))
-    problems = problems_of(spec)
+def test_an_entity_with_a_key_on_no_event_or_another_entitys_key_is_named() -> None:
+    entities = (*ETA.entities, Entity("card", key="card_id"), Entity("kitchen", "restaurant_id"))
+    problems = problems_of(dataclasses.replace(ETA, entities=entities))
     assert "'card_id' is a field of none" in problems["entities[2] (card).key"]
-    assert "no feature implementation" in problems["entities[2] (card).name"]
+    assert problems["entities[3] (kitchen).key"] == "'restaurant_id' keys another entity"
 
 
 def test_feature_problems_say_which_feature_and_which_field() -> None:
     features = list(ETA.features)
-    features[5] = Feature("restaurant_orders_10m", "count", entity="restaurant")
-    features[8] = dataclasses.replace(features[8], default=40.0)
-    features[9] = dataclasses.replace(features[9], window_s=600.0)
+    features[5] = dataclasses.replace(features[5], window_s=None)
+    features[8] = dataclasses.replace(features[8], default=math.nan, value=None)
+    # delivered orders are keyed by zone: a restaurant's state never sees them
+    features[9] = dataclasses.replace(features[9], events=(OrderDelivered,))
+    features[4] = dataclasses.replace(features[4], span_key="courier_id")
     features.append(Feature("distance_km", "input"))
     features.append(Feature("week_of_year", "calendar"))
-    features.append(Feature("restaurant_rating", "latest", entity="restaurant"))
+    features.append(Feature("restaurant_rating", "latest", entity="restaurant", rank=0))
     features.append(Feature("n_items_latest", "input", window_s=60.0))
+    features.append(Feature("zone_busy", "custom", entity="zone"))
+    features.append(Feature("zone_total_min", "batch", entity="zone", aggregate="median"))
     problems = problems_of(dataclasses.replace(ETA, features=tuple(features)))
     assert problems == {
-        "features[5] (restaurant_orders_10m).window_s": "a count needs a window > 0 seconds",
-        "features[8] (zone_mean_delivery_min_30m).default": (
-            "40.0, but the zone implementation defaults to 35.0"
+        "features[4] (restaurant_active_orders).span_key": (
+            "order_placed has no field 'courier_id'"
         ),
-        "features[9] (restaurant_mean_prep_min_60m).window_s": (
-            "600.0, but the restaurant implementation looks back 3600.0 s"
+        "features[5] (restaurant_orders_10m).window_s": "a count needs a window > 0 seconds",
+        "features[8] (zone_mean_delivery_min_30m).default": "nan is not finite",
+        "features[8] (zone_mean_delivery_min_30m).value": "a mean needs a value(event) function",
+        "features[9] (restaurant_mean_prep_min_60m).events[0]": (
+            "order_delivered is keyed by 'zone_id', not the entity's 'restaurant_id': "
+            "the entity's state never sees it"
         ),
         "features[13] (distance_km)": "declared twice",
         "features[14] (week_of_year)": "calendar features are hour_of_day, day_of_week",
-        "features[15] (restaurant_rating)": (
-            "the restaurant streaming state computes no feature 'restaurant_rating'"
-        ),
+        "features[15] (restaurant_rating).events": "names no event",
+        "features[15] (restaurant_rating).value": "a latest needs a value(event) function",
+        "features[15] (restaurant_rating).rank": "0 is not a rank >= 1",
         "features[16] (n_items_latest).window_s": "only count/mean have a window",
+        "features[17] (zone_busy).custom": "a custom feature names its CustomFeatures",
+        "features[18] (zone_total_min).aggregate": (
+            "'median' is not one of ('mean', 'p90', 'count', 'sum') (or custom=BatchJob(...))"
+        ),
+        "features[18] (zone_total_min).events": "names no event",
+        "features[18] (zone_total_min).value": "a median needs a value",
     }
 
 
@@ -90,7 +106,7 @@ def test_the_arm_may_be_a_join_key_and_a_window_must_be_positive() -> None:
 
 def test_model_kind_objective_metric_and_drift_features_are_checked() -> None:
     assert problems_of(
-        dataclasses.replace(ETA, model=Model("binary", objective="reg:squarederror"))
+        dataclasses.replace(ETA, model=Model("binary", objective="reg:squarederror", metric="auc"))
     ) == {"model.objective": "'reg:squarederror' is not a binary objective (binary:...)"}
     problems = problems_of(
         dataclasses.replace(
@@ -100,7 +116,48 @@ def test_model_kind_objective_metric_and_drift_features_are_checked() -> None:
             ),
         )
     )
-    assert set(problems) == {"model.kind", "model.metric", "model.drift_features[0]"}
+    assert set(problems) == {"model.kind", "model.drift_features[0]"}
+    problems = problems_of(
+        dataclasses.replace(ETA, model=Model("regression", "reg:squarederror", metric="r2"))
+    )
+    assert problems == {"model.metric": "'r2' is not one of ('mae', 'rmse', 'logloss', 'auc')"}
+
+
+@pytest.mark.parametrize(
+    ("model", "problem"),
+    [
+        (
+            Model("binary", objective="binary:logistic"),
+            "'mae' does not judge a binary model (one of ('rmse', 'logloss', 'auc'))",
+        ),
+        (
+            Model("regression", objective="reg:squarederror", metric="logloss"),
+            "'logloss' does not judge a regression model (one of ('mae', 'rmse'))",
+        ),
+        (
+            Model("ranking", objective="rank:ndcg", metric="auc"),
+            "'auc' does not judge a ranking model "
+            "(none yet: the trainer fits regression and binary models)",
+        ),
+    ],
+)
+def test_the_metric_must_judge_the_models_kind(model: Model, problem: str) -> None:
+    assert problems_of(dataclasses.replace(ETA, model=model)) == {"model.metric": problem}
+
+
+@pytest.mark.parametrize("objective", ["binary:logitraw", "binary:hinge"])
+def test_a_binary_model_predicts_a_probability(objective: str) -> None:
+    model = Model("binary", objective=objective, metric="logloss")
+    assert problems_of(dataclasses.replace(ETA, model=model)) == {
+        "model.objective": (
+            f"{objective!r} does not predict a probability; a binary model is fitted with "
+            "binary:logistic"
+        )
+    }
+
+
+def test_a_binary_task_of_ones_own_has_no_problem() -> None:
+    assert check(BINARY) == []
 
 
 def test_router_policy_params_and_items_are_checked() -> None:

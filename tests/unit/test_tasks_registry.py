@@ -7,15 +7,20 @@ from collections.abc import Iterator
 from importlib.metadata import EntryPoint
 
 import pytest
+from rtml.shared.contracts import Message
 from rtml.shared.tasks import registry
 from rtml.shared.tasks.registry import (
     InvalidTasks,
     UnknownTask,
     load_registry,
     load_spec,
+    served_task,
     task_sources,
     task_spec,
 )
+from rtml.shared.tasks.spec import Entity, Feature, Label, Model, TaskSpec
+
+from rtml.tasks.eta.events import OrderReady
 
 OWN = ["rtml.tasks.eta.spec", "rtml.tasks.recs.spec"]
 
@@ -92,3 +97,50 @@ def test_the_process_registry_is_loaded_once_from_the_environment(
     assert task_spec("recs").name == "recs"
     with pytest.raises(UnknownTask, match="known tasks: recs$"):
         task_spec("eta")
+
+
+def test_an_event_schema_names_one_class_across_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Clicked(Message):  # another task's event under recs' schema name
+        SCHEMA = "item_clicked"
+        KEY_FIELD = "visitor_id"
+        visitor_id: str
+
+    clash = types.ModuleType("clash_task")
+    clash.TASK = TaskSpec(  # type: ignore[attr-defined]
+        name="clash",
+        events=(Clicked,),
+        entities=(Entity("visitor", key="visitor_id"),),
+        features=(Feature("clicks_1h", "count", "visitor", window_s=3600.0, events=(Clicked,)),),
+        label=Label(Clicked, join=(("visitor_id", "visitor_id"),), value=float, reward=max),
+        model=Model("regression", objective="reg:squarederror"),
+    )
+    monkeypatch.setitem(sys.modules, "clash_task", clash)
+    with pytest.raises(InvalidTasks, match="events.0.: schema 'item_clicked' is already recs's"):
+        load_registry(["rtml.tasks.recs.spec", "clash_task"])
+
+
+def test_tasks_that_share_an_entity_must_declare_its_shared_features_alike(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    eta = load_spec("rtml.tasks.eta.spec")
+    features = tuple(
+        dataclasses.replace(f, window_s=900.0) if f.name == "restaurant_orders_10m" else f
+        for f in eta.features
+    )
+    label = dataclasses.replace(eta.label, event=OrderReady, join=(("order_id", "order_id"),))
+    other = types.ModuleType("other_task")
+    other.TASK = dataclasses.replace(eta, name="prep", features=features, label=label)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "other_task", other)
+    with pytest.raises(InvalidTasks, match="restaurant_orders_10m of restaurant differs"):
+        load_registry(["rtml.tasks.eta.spec", "other_task"])
+
+
+def test_a_one_task_service_serves_the_configured_or_the_only_loaded_task(
+    monkeypatch: pytest.MonkeyPatch, reloaded: None
+) -> None:
+    assert served_task("recs", "RTML_TRAINER_TASK") == "recs"
+    with pytest.raises(ValueError, match="RTML_TRAINER_TASK is not set and 2 tasks are loaded"):
+        served_task(None, "RTML_TRAINER_TASK")
+    monkeypatch.setenv("RTML_TASKS", "rtml.tasks.recs.spec")
+    registry.tasks.cache_clear()
+    assert served_task(None, "RTML_TRAINER_TASK") == "recs"

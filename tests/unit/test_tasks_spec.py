@@ -25,11 +25,6 @@ def test_the_declared_features_are_the_vectors_served_today_in_their_order() -> 
     )  # fmt: skip
 
 
-def test_inputs_and_the_features_of_an_entity_come_from_the_declaration() -> None:
+def test_inputs_and_the_entity_keys_come_from_the_declaration() -> None:
     assert [f.name for f in ETA.inputs] == ["distance_km", "n_items"]
-    assert ETA.features_of("zone", ("batch",)) == ("zone_hist_travel_min_per_km",)
-    assert ETA.features_of("restaurant", ("count",)) == (
-        "restaurant_orders_10m",
-        "restaurant_orders_30m",
-    )
     assert ETA.entity_key_names() == ("restaurant_id", "zone_id")

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import xgboost as xgb
 from rtml.services.trainer.drift import DriftMonitor, feature_baseline
-from rtml.services.trainer.training import fine_tune, mae, split_holdout, train_from_scratch
+from rtml.services.trainer.training import evaluate, fine_tune, split_holdout, train_from_scratch
+from rtml.shared.tasks.spec import Model
 
 NAMES = ["distance_km", "prep_load", "couriers_idle"]
+MINUTES = Model("regression", objective="reg:absoluteerror", metric="mae")
+
+
+def mae(booster: xgb.Booster, X: np.ndarray, y: np.ndarray) -> float:
+    return evaluate(booster, X, y, NAMES, "mae")
 
 
 def deliveries(
@@ -23,13 +31,13 @@ def deliveries(
 def test_from_scratch_learns_and_fine_tuning_recovers_after_a_shift() -> None:
     rng = np.random.default_rng(7)
     X_before, y_before = deliveries(4000, rng)
-    parent = train_from_scratch(X_before, y_before, NAMES, rounds=150)
+    parent = train_from_scratch(X_before, y_before, NAMES, MINUTES, rounds=150)
     X_test, y_test = deliveries(2000, rng)
     assert mae(parent.booster, X_test, y_test) < 2.5  # noise alone is ~1.6
 
     X_after, y_after = deliveries(1500, rng, travel_factor=1.5)
     X_post, y_post = deliveries(2000, rng, travel_factor=1.5)
-    child = fine_tune(parent.booster, X_after, y_after, NAMES, rounds=60)
+    child = fine_tune(parent.booster, X_after, y_after, NAMES, MINUTES, rounds=60)
     parent_error, child_error = (
         mae(parent.booster, X_post, y_post),
         mae(child.booster, X_post, y_post),
@@ -41,7 +49,7 @@ def test_from_scratch_learns_and_fine_tuning_recovers_after_a_shift() -> None:
 def test_drift_fires_after_the_shift_and_not_before() -> None:
     rng = np.random.default_rng(3)
     X_train, y_train = deliveries(3000, rng)
-    model = train_from_scratch(X_train, y_train, NAMES, rounds=100).booster
+    model = train_from_scratch(X_train, y_train, NAMES, MINUTES, rounds=100).booster
     monitor = DriftMonitor(feature_baseline(X_train, NAMES, ["distance_km", "couriers_idle"]))
     shift_at = 3000
     X_before, y_before = deliveries(shift_at, rng)
@@ -84,3 +92,26 @@ def test_recency_weights_halve_per_half_life() -> None:
     np.testing.assert_allclose(
         recency_weights(np.array([0.0, 1800.0, 3600.0]), 1800.0), [0.25, 0.5, 1.0]
     )
+
+
+def test_evaluation_is_xgboosts_metric_of_the_declared_name() -> None:
+    """The figures the trainer records are those of a plain computation."""
+    rng = np.random.default_rng(11)
+    X, y = rng.random((400, 3)), (rng.random(400) < 0.3).astype(float)
+    by_chance = Model("binary", objective="binary:logistic", metric="logloss")
+    booster = train_from_scratch(X, y, NAMES, by_chance, rounds=10).booster
+    p = booster.inplace_predict(X).astype(float)
+    positives, negatives = p[y == 1], p[y == 0]
+    pairs = (positives[:, None] > negatives[None, :]) + 0.5 * (
+        positives[:, None] == negatives[None, :]
+    )
+    expected = {
+        "mae": np.mean(np.abs(p - y)),
+        "rmse": np.sqrt(np.mean((p - y) ** 2)),
+        "logloss": -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)),
+        "auc": pairs.mean(),
+    }
+    for metric, value in expected.items():
+        assert evaluate(booster, X, y, NAMES, metric) == pytest.approx(value, rel=1e-5), metric
+    # the booster the caller holds keeps the metrics it had
+    assert booster.eval_set([(xgb.DMatrix(X, y, feature_names=NAMES), "d")]).count(":") == 1

@@ -37,7 +37,8 @@ import numpy as np
 import pyarrow
 import pyarrow.csv
 
-from rtml.shared.contracts import Impression, ItemClicked, Message
+from rtml.shared.contracts import Message
+from rtml.tasks.recs.events import Impression, ItemClicked
 
 Campaign = Literal["all", "men", "women"]
 Behaviour = Literal["random", "bts"]

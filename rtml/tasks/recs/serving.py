@@ -1,5 +1,6 @@
 """Serving stage-1 batch recommendations: the pure lookup, its HTTP route and the
-follower that keeps it in step with ``rtml.batch.predictions``.
+follower that keeps it in step with ``rtml.batch.predictions``; the recs task's
+serving hook (``TaskSpec.serving``), which the prediction service mounts.
 
 A visitor whose user features name a known segment gets that segment's list; any
 other visitor -- no user features, or a segment too rare to have its own list --
@@ -14,7 +15,7 @@ import asyncio
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -140,3 +141,16 @@ async def follow_batch_predictions(
         else:
             recommender.replace(m for _, m in records if isinstance(m, BatchPrediction))
         await asyncio.sleep(every_s)
+
+
+@dataclass
+class BatchListServing:
+    """``POST /v1/recommend`` from the newest batch lists on ``rtml.batch.predictions``."""
+
+    recommender: BatchRecommender = field(default_factory=BatchRecommender)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/recommend", recommend_route(self.recommender))]
+
+    async def run(self, settings: Settings) -> None:
+        await follow_batch_predictions(settings, self.recommender)

@@ -3,13 +3,7 @@ learned from clicks, with the user features and the session's recent items."""
 
 from __future__ import annotations
 
-from rtml.shared.contracts import Impression, ItemClicked, ItemViewed, Message
-from rtml.shared.features.definitions import (
-    ITEM_EMBEDDING_DIM,
-    LAST_ITEMS,
-    NO_ITEM,
-    SESSION_WINDOW_S,
-)
+from rtml.shared.contracts import Message
 from rtml.shared.tasks.spec import (
     ARM,
     Entity,
@@ -18,11 +12,20 @@ from rtml.shared.tasks.spec import (
     Label,
     Model,
     RouterPolicy,
+    ServingHook,
     TaskSpec,
 )
+from rtml.tasks.recs.events import Impression, ItemClicked, ItemViewed
+from rtml.tasks.recs.features import (
+    LAST_ITEMS,
+    NO_ITEM,
+    SESSION_EMBEDDING,
+    SESSION_EMBEDDING_FEATURES,
+    SESSION_WINDOW_S,
+    item_embedding_records,
+    item_id,
+)
 from rtml.tasks.recs.obd import USER_FEATURES
-
-SESSION_EMBEDDING = tuple(f"session_emb_{i}" for i in range(ITEM_EMBEDDING_DIM))
 
 
 def clicked(_: Message) -> float:
@@ -31,6 +34,14 @@ def clicked(_: Message) -> float:
 
 def click_is_reward(_: float | list[float], label: float) -> float:
     return label
+
+
+def batch_lists() -> ServingHook:
+    """Stage 1: the batch lists per user segment, served as they are (no model)."""
+    # imported here: only the prediction service serves them
+    from rtml.tasks.recs.serving import BatchListServing
+
+    return BatchListServing()
 
 
 TASK = TaskSpec(
@@ -42,18 +53,42 @@ TASK = TaskSpec(
         Feature("day_of_week", "calendar"),
         # a category code; -1 (no category) when the request does not give it
         *(Feature(name, "input", default=-1.0) for name in USER_FEATURES),
+        # the session's latest items, most recent first
         *(
-            Feature(f"last_{kind}_{slot}", "latest", entity="session", default=NO_ITEM)
-            for kind in ("viewed", "clicked")
+            Feature(
+                f"last_{kind}_{slot}",
+                "latest",
+                entity="session",
+                default=NO_ITEM,
+                events=(event,),
+                value=item_id,
+                rank=slot,
+            )
+            for kind, event in (("viewed", ItemViewed), ("clicked", ItemClicked))
             for slot in range(1, LAST_ITEMS + 1)
         ),
-        Feature("session_views_30m", "count", entity="session", window_s=SESSION_WINDOW_S),
-        Feature("session_clicks_30m", "count", entity="session", window_s=SESSION_WINDOW_S),
+        Feature(
+            "session_views_30m",
+            "count",
+            entity="session",
+            window_s=SESSION_WINDOW_S,
+            events=(ItemViewed,),
+        ),
+        Feature(
+            "session_clicks_30m",
+            "count",
+            entity="session",
+            window_s=SESSION_WINDOW_S,
+            events=(ItemClicked,),
+        ),
+        # the mean embedding of the items viewed or clicked in the window
         *(
-            Feature(name, "mean", entity="session", window_s=SESSION_WINDOW_S)
+            Feature(name, "custom", entity="session", custom=SESSION_EMBEDDING_FEATURES)
             for name in SESSION_EMBEDDING
         ),
     ),
+    # the item table the session embedding reads, published by `rtml batch features`
+    static_records=item_embedding_records,
     # a click on the recommended item within 30 minutes; none is a 0
     label=Label(
         ItemClicked,
@@ -77,4 +112,5 @@ TASK = TaskSpec(
             numeric=SESSION_EMBEDDING,
         ),
     ),
+    serving=batch_lists,
 )

@@ -34,16 +34,15 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from rtml.shared.contracts import (
+from rtml.shared.contracts import Message, PredictRequest
+from rtml.tasks.eta.events import (
     CourierAssigned,
     CourierOffline,
     CourierOnline,
-    Message,
     OrderDelivered,
     OrderPickedUp,
     OrderPlaced,
     OrderReady,
-    PredictRequest,
 )
 
 Scenario = Literal["none", "storm", "slow-kitchen"]

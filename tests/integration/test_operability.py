@@ -3,10 +3,12 @@ prediction, collector and trainer as processes on an embedded broker of their ow
 each logging at DEBUG to a file of its own.
 
 - every metric the alert rules and the Grafana dashboard name is on a service's
-  /metrics (infra/k8s/components/monitoring);
+  /metrics (infra/k8s/components/monitoring), consumer lag among them from an
+  aiokafka group, a faust app and a reader without a group;
 - hammering unknown paths and ids adds no series to any service's /metrics;
 - one predict request is followed by its id through the JSON logs of every service
-  on its path, up to the training example its label made.
+  on its path, up to the training example its label made;
+- retiring a version takes its series off the router and the collector.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
-from rtml.shared.model_store import ModelStore
+from rtml.shared.kafka import start_producer
+from rtml.shared.model_announcements import Action, announce
+from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.settings import Settings
 
 from tests.helpers import wait_http
@@ -77,13 +81,21 @@ class Running:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line]
 
 
+@dataclass
+class Stack:
+    settings: Settings
+    store: ModelStore
+    champion: str
+    services: dict[str, Running]
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Running]]:
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("operability")
     store = ModelStore(root / "models")
     with EmbeddedBroker(port=free_port()) as broker:
         settings = Settings(kafka_port=broker.port)
-        asyncio.run(register_champion(settings, store, train_champion()))
+        champion = asyncio.run(register_champion(settings, store, train_champion()))
         env = {
             **os.environ,
             "RTML_KAFKA_PORT": str(broker.port),
@@ -93,7 +105,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Runnin
             **{port_env: str(free_port()) for port_env in SERVICES.values()},
         }
         env.pop("RTML_KAFKA_BOOTSTRAP", None)
-        running: dict[str, Running] = {}
+        services: dict[str, Running] = {}
         try:
             for name, port_env in SERVICES.items():
                 log = root / f"{name}.log"
@@ -105,21 +117,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Runnin
                         stderr=subprocess.STDOUT,
                     )
                 url = f"http://127.0.0.1:{env[port_env]}"
-                running[name] = Running(name, url, log, process)
-            for service in running.values():
+                services[name] = Running(name, url, log, process)
+            for service in services.values():
                 wait_http(f"{service.url}/readyz", timeout_s=READY_TIMEOUT_S)
             events = marketplace_events()
             asyncio.run(send_events(settings, events))
-            yield running
+            yield Stack(settings, store, champion, services)
         finally:
-            for service in running.values():
+            for service in services.values():
                 service.process.send_signal(signal.SIGTERM)
-            for service in running.values():
+            for service in services.values():
                 try:
                     service.process.wait(30)
                 except subprocess.TimeoutExpired:
                     service.process.kill()
                     service.process.wait()
+
+
+@pytest.fixture
+def stack(running: Stack) -> dict[str, Running]:
+    return running.services
 
 
 def get(url: str) -> tuple[int, str]:
@@ -172,6 +189,20 @@ def series(text: str) -> set[str]:
 
 def test_every_metric_the_rules_and_the_dashboard_name_is_exported(stack):
     exported = set().union(*(sample_names(exposition(s)) for s in stack.values()))
+    # lag from an aiokafka group, a faust app and a reader without a group
+    lag = {
+        (s.labels["group"], s.labels["topic"])
+        for service in stack.values()
+        for family in text_string_to_metric_families(exposition(service))
+        for s in family.samples
+        if s.name == "rtml_consumer_lag"
+    }
+    assert {
+        ("rtml-router", "rtml.predict.enriched"),
+        ("rtml-features", "rtml.events"),
+        ("rtml-collector", "rtml.predictions"),
+        ("none", "rtml.predictions"),
+    } <= lag
     named = monitoring.metrics_named(
         monitoring.rule_expressions() + monitoring.dashboard_expressions()
     )
@@ -265,3 +296,39 @@ def test_one_request_is_followed_through_every_service_by_its_id(stack):
     assert not any(
         line.get("request_id") == other for s in stack.values() for line in s.log_lines()
     )
+
+
+def test_a_retired_versions_series_leave_the_router_and_the_collector(running: Stack):
+    """Last in the module: it retires the champion."""
+    stack = running.services
+    series_of = {
+        "router": "rtml_router_decisions_total",
+        "collector": "rtml_model_live_error_count",
+    }
+
+    def carrying_the_champion(name: str) -> list[str]:
+        return [
+            line
+            for line in exposition(stack[name]).splitlines()
+            if line.startswith(series_of[name]) and f'"{running.champion}"' in line
+        ]
+
+    # the request followed above was routed to the champion and joined with its label
+    assert carrying_the_champion("router") and carrying_the_champion("collector")
+    record = running.store.record(running.champion)
+    asyncio.run(announce_once(running.settings, record, "retired"))
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        carrying_the_champion("router") or carrying_the_champion("collector")
+    ):
+        time.sleep(0.5)
+    assert carrying_the_champion("router") == [] and carrying_the_champion("collector") == []
+
+
+async def announce_once(settings: Settings, record: ModelRecord, action: Action) -> None:
+    producer = await start_producer(settings)
+    try:
+        await announce(producer, record, action)
+    finally:
+        await producer.stop()

@@ -16,7 +16,19 @@ import click
 from rtml.shared.settings import Settings, get_settings
 
 
+def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from rtml.shared.build import git_commit, package_version
+
+    commit = git_commit()
+    click.echo(f"rtml {package_version()}" + (f" (commit {commit})" if commit else ""))
+    ctx.exit()
+
+
 @click.group()
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Print the version and commit, then exit.")  # fmt: skip
 def main() -> None:
     """rtml: real-time machine learning on Kafka."""
 
@@ -164,6 +176,27 @@ def demo(duration: str, seed: int, workdir: Path | None) -> None:
     from rtml.demo import run_demo
 
     sys.exit(asyncio.run(run_demo(duration, seed, workdir, lambda line: click.echo(line))))
+
+
+@main.command()
+@click.option("--markdown", is_flag=True,
+              help="the settings table of docs/OPERATING.md (no current values)")  # fmt: skip
+def config(markdown: bool) -> None:
+    """Every RTML_* setting: its variable, default, current value (secrets hidden) and
+    meaning."""
+    from pydantic import ValidationError
+
+    from rtml.settings_catalog import declared, effective, plain_table
+    from rtml.settings_catalog import markdown as markdown_table
+
+    if markdown:
+        click.echo(markdown_table(declared()), nl=False)
+        return
+    try:
+        rows = effective()
+    except ValidationError as exc:
+        raise click.ClickException(f"a setting does not parse:\n{exc}") from exc
+    click.echo(plain_table(rows))
 
 
 @main.command()

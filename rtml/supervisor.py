@@ -15,9 +15,10 @@ import contextlib
 import signal
 import sys
 import time
+from asyncio.subprocess import PIPE, STDOUT
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
 
@@ -28,6 +29,9 @@ from rtml.stack import ServiceSpec, with_task_defaults
 
 log = get_logger(__name__)
 
+# a child's longest log line (a JSON line with a traceback) when its output is relayed
+MAX_LINE_BYTES = 1 << 20
+RELAY_DRAIN_S = 2.0
 MAX_BACKOFF_S = 30.0
 # a child that ran this long without crashing earns a fresh backoff
 STABLE_AFTER_S = 60.0
@@ -48,16 +52,45 @@ class Supervised:
     restarts: int = 0
     backoff_s: float = 0.5
     started_at: float = field(default=0.0)
+    # set (rtml up on a terminal): the child's output lines are written to ``relay_to``
+    # behind this prefix, its service's name, so that interleaved lines say whose they are
+    prefix: bytes | None = None
+    relay_to: BinaryIO = field(default_factory=lambda: sys.stdout.buffer)
+    _relaying: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        await self._relayed()  # the last lines of the previous run first
         self.started_at = time.monotonic()
+        piped: dict[str, Any] = {}
+        if self.prefix is not None:
+            piped = {"stdout": PIPE, "stderr": STDOUT, "limit": MAX_LINE_BYTES}
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", self.spec.module, env=self.env, preexec_fn=die_with_this_process()
+            sys.executable,
+            "-m",
+            self.spec.module,
+            env=self.env,
+            preexec_fn=die_with_this_process(),
+            **piped,
         )
+        if self.prefix is not None:
+            assert self.process.stdout is not None
+            self._relaying = asyncio.create_task(self._relay(self.process.stdout, self.prefix))
+
+    async def _relayed(self) -> None:
+        """Wait for the relay to pass on the child's last lines: it ends when the child's
+        output closes, at its exit (a grandchild still holding it is not waited for)."""
+        if self._relaying is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._relaying, RELAY_DRAIN_S)
+
+    async def _relay(self, output: asyncio.StreamReader, prefix: bytes) -> None:
+        async for line in output:
+            self.relay_to.write(prefix + line + (b"" if line.endswith(b"\n") else b"\n"))
+            self.relay_to.flush()
 
     async def supervise(self, stopping: asyncio.Event) -> None:
         """Restart the child whenever it exits; once the stack is stopping, stop it."""
@@ -79,6 +112,7 @@ class Supervised:
 
     async def terminate(self) -> None:
         if self.process is None or self.process.returncode is not None:
+            await self._relayed()
             return
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -88,6 +122,7 @@ class Supervised:
             with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
                 self.process.kill()
             await self.process.wait()
+        await self._relayed()
 
 
 async def until_stopped(stopping: asyncio.Event, work: Awaitable[T]) -> T | None:
@@ -113,6 +148,13 @@ def plan(specs: tuple[ServiceSpec, ...], env: dict[str, str]) -> list[Supervised
         port = int(env.get(spec.port_env, spec.default_port))
         children.append(Supervised(spec, port, {**env, spec.port_env: str(port)}))
     return children
+
+
+def prefix_output(children: list[Supervised]) -> None:
+    """Each child's output lines behind its name, the names aligned: ``router     | {...}``."""
+    width = max(len(child.spec.name) for child in children)
+    for child in children:
+        child.prefix = f"{child.spec.name:<{width}} | ".encode()
 
 
 READY = "ready"
@@ -191,6 +233,8 @@ async def run_stack(
 ) -> int:
     """Run the services until ``stop`` is set; 1 if one was not even alive in time."""
     children = plan(specs, env)
+    if sys.stdout.isatty():
+        prefix_output(children)
     supervisors = [asyncio.create_task(c.supervise(stop)) for c in children]
     try:
         status = await until_stopped(stop, wait_ready(children, ready_timeout_s))

@@ -87,6 +87,11 @@ class Message(BaseModel):
     VERSION: ClassVar[tuple[int, int]] = (1, 0)
     # the field whose value keys the message on its topic (entity or request id)
     KEY_FIELD: ClassVar[str] = "id"
+    # whether ``id`` is the id of the predict request the message belongs to: the id
+    # travels the whole chain (request, enriched, routed, prediction, and the training
+    # example and reward made of it), and every service binds it to its log lines as
+    # ``request_id`` (``request_id`` below), so one request can be followed by grep
+    CARRIES_REQUEST_ID: ClassVar[bool] = False
 
     id: str = Field(default_factory=new_id, min_length=1, max_length=128)
     ts: float = Field(description="event time, seconds since the epoch")
@@ -109,6 +114,11 @@ class Message(BaseModel):
     def key(self) -> bytes:
         return str(getattr(self, self.KEY_FIELD)).encode()
 
+    @property
+    def request_id(self) -> str | None:
+        """The id of the predict request this message belongs to, if it belongs to one."""
+        return self.id if self.CARRIES_REQUEST_ID else None
+
     def to_wire(self) -> dict[str, Any]:
         body = self.model_dump(mode="python")
         body["schema"] = self.SCHEMA
@@ -123,6 +133,7 @@ class PredictRequest(Message):
     """A request for a prediction; ``id`` is the request id that keys the chain."""
 
     SCHEMA = "predict_request"
+    CARRIES_REQUEST_ID = True
     task: Task
     # the entities the features are looked up by (restaurant_id, zone_id, session_id, ...)
     entities: dict[str, str] = Field(default_factory=dict, max_length=32)
@@ -164,6 +175,7 @@ class FeatureVector(BaseModel):
 
 class PredictEnriched(Message):
     SCHEMA = "predict_enriched"
+    CARRIES_REQUEST_ID = True
     task: Task
     entities: dict[str, str] = Field(default_factory=dict)
     request_ts: float
@@ -182,6 +194,7 @@ class PredictRouted(PredictEnriched):
 
 class Prediction(Message):
     SCHEMA = "prediction"
+    CARRIES_REQUEST_ID = True
     task: Task
     entities: dict[str, str] = Field(default_factory=dict)
     request_ts: float
@@ -198,6 +211,7 @@ class Prediction(Message):
 
 class TrainingExample(Message):
     SCHEMA = "training_example"
+    CARRIES_REQUEST_ID = True
     task: Task
     features: FeatureVector
     label: float
@@ -213,6 +227,7 @@ class Reward(Message):
     """A bandit reward; ``id`` is the request id, so a repeat is recognisable."""
 
     SCHEMA = "reward"
+    CARRIES_REQUEST_ID = True
     # 1.1: features
     VERSION = (1, 1)
     task: Task

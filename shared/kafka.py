@@ -17,7 +17,8 @@ from rtml.shared import broker_compat, broker_flavor, topics
 from rtml.shared.contracts import DlqRecord, Message, decode, encode
 from rtml.shared.errors import BrokerUnavailable, ContractError
 from rtml.shared.logging import get_logger
-from rtml.shared.settings import Settings
+from rtml.shared.metrics import CONSUMER_LAG
+from rtml.shared.settings import Settings, revealed
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 log = get_logger(__name__)
@@ -39,7 +40,7 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
         kwargs.update(
             sasl_mechanism=settings.kafka_sasl_mechanism,
             sasl_plain_username=settings.kafka_sasl_username,
-            sasl_plain_password=settings.kafka_sasl_password,
+            sasl_plain_password=revealed(settings.kafka_sasl_password),
         )
     if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context
@@ -106,6 +107,7 @@ async def start_consumer(
     }
     consumer = AIOKafkaConsumer(*topic_names, **kwargs)
     broker_compat.wire_client(consumer, settings.embedded)
+    CONSUMER_LAG.watch(consumer)
     return await start_with_retry(consumer, settings)
 
 

@@ -43,13 +43,14 @@ SCALED_IN_PROD = {"features", "collector"}
 REQUEST_WIRING = {"gateway"}
 REQUEST_WIRING_COMPONENT = "request-wiring"
 # Components an operator may add to the prod overlay (each is rendered with it).
-PROD_COMPONENTS = ("kafka-ca",)
+PROD_COMPONENTS = ("kafka-ca", "monitoring")
 
 # Objects an overlay expects to exist in the cluster, created outside the manifests.
 EXTERNAL: dict[str, set[tuple[str, str]]] = {
     "dev": set(),
     "prod": {("Secret", "rtml-secrets")},
     "prod+kafka-ca": {("Secret", "rtml-secrets"), ("Secret", "rtml-kafka-ca")},
+    "prod+monitoring": {("Secret", "rtml-secrets")},
     # the Strimzi operator creates the cluster CA's Secret for the Kafka "rtml"
     "prod-strimzi": {("Secret", "rtml-secrets"), ("Secret", "rtml-cluster-ca-cert")},
 }

@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import xgboost as xgb
 from rtml.shared import model_store
+from rtml.shared.build import read_git_commit
 from rtml.shared.errors import (
     IntegrityError,
     ModelStoreError,
     UnknownVersion,
     VersionExists,
 )
-from rtml.shared.model_store import ModelRecord, ModelStore, read_git_commit
+from rtml.shared.model_store import ModelRecord, ModelStore
 
 FEATURES = np.random.default_rng(7).random((64, 3), dtype=np.float32)
 DATA_RANGE = {"topic": "rtml.training.examples", "partitions": {"0": [0, 64]}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import click
+from pydantic import SecretStr
 
 from rtml.client import AsyncClient
 from rtml.shared.eventlog import write_event_log
@@ -68,7 +69,9 @@ def simulate_command(
         raise SystemExit(1)
 
 
-async def _send(config: SimConfig, duration_s: float, url: str, token: str | None, speedup: float):
+async def _send(
+    config: SimConfig, duration_s: float, url: str, token: SecretStr | None, speedup: float
+):
     with click.progressbar(length=int(duration_s), label="simulated seconds") as bar:
         done = [0]
 

@@ -661,7 +661,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.peer:
         print(
-            PEERS[args.peer](Settings(kafka_port=args.kafka_port), args.events).to_json(),
+            # the peer runs on the broker this benchmark started
+            PEERS[args.peer](
+                Settings(kafka_port=args.kafka_port, kafka_flavor="embedded"), args.events
+            ).to_json(),
             flush=True,
         )
         return

@@ -4,36 +4,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import click
 
-from rtml.shared.settings import get_settings
+from rtml.shared.settings import Settings, get_settings
+
+
+def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from rtml.shared.build import git_commit, package_version
+
+    commit = git_commit()
+    click.echo(f"rtml {package_version()}" + (f" (commit {commit})" if commit else ""))
+    ctx.exit()
 
 
 @click.group()
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Print the version and commit, then exit.")  # fmt: skip
 def main() -> None:
     """rtml: real-time machine learning on Kafka."""
 
 
 @contextlib.contextmanager
-def _broker_if_embedded() -> Iterator[str]:
-    """Start the embedded broker unless RTML_KAFKA_BOOTSTRAP names an external one."""
+def _broker_if_embedded(settings: Settings) -> Iterator[str]:
+    """Start the embedded broker unless RTML_KAFKA_BOOTSTRAP names one."""
     from rtml.shared.embedded_broker import EmbeddedBroker
 
-    settings = get_settings()
-    if not settings.embedded:
-        yield settings.bootstrap
+    if settings.kafka_bootstrap:
+        yield settings.kafka_bootstrap
         return
     with EmbeddedBroker(port=settings.kafka_port) as broker:
         yield broker.bootstrap
 
 
 def _stop_event() -> asyncio.Event:
+    """Set by SIGTERM or SIGINT, also where SIGINT was ignored (a background job of a
+    script): a stop request reaches ``rtml up`` however it was started."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -41,23 +55,40 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+def _run(main: Coroutine[Any, Any, int | None]) -> int:
+    """``asyncio.run(main)``; a broker that cannot be started or reached is an error
+    message and exit code 1, not a traceback."""
+    from rtml.shared.errors import BrokerUnavailable
+
+    try:
+        return asyncio.run(main) or 0
+    except BrokerUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @main.command()
 def broker() -> None:
     """Run the embedded broker (memory only) on 127.0.0.1:$RTML_KAFKA_PORT until stopped."""
     from rtml.shared.embedded_broker import EmbeddedBroker
     from rtml.shared.kafka import ensure_topics
+    from rtml.supervisor import until_stopped
 
     settings = get_settings()
 
-    async def serve(bootstrap: str) -> None:
+    async def serve() -> None:
         stop = _stop_event()
-        created = await ensure_topics(settings.model_copy(update={"kafka_bootstrap": bootstrap}))
-        click.echo(f"embedded broker listening on {bootstrap} ({len(created)} topics created)")
-        click.echo("it keeps everything in memory: stopping it loses every topic and offset")
-        await stop.wait()
+        with EmbeddedBroker(port=settings.kafka_port) as running:
+            on_broker = settings.model_copy(update={"kafka_bootstrap": running.bootstrap})
+            created = await until_stopped(stop, ensure_topics(on_broker))
+            if created is None:
+                return
+            click.echo(
+                f"embedded broker listening on {running.bootstrap} ({len(created)} topics created)"
+            )
+            click.echo("it keeps everything in memory: stopping it loses every topic and offset")
+            await stop.wait()
 
-    with EmbeddedBroker(port=settings.kafka_port) as running:
-        asyncio.run(serve(running.bootstrap))
+    _run(serve())
 
 
 @main.command()
@@ -74,20 +105,26 @@ def broker() -> None:
 )
 def up(ready_timeout: float, wiring: str) -> None:
     """Start the broker (unless external) and every service; Ctrl-C stops all."""
+    from rtml.shared.broker_flavor import resolve
     from rtml.shared.kafka import ensure_topics
     from rtml.stack import Wiring, services_for
-    from rtml.supervisor import run_stack
+    from rtml.supervisor import run_stack, until_stopped
 
     settings = get_settings()
     specs = services_for(cast(Wiring, wiring))
 
-    async def run(bootstrap: str) -> int:
-        await ensure_topics(settings.model_copy(update={"kafka_bootstrap": bootstrap}))
-        return await run_stack(specs, bootstrap, _stop_event(), ready_timeout)
+    async def run() -> int:
+        stop = _stop_event()
+        with _broker_if_embedded(settings) as bootstrap:
+            on_broker = settings.model_copy(update={"kafka_bootstrap": bootstrap})
+            if await until_stopped(stop, ensure_topics(on_broker)) is None:
+                return 0
+            # asked once here; the services inherit the answer
+            flavor = await resolve(on_broker)
+            env = {**os.environ, "RTML_KAFKA_FLAVOR": flavor}
+            return await run_stack(specs, env, bootstrap, flavor, stop, ready_timeout)
 
-    with _broker_if_embedded() as bootstrap:
-        code = asyncio.run(run(bootstrap))
-    sys.exit(code)
+    sys.exit(_run(run()))
 
 
 @main.group()
@@ -103,6 +140,7 @@ def evaluate() -> None:
 def _mount_subcommands() -> None:
     from rtml.research.bakeoff_cli import cb_bakeoff
     from rtml.research.experiment_cli import experiment
+    from rtml.schemas import schemas_group
     from rtml.services.features.cli import batch_features
     from rtml.services.prediction.cli import models
     from rtml.services.trainer.cli import skew_command, train_command
@@ -116,6 +154,7 @@ def _mount_subcommands() -> None:
     main.add_command(skew_command)
     main.add_command(models)
     main.add_command(tasks_group)
+    main.add_command(schemas_group)
     batch.add_command(batch_features)
     batch.add_command(batch_predict)
     evaluate.add_command(evaluate_recs)
@@ -140,6 +179,27 @@ def demo(duration: str, seed: int, workdir: Path | None, storage: str | None) ->
     from rtml.demo import run_demo
 
     sys.exit(asyncio.run(run_demo(duration, seed, workdir, click.echo, storage)))
+
+
+@main.command()
+@click.option("--markdown", is_flag=True,
+              help="the settings table of docs/OPERATING.md (no current values)")  # fmt: skip
+def config(markdown: bool) -> None:
+    """Every RTML_* setting: its variable, default, current value (secrets hidden) and
+    meaning."""
+    from pydantic import ValidationError
+
+    from rtml.settings_catalog import declared, effective, plain_table
+    from rtml.settings_catalog import markdown as markdown_table
+
+    if markdown:
+        click.echo(markdown_table(declared()), nl=False)
+        return
+    try:
+        rows = effective()
+    except ValidationError as exc:
+        raise click.ClickException(f"a setting does not parse:\n{exc}") from exc
+    click.echo(plain_table(rows))
 
 
 @main.command()

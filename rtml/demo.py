@@ -25,10 +25,10 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-
+from rtml.client import AsyncClient
 from rtml.demo_summary import Phases, Summary, lineage_lines, only, summarize
 from rtml.shared import topics
+from rtml.shared.broker_flavor import known
 from rtml.shared.contracts import DlqRecord, Message, ModelAnnouncement, Prediction, TrainingExample
 from rtml.shared.embedded_broker import EmbeddedBroker
 from rtml.shared.eventlog import write_event_log
@@ -39,7 +39,7 @@ from rtml.shared.object_storage import StorageLocation, parse_location
 from rtml.shared.settings import Settings
 from rtml.stack import SERVICES
 from rtml.supervisor import READY, plan, render_table, wait_ready
-from rtml.tasks.eta.simulator.driver import IngestionClient, drive
+from rtml.tasks.eta.simulator.driver import drive
 from rtml.tasks.eta.simulator.world import Marketplace, SimConfig
 
 HOUR = 3600.0
@@ -155,7 +155,7 @@ class Demo:
         supervisors = [asyncio.create_task(child.supervise(stopping)) for child in children]
         try:
             status = await wait_ready(children, timeout_s=120)
-            self.say(render_table(children, status, settings.bootstrap))
+            self.say(render_table(children, status, settings.bootstrap, known(settings)))
             if any(s != READY for s in status.values()):
                 self.failures.append("not every service became ready")
                 return Summary()
@@ -166,8 +166,7 @@ class Demo:
             await self._settle(settings)
             return await self._summary(settings)
         finally:
-            stopping.set()
-            await asyncio.gather(*(child.terminate() for child in children))
+            stopping.set()  # each supervisor stops its service
             await asyncio.gather(*supervisors, return_exceptions=True)
 
     async def _drive(self, env: dict[str, str]) -> None:
@@ -186,10 +185,10 @@ class Demo:
                 storm = " (storm)" if message.ts >= self.storm_ts else ""
                 self.say(f"  ... {hours:4.1f} simulated hours in{storm}")
 
-        async with aiohttp.ClientSession() as http:
+        async with AsyncClient(url) as client:
             stats = await drive(
                 self.world.run((self.plan.warmup_h + self.plan.live_h) * HOUR),
-                IngestionClient(http, url, None), self.plan.speedup, on_progress=progress,
+                client, self.plan.speedup, on_progress=progress,
             )  # fmt: skip
         self.say(
             f"  sent {stats.events} events and {stats.predict_requests} predict requests "
@@ -294,7 +293,7 @@ async def run_demo(
         env.setdefault(spec.port_env, str(spec.default_port))
     say(f"rtml demo ({plan_name}): workdir {root}, models and warehouse in {demo.storage}")
     async with AsyncExitStack() as stack:
-        if base.embedded:
+        if not base.kafka_bootstrap:
             broker = stack.enter_context(EmbeddedBroker(port=base.kafka_port))
             env["RTML_KAFKA_PORT"] = str(broker.port)
             say(f"  embedded broker on {broker.bootstrap} (memory only)")

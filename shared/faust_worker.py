@@ -11,7 +11,8 @@ import asyncio
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from faust.types import TP, AgentT
 from mode import Service
 from prometheus_client import Counter
 from rtml.shared.logging import get_logger
+from rtml.shared.metrics import CONSUMER_LAG, Lag
 
 log = get_logger(__name__)
 AGENT_CRASHES = Counter(
@@ -54,6 +56,8 @@ class WatchedApp(faust.App):
             "datadir", Path(tempfile.gettempdir()) / f"rtml-faust-{os.getuid()}-{id}"
         )
         super().__init__(id, **options)
+        app = weakref.ref(self)
+        CONSUMER_LAG.add_source(lambda: consumer_lag(app()))
 
     async def _on_agent_error(self, agent: AgentT, exc: BaseException) -> None:
         # rtml's agents send what they cannot handle to the DLQ; reaching here means
@@ -78,6 +82,18 @@ def recovered_and_assigned(app: WatchedApp, topic: str) -> bool | str:
     if crash is not None and time.monotonic() - crash.at < CRASH_NOT_READY_S:
         return f"agent {crash.agent} crashed: {crash.error}"
     return app.commit_watch.verdict(_commit_positions(app, assignment))
+
+
+def consumer_lag(app: WatchedApp | None) -> Iterator[Lag]:
+    """Per partition the app commits: the records from its committed offset to the end."""
+    if app is None or not app.started:
+        return
+    try:
+        positions = _commit_positions(app, app.consumer.assignment())
+    except Exception:  # a consumer between generations has nothing to say
+        return
+    for tp, (committed, end) in positions.items():
+        yield Lag(app.conf.id, tp.topic, tp.partition, max(0, end - committed))
 
 
 def _commit_positions(app: WatchedApp, assignment: set[TP]) -> dict[TP, tuple[int, int]]:
@@ -130,6 +146,11 @@ def run_worker(build: Callable[[], tuple[faust.App, Service]], log_level: str) -
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     app, side = build()
-    faust.Worker(
+    worker = faust.Worker(
         app, side, loop=loop, loglevel=log_level, quiet=True, override_logging=False
-    ).execute_from_commandline()
+    )
+    if not worker.stdout.isatty():
+        # faust's start-up spinner hides and shows the cursor with escape codes whether or
+        # not its output is a terminal (mode's Spinner checks only for the spinning part)
+        worker.spinner = None
+    worker.execute_from_commandline()

@@ -8,12 +8,18 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
-from rtml.shared.contracts import Message, PredictRequest, from_wire, unpack
+from rtml.shared.contracts import (
+    MSGPACK_INT_MAX,
+    MSGPACK_INT_MIN,
+    Message,
+    PredictRequest,
+    from_wire,
+    unpack,
+)
 from rtml.shared.errors import ContractError
 from rtml.shared.tasks.registry import tasks
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
-MSGPACK_INT_MIN, MSGPACK_INT_MAX = -(2**63), 2**64 - 1
 # the field a problem names when the item as a whole is wrong (not a map, say)
 WHOLE_ITEM = "item"
 

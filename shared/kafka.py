@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.partitioner import murmur2
 from prometheus_client import Counter
-from rtml.shared import broker_compat, topics
+from rtml.shared import broker_compat, broker_flavor, topics
 from rtml.shared.contracts import DlqRecord, Message, decode, encode
 from rtml.shared.errors import BrokerUnavailable, ContractError
 from rtml.shared.logging import get_logger
-from rtml.shared.settings import Settings
+from rtml.shared.metrics import CONSUMER_LAG
+from rtml.shared.settings import Settings, revealed
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 log = get_logger(__name__)
@@ -38,7 +40,7 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
         kwargs.update(
             sasl_mechanism=settings.kafka_sasl_mechanism,
             sasl_plain_username=settings.kafka_sasl_username,
-            sasl_plain_password=settings.kafka_sasl_password,
+            sasl_plain_password=revealed(settings.kafka_sasl_password),
         )
     if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context
@@ -47,8 +49,12 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
-async def start_with_retry(client: Any, settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S):
-    """Start an aiokafka client, retrying connects with bounded exponential backoff."""
+async def connect_with_retry(
+    connect: Callable[[], Awaitable[object]],
+    settings: Settings,
+    timeout_s: float = CONNECT_TIMEOUT_S,
+) -> None:
+    """Await ``connect()``, retrying refused connects with bounded exponential backoff."""
     try:
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(timeout_s),
@@ -57,16 +63,22 @@ async def start_with_retry(client: Any, settings: Settings, timeout_s: float = C
             reraise=True,
         ):
             with attempt:
-                await client.start()
+                await connect()
     except KafkaConnectionError as exc:
         raise BrokerUnavailable(
             f"Kafka at {settings.bootstrap} did not answer within {timeout_s:.0f}s "
             f"(set RTML_KAFKA_BOOTSTRAP, or start the embedded broker with `rtml broker`)"
         ) from exc
+
+
+async def start_with_retry(client: Any, settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S):
+    """Start an aiokafka client, retrying connects with bounded exponential backoff."""
+    await connect_with_retry(client.start, settings, timeout_s)
     return client
 
 
 async def start_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    await broker_flavor.resolve(settings)
     kwargs = {
         **client_kwargs(settings),
         "acks": "all",
@@ -84,6 +96,7 @@ async def start_producer(settings: Settings, **overrides: Any) -> AIOKafkaProduc
 async def start_consumer(
     settings: Settings, *topic_names: str, group_id: str | None, **overrides: Any
 ) -> AIOKafkaConsumer:
+    await broker_flavor.resolve(settings)
     kwargs = {
         **client_kwargs(settings),
         "group_id": group_id,
@@ -94,6 +107,7 @@ async def start_consumer(
     }
     consumer = AIOKafkaConsumer(*topic_names, **kwargs)
     broker_compat.wire_client(consumer, settings.embedded)
+    CONSUMER_LAG.watch(consumer)
     return await start_with_retry(consumer, settings)
 
 
@@ -101,6 +115,8 @@ async def ensure_topics(
     settings: Settings, wanted: Iterable[topics.Topic] = topics.ALL
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
+    # the faust services read the flavor once their topics exist, before any client here
+    await broker_flavor.resolve(settings)
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await start_with_retry(admin, settings)
     try:
@@ -125,6 +141,21 @@ async def ensure_topics(
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition the default (murmur2) partitioner gives ``key``, as producers do:
+    the features and collector workers find an entity's or a join key's state by it."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def send_messages(
+    producer: AIOKafkaProducer, topic: str, messages: Sequence[Message]
+) -> None:
+    """Send contract messages as rtml's consumers read them (msgpack, keyed by their key
+    field, no headers) and wait until the broker acknowledged all of them."""
+    acks = [await producer.send(topic, encode(m), key=m.key) for m in messages]
+    await asyncio.gather(*acks)
 
 
 async def send_all(producer: AIOKafkaProducer, records: list[tuple[str, bytes, bytes]]) -> None:

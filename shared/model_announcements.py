@@ -12,18 +12,20 @@ pointer; an announcement only says "look at this version now".
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import Any, Literal, cast
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-import xgboost as xgb
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rtml.shared import broker_compat, topics
 from rtml.shared.contracts import ModelAnnouncement, decode, encode
 from rtml.shared.errors import ContractError
 from rtml.shared.kafka import start_consumer
 from rtml.shared.logging import get_logger
-from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.settings import Settings
+
+if TYPE_CHECKING:  # XGBoost and the store weigh ~100 MB: readers of the topic need neither
+    import xgboost as xgb
+    from rtml.shared.model_store import ModelRecord, ModelStore
 
 log = get_logger(__name__)
 
@@ -101,6 +103,18 @@ async def read_announcements(settings: Settings) -> list[ModelAnnouncement]:
         return await read_to_end(consumer, settings)
     finally:
         await consumer.stop()
+
+
+async def follow(
+    consumer: AIOKafkaConsumer, apply: Callable[[ModelAnnouncement], Awaitable[None]]
+) -> None:
+    """Apply every announcement from the consumer's position on, until cancelled."""
+    while True:
+        batches = await consumer.getmany(MODELS_PARTITION, timeout_ms=1000)
+        for record in batches.get(MODELS_PARTITION, []):
+            announcement = decode_announcement(record.value, record.offset)
+            if announcement is not None:
+                await apply(announcement)
 
 
 def decode_announcement(value: bytes | None, offset: int) -> ModelAnnouncement | None:

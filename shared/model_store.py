@@ -34,12 +34,12 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import xgboost as xgb
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from rtml.shared.build import git_commit, package_version
 from rtml.shared.contracts import Task
 from rtml.shared.errors import (
     ChampionChanged,
@@ -61,8 +61,6 @@ from rtml.shared.tasks.registry import UnknownTask, task_spec
 
 STORE_ENV = "RTML_MODEL_STORE"
 DEFAULT_STORE_ROOT = Path(".rtml/models")
-# lets images built without a .git directory still record the commit they came from
-GIT_COMMIT_ENV = "RTML_GIT_COMMIT"
 
 ARTIFACT_NAME = "model.ubj"
 RECORD_NAME = "record.json"
@@ -70,7 +68,6 @@ RECORD_NAME = "record.json"
 # version ids become directory names and key parts, so they must stay one safe path component
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _VERSION_NAME = re.compile(VERSION_PATTERN)
-_COMMIT = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 
 RegisteredHook = Callable[["ModelRecord"], None]
 AsyncRegisteredHook = Callable[["ModelRecord"], Awaitable[None] | None]
@@ -441,72 +438,7 @@ class ModelStore:
 
 
 def current_code_version() -> CodeVersion:
-    return CodeVersion(rtml=_package_version(), git_commit=_git_commit())
-
-
-def _package_version() -> str:
-    try:
-        return metadata.version("rtml")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _git_commit() -> str | None:
-    return os.environ.get(GIT_COMMIT_ENV) or read_git_commit(Path(__file__).resolve().parent)
-
-
-def read_git_commit(start: Path) -> str | None:
-    """HEAD's commit of the checkout holding ``start``, or None when there is none.
-
-    Reads .git directly instead of running git, which slim images do not have.
-    """
-    git_dir = _find_git_dir(start)
-    if git_dir is None:
-        return None
-    try:
-        commit = _resolve_head(git_dir)
-    except OSError:
-        return None
-    return commit if commit and _COMMIT.match(commit) else None
-
-
-def _find_git_dir(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        dot_git = folder / ".git"
-        if dot_git.is_dir():
-            return dot_git
-        if dot_git.is_file():  # a worktree or submodule points at its real git dir
-            pointer = dot_git.read_text().strip()
-            if pointer.startswith("gitdir: "):
-                return (folder / pointer.removeprefix("gitdir: ")).resolve()
-    return None
-
-
-def _resolve_head(git_dir: Path) -> str | None:
-    head = (git_dir / "HEAD").read_text().strip()
-    if not head.startswith("ref: "):
-        return head  # detached HEAD holds the commit itself
-    ref = head.removeprefix("ref: ")
-    common = _common_dir(git_dir)
-    loose = common / ref
-    if loose.is_file():
-        return loose.read_text().strip()
-    packed = common / "packed-refs"
-    if not packed.is_file():
-        return None  # a branch with no commits yet
-    for line in packed.read_text().splitlines():
-        commit, _, name = line.partition(" ")
-        if name == ref:
-            return commit
-    return None
-
-
-def _common_dir(git_dir: Path) -> Path:
-    # worktrees keep branch refs in the main repository's git dir
-    pointer = git_dir / "commondir"
-    if pointer.is_file():
-        return (git_dir / pointer.read_text().strip()).resolve()
-    return git_dir
+    return CodeVersion(rtml=package_version(), git_commit=git_commit())
 
 
 # --- names ----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL = "file"
@@ -28,10 +29,15 @@ S3 = "s3"
 class StorageSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RTML_", extra="ignore")
 
-    # an S3-compatible store's endpoint, e.g. http://minio:9000 (None: Amazon S3)
-    s3_endpoint_url: str | None = None
-    # the bucket's region (None: the AWS SDK's own resolution, AWS_REGION...)
-    s3_region: str | None = None
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="an S3-compatible store's endpoint for s3:// URLs, e.g. http://minio:9000 "
+        "(unset: Amazon S3)",
+    )
+    s3_region: str | None = Field(
+        default=None,
+        description="the bucket's region for s3:// URLs (unset: the AWS SDK's own, AWS_REGION...)",
+    )
 
 
 @dataclass(frozen=True)

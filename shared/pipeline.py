@@ -23,7 +23,7 @@ from prometheus_client import Counter, Histogram
 from rtml.shared.contracts import Message, decode, encode
 from rtml.shared.errors import ContractError
 from rtml.shared.kafka import DlqWriter, send_all
-from rtml.shared.logging import get_logger
+from rtml.shared.logging import bound_request, get_logger
 from rtml.shared.service import BrokerProbe
 
 log = get_logger(__name__)
@@ -164,16 +164,18 @@ class Pipeline:
             return list(await self._handler(incoming))
         except Exception as exc:
             if len(incoming) == 1:
-                await self._dead_letter(incoming[0].record, exc, "handler")
+                with bound_request(incoming[0].message.request_id):
+                    await self._dead_letter(incoming[0].record, exc, "handler")
                 return []
         # find the poison message: one at a time, the rest still go through
         # (handlers absorb repeats by id, so re-handling the batch's head is safe)
         outgoing: list[Outgoing] = []
         for item in incoming:
-            try:
-                outgoing.extend(await self._handler([item]))
-            except Exception as exc:
-                await self._dead_letter(item.record, exc, "handler")
+            with bound_request(item.message.request_id):
+                try:
+                    outgoing.extend(await self._handler([item]))
+                except Exception as exc:
+                    await self._dead_letter(item.record, exc, "handler")
         return outgoing
 
     async def _dead_letter(self, record: ConsumerRecord, error: BaseException, reason: str) -> None:

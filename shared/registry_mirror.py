@@ -55,19 +55,31 @@ RETRIES = Counter("rtml_mlflow_mirror_retries_total", "MLflow calls retried", ["
 class MirrorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RTML_", extra="ignore")
 
-    # the MLflow tracking server (None: no mirror), e.g. http://mlflow:5000
-    mlflow_tracking_uri: str | None = None
-    # registered model name = prefix + task
-    mlflow_model_prefix: str = "rtml-"
-    mlflow_experiment: str = "rtml"
-    # tries per event before it counts as failed, with exponential backoff between them
-    mlflow_attempts: int = Field(default=4, ge=1)
-    # one HTTP request to MLflow (MLflow's own retries are turned off: tenacity retries)
-    mlflow_request_timeout_s: int = Field(default=10, ge=1)
-    # events waiting for MLflow; past this they are dropped and counted
-    mlflow_queue_size: int = Field(default=1000, ge=1)
-    # how long a process waits at exit for the events still queued
-    mlflow_flush_timeout_s: float = Field(default=10.0, ge=0)
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="an MLflow tracking server that mirrors every model version and champion, "
+        "e.g. http://mlflow:5000 (unset: no mirror)",
+    )
+    mlflow_model_prefix: str = Field(
+        default="rtml-", description="MLflow's registered model for a task: this prefix + the task"
+    )
+    mlflow_experiment: str = Field(
+        default="rtml", description="the MLflow experiment whose runs carry the artifacts"
+    )
+    mlflow_attempts: int = Field(
+        default=4, ge=1, description="tries per mirrored event (exponential backoff between)"
+    )
+    mlflow_request_timeout_s: int = Field(
+        default=10, ge=1, description="one HTTP request to MLflow, seconds"
+    )
+    mlflow_queue_size: int = Field(
+        default=1000, ge=1, description="events waiting for MLflow; past this they are dropped "
+        "and counted"
+    )  # fmt: skip
+    mlflow_flush_timeout_s: float = Field(
+        default=10.0, ge=0, description="how long a process waits at exit for the events "
+        "still queued for MLflow"
+    )  # fmt: skip
 
 
 def shown_uri(uri: str) -> str:

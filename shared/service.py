@@ -9,22 +9,32 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, Info, generate_latest
+from rtml.shared.build import git_commit, package_version
 from rtml.shared.logging import get_logger
+from rtml.shared.metrics import http_metrics
 
 log = get_logger(__name__)
 
 ReadyCheck = Callable[[], bool | str]
+
+BUILD = Info("rtml_build", "the service and the rtml build it runs")
+READY = Gauge("rtml_ready", "1 when /readyz answers 200, 0 when it answers 503")
 
 
 class HealthEndpoints:
     """``/healthz`` (alive, never depends on Kafka), ``/readyz``, ``/metrics``.
 
     A ready check returns True when satisfied, or False / a string saying why not.
+    ``/metrics`` carries what every service exports: ``rtml_build_info``,
+    ``rtml_ready`` (the ready checks, run at scrape time) and the HTTP metrics of
+    every route of the app it is mounted on (``shared/metrics.py``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, service: str) -> None:
         self._checks: dict[str, ReadyCheck] = {}
+        BUILD.info({"service": service, "version": package_version(), "commit": git_commit() or ""})
+        READY.set_function(lambda: 0.0 if self.not_ready() else 1.0)
 
     def add_ready_check(self, name: str, check: ReadyCheck) -> None:
         self._checks[name] = check
@@ -33,6 +43,8 @@ class HealthEndpoints:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        # outermost, so that it sees the status the client gets
+        app.middlewares.insert(0, http_metrics)
         return app
 
     def not_ready(self) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from rtml.shared.contracts import Message, decode
@@ -56,6 +58,47 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
             return partitions
         await asyncio.sleep(0.1)
     raise AssertionError(f"topic {topic} has no partitions")
+
+
+def rtml(*args: str) -> list[str]:
+    """The command line of ``rtml ARGS`` from this interpreter's installation (an ``rtml``
+    on PATH may be another one)."""
+    return [sys.executable, "-m", "rtml", *args]
+
+
+def survivors(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """The processes still alive (zombies count as gone) once all are gone or
+    ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [p for p in processes if _alive(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:  # is_running() also tells a reused PID from the process
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def post_json(url: str, body: object, timeout_s: float = 10.0) -> dict:
+    """POST ``body`` as JSON; the 200 answer's body (any other status raises)."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        assert response.status == 200, response.status
+        return json.load(response)
+
+
+def send_one_event(ingest_url: str) -> dict:
+    """POST one ``courier_online`` event to ingestion; the answer's body."""
+    event = {"schema": "courier_online", "ts": 1_700_000_000, "courier_id": "c1",
+             "zone_id": "z1"}  # fmt: skip
+    return post_json(f"{ingest_url}/v1/events", event)
 
 
 def wait_http(url: str, timeout_s: float = 30.0, status: int = 200) -> None:

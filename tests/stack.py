@@ -25,14 +25,13 @@ from rtml.shared.model_announcements import announce
 from rtml.shared.model_store import ModelStore
 from rtml.shared.settings import Settings
 
+from rtml.supervisor import STOP_GRACE_S
 from rtml.tasks.eta.events import OrderDelivered
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from rtml.tasks.eta.spec import TASK as ETA
 from tests.helpers import wait_http
 
 HOUR = 3600.0
-# SIGTERM to exit: the supervisor's grace (rtml/supervisor.py STOP_GRACE_S)
-STOP_GRACE_S = 15.0
 
 
 class EtaLog:

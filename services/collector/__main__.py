@@ -11,6 +11,7 @@ is in the changelogs, every warehouse file is whole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import faust
 from aiohttp import web
@@ -23,6 +24,7 @@ from rtml.shared import topics
 from rtml.shared.faust_worker import run_worker
 from rtml.shared.kafka import DlqWriter, client_kwargs, ensure_topics, start_producer
 from rtml.shared.logging import configure_logging, get_logger
+from rtml.shared.model_announcements import follow, open_announcement_reader
 from rtml.shared.service import BrokerProbe, HealthEndpoints, serve
 from rtml.shared.settings import Settings, get_settings
 
@@ -50,10 +52,15 @@ class SideServices(Service):
         writer = WarehouseWriter(settings, config, worker.dlq)
         await writer.start()
         self._cleanups.append(writer.stop)
+        # retired versions leave the live-error metrics
+        announcements = await open_announcement_reader(settings)
+        self._cleanups.append(announcements.stop)
+        following = asyncio.create_task(follow(announcements, worker.live_error.on_announcement))
+        self._cleanups.append(lambda: _cancelled(following))
         # faust notices a lost or hung broker late, and an idle consumer looks healthy
         probe = BrokerProbe(producer.client)
         self._cleanups.append(probe.start())
-        health = HealthEndpoints()
+        health = HealthEndpoints(SERVICE)
         health.add_ready_check("broker", probe.readiness)
         health.add_ready_check("join", worker.readiness)
         health.add_ready_check("warehouse", writer.readiness)
@@ -66,6 +73,12 @@ class SideServices(Service):
     async def on_stop(self) -> None:
         for cleanup in reversed(self._cleanups):
             await cleanup()
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def prepare_topics(settings: Settings, config: CollectorSettings) -> None:

@@ -55,7 +55,7 @@ from rtml.shared.contracts import Prediction, encode
 from rtml.shared.errors import ContractError
 from rtml.shared.faust_worker import recovered_and_assigned
 from rtml.shared.kafka import DlqWriter, send_all
-from rtml.shared.logging import get_logger
+from rtml.shared.logging import bound_request, debug_enabled, get_logger
 from rtml.shared.settings import Settings
 
 SERVICE = "collector"
@@ -155,6 +155,9 @@ class CollectorWorker:
         }
         self.producer: AIOKafkaProducer | None = None
         self.dlq: DlqWriter | None = None
+        self.live_error = metrics.LiveError()
+        # a line per record only at DEBUG: asked once, it costs nothing per record
+        self._trace = debug_enabled()
         self.join_topic_name = join_topic(settings, config).name
         self._joins: dict[int, PartitionJoin] = {}
         self._progress = RekeyProgress()
@@ -207,6 +210,9 @@ class CollectorWorker:
                             callback=self._progress.started(message),
                         )
                         metrics.REKEYED.labels(source).inc()
+                        if self._trace and rekeyed.request_id is not None:
+                            with bound_request(rekeyed.request_id):
+                                log.debug("prediction_awaits_label", join_key=rekeyed.key.decode())
                         continue
                     if source == "predictions":
                         metrics.JOIN.labels("prediction_without_join_key").inc()
@@ -246,6 +252,14 @@ class CollectorWorker:
             await send_all(self.producer, _outputs(joined))
             for item in joined:
                 metrics.EMITTED.labels(item.example.task).inc()
+                self.live_error.observe(item.example)
+                if self._trace:
+                    with bound_request(item.example.id):
+                        log.debug(
+                            "example_emitted",
+                            label=item.example.label,
+                            reward=item.reward.reward if item.reward else None,
+                        )
         join.flush()  # only now, after the acks: see store.py
         for outcome, count in state.counts.items():
             metrics.JOIN.labels(outcome).inc(count)

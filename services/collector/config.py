@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rtml.services.collector.join import JoinConfig
+from rtml.shared.settings import warehouse_field
 
 # The embedded broker does not answer a waiting fetch when data arrives, so every
 # consumer there polls; each fetch costs it more the more record batches a partition
@@ -17,26 +18,37 @@ EMBEDDED_FETCH_MAX_WAIT_MS = 50
 class CollectorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RTML_", extra="ignore")
 
-    collector_host: str = "127.0.0.1"
-    collector_port: int = 8084
-    # the faust app id: its consumer group and the prefix of its internal topics
-    collector_app_id: str = "rtml-collector"
-    # how long (event time) either side of the join waits for the other
-    collector_window_s: float = Field(default=2 * 3600.0, gt=0)
-    # per task, how long after a prediction its label still counts, overriding the
-    # task's spec: RTML_COLLECTOR_LABEL_WINDOWS_S='{"<task>": 600}'
-    collector_label_windows_s: dict[str, float] = Field(default_factory=dict)
-    # faust's consumer fetch wait (None: EMBEDDED_FETCH_MAX_WAIT_MS on the embedded
-    # broker, faust's 1500 ms on Kafka)
-    collector_fetch_max_wait_ms: int | None = Field(default=None, ge=1)
-    # records of a partition between two sweeps of its emitted-keys table
-    collector_forget_every: int = Field(default=1000, ge=1)
-    # RTML_WAREHOUSE: the Parquet dataset, a directory or an object storage URL
-    # (s3://, gs://, abfs://; None: ./.rtml/warehouse)
-    warehouse: str | None = None
-    warehouse_group: str = "rtml-warehouse"
-    # most examples read per warehouse write (one file per partition, task and hour)
-    warehouse_max_records: int = Field(default=5000, ge=1)
+    collector_host: str = Field(default="127.0.0.1", description="collector's listen address")
+    collector_port: int = Field(default=8084, description="collector's HTTP side port")
+    collector_app_id: str = Field(
+        default="rtml-collector",
+        description="the collector faust app: its consumer group and the prefix of its "
+        "internal topics",
+    )
+    collector_window_s: float = Field(
+        default=2 * 3600.0, gt=0, description="how long (event time) either side of the join "
+        "waits for the other"
+    )  # fmt: skip
+    collector_label_windows_s: dict[str, float] = Field(
+        default_factory=dict, description='per task, how long after a prediction its label '
+        'still counts, overriding its spec (JSON, e.g. {"eta": 600})'
+    )  # fmt: skip
+    collector_fetch_max_wait_ms: int | None = Field(
+        default=None, ge=1, description="the collector's fetch wait (unset: "
+        f"{EMBEDDED_FETCH_MAX_WAIT_MS} ms on the embedded broker, faust's 1500 ms on Kafka)"
+    )  # fmt: skip
+    collector_forget_every: int = Field(
+        default=1000, ge=1, description="records of a partition between two sweeps of its "
+        "emitted-keys table"
+    )  # fmt: skip
+    warehouse: str | None = warehouse_field()
+    warehouse_group: str = Field(
+        default="rtml-warehouse", description="the warehouse writer's consumer group"
+    )
+    # one file per partition, task and hour
+    warehouse_max_records: int = Field(
+        default=5000, ge=1, description="most examples read per warehouse write"
+    )
 
     def join_config(self) -> JoinConfig:
         return JoinConfig(

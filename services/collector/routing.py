@@ -34,13 +34,16 @@ def _label_markers() -> tuple[bytes, ...]:
 class Rekeyed:
     key: bytes
     value: bytes
+    # a prediction's: the id of its predict request (a label has none)
+    request_id: str | None = None
 
 
 def rekey_prediction(value: bytes) -> Rekeyed | None:
     """The prediction under its join key; None when it has none (counted by the caller).
     Raises ContractError for what is not a valid prediction."""
-    key = join_key_of_prediction(decode(value, Prediction))  # type: ignore[arg-type]
-    return Rekeyed(key.encode(), value) if key is not None else None
+    prediction = decode(value, Prediction)
+    key = join_key_of_prediction(prediction)  # type: ignore[arg-type]
+    return Rekeyed(key.encode(), value, prediction.id) if key is not None else None
 
 
 def rekey_event(value: bytes) -> Rekeyed | None:

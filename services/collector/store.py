@@ -23,16 +23,11 @@ import struct
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
 
-from aiokafka.partitioner import murmur2
 from rtml.shared.contracts import decode, encode
+from rtml.shared.kafka import partition_of
 
 T = TypeVar("T")
 _DELETED = None
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition the default (murmur2) partitioner gives ``key``, as producers do."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class Codec(Generic[T]):

@@ -22,7 +22,7 @@ async def main(stop: asyncio.Event) -> None:
     log = get_logger(SERVICE)
     dashboard = Dashboard(served_task(settings.dashboard_task, "RTML_DASHBOARD_TASK"))
     feed = TopicFeed(settings, dashboard)
-    health = HealthEndpoints()
+    health = HealthEndpoints(SERVICE)
     health.add_ready_check("feed", feed.readiness)
     # the page is up first: it shows an empty dashboard while Kafka connects
     runner = await serve(

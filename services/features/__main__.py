@@ -66,7 +66,7 @@ class SideServices(Service):
         # faust notices a lost or hung broker late, and an idle consumer looks healthy
         probe = BrokerProbe(producer.client)
         self._cleanups.append(probe.start())
-        health = HealthEndpoints()
+        health = HealthEndpoints(SERVICE)
         health.add_ready_check("broker", probe.readiness)
         health.add_ready_check("worker", worker.readiness)
         app = health.mount(HttpAdapter(worker, http).mount(web.Application()))

@@ -57,7 +57,6 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
-from aiokafka.partitioner import murmur2
 from faust.tables.table import Table
 from faust.types import TP, EventT, Message, StreamT
 from rtml.services.features import metrics
@@ -83,8 +82,8 @@ from rtml.shared.contracts import PredictRequest, decode, encode
 from rtml.shared.errors import ContractError
 from rtml.shared.faust_worker import recovered_and_assigned
 from rtml.shared.features.records import BatchFeatureRecord
-from rtml.shared.kafka import DlqWriter
-from rtml.shared.logging import get_logger
+from rtml.shared.kafka import DlqWriter, partition_of
+from rtml.shared.logging import bind_request, get_logger, unbind_request
 from rtml.shared.settings import Settings
 from rtml.shared.tasks.registry import tasks
 from rtml.shared.timings import FEATURES, LOOKUP_FORWARD
@@ -122,11 +121,6 @@ def changelog_topic(settings: Settings) -> topics.Topic:
             "retention.ms": str(int(settings.features_changelog_retention_s * 1000)),
         },
     )
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition the default (murmur2) partitioner gives ``key``, as producers do."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class EntityTable(Table):
@@ -310,18 +304,23 @@ class FeaturesWorker:
                 except Exception as exc:  # faust would ack and drop it: keep it in the DLQ
                     log.exception("request_failed", offset=event.message.offset)
                     await self._dead_letter(event.message, exc, "handler")
+                finally:
+                    # the handler bound the id of the request it decoded (the lines above too)
+                    unbind_request()
 
         return agent
 
     async def _on_request(self, message: Message) -> None:
         request = decode(message.value or b"", PredictRequest)
         assert isinstance(request, PredictRequest)
+        bind_request(request.id)
         arrival = self.app.arrival(message)
         await self._continue(held(plan(request, arrival.seen_at), arrival.held_s))
 
     async def _on_lookup(self, message: Message) -> None:
         # the lookup topics are partitioned like rtml.events: the entity lives here
         lookup = Lookup.from_bytes(message.value or b"")
+        bind_request(lookup.request.id)
         if lookup.next_entity is None:
             raise ContractError("pending", "a lookup record with nothing left to look up")
         arrival = self.app.arrival(message)
@@ -336,12 +335,16 @@ class FeaturesWorker:
                 topic = self.lookup_topics[kind]
                 forwarded = account(lookup, FEATURES, time.time())
                 await topic.send(key=entity_id.encode(), value=forwarded.to_bytes())
+                log.debug("lookup_forwarded", entity=kind, to=topic.get_topic_name())
                 return
             lookup = self._look_up_here(lookup, "local")
         vector = feature_vector(lookup, self.batch_records())
         message = enriched(lookup, vector, time.time())
         await self.enriched_topic.send(key=message.key, value=encode(message))
         metrics.observe(vector, "kafka")
+        log.debug(
+            "request_enriched", feature_set=vector.feature_set, defaulted=sum(vector.defaulted)
+        )
 
     def _look_up_here(self, lookup: Lookup, where: str) -> Lookup:
         kind, entity_id = lookup.next_entity  # type: ignore[misc]

@@ -38,8 +38,11 @@ from rtml.services.features.handlers import (
 from rtml.shared.contracts import PredictRequest, from_wire
 from rtml.shared.errors import ContractError
 from rtml.shared.features.definitions import FeatureValue
+from rtml.shared.logging import bound_request, get_logger
 from rtml.shared.tasks.registry import tasks
 from rtml.shared.timings import FEATURES, LOOKUP_FORWARD
+
+log = get_logger(__name__)
 
 OWNER_TIMEOUT_S = 2.0
 
@@ -73,6 +76,10 @@ class HttpAdapter:
             return _error(400, f"body: not JSON: {exc}")
         except ContractError as exc:
             return _error(400, str(exc), field=exc.field)
+        with bound_request(predict.id):
+            return await self._enrich(lookup)
+
+    async def _enrich(self, lookup: Lookup) -> web.Response:
         # an owner asked over HTTP waits for its own events (entity_features); a wait of
         # nothing still counts, so that both wirings name the same hops
         held_s = 0.0
@@ -86,6 +93,9 @@ class HttpAdapter:
             return _error(503, str(exc))
         vector = feature_vector(lookup, self._worker.batch_records())
         metrics.observe(vector, "http")
+        log.debug(
+            "request_enriched", feature_set=vector.feature_set, defaulted=sum(vector.defaulted)
+        )
         return web.json_response(enriched(lookup, vector, time.time()).model_dump(mode="json"))
 
     async def entity_features(self, request: web.Request) -> web.Response:

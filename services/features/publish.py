@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 from rtml.services.features.batch_cache import BatchFeatureCache
 from rtml.shared import topics
-from rtml.shared.contracts import encode
 from rtml.shared.features.records import BatchFeatureRecord
-from rtml.shared.kafka import ensure_topics, start_consumer, start_producer
+from rtml.shared.kafka import ensure_topics, send_messages, start_consumer, start_producer
 from rtml.shared.settings import Settings
 
 
@@ -38,10 +37,7 @@ async def publish(settings: Settings, records: list[BatchFeatureRecord]) -> Publ
         await current.stop()
     producer = await start_producer(settings)
     try:
-        acks = [
-            await producer.send(topics.FEATURES_BATCH.name, encode(r), key=r.key) for r in changed
-        ]
-        await asyncio.gather(*acks)
+        await send_messages(producer, topics.FEATURES_BATCH.name, changed)
     finally:
         await producer.stop()
     return Published(sent=len(changed), unchanged=len(records) - len(changed))

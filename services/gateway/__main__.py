@@ -43,7 +43,7 @@ async def main(stop: asyncio.Event) -> None:
     )
     predictions = PredictionLog(producer)
     probe = UpstreamProbe(http, urls)
-    health = HealthEndpoints()
+    health = HealthEndpoints(SERVICE)
     health.add_ready_check("upstreams", probe.readiness)
     gateway = Gateway(HttpUpstreams(http, urls), predictions)
     runner = await serve(gateway.app(health), settings.gateway_host, settings.gateway_port)

@@ -48,7 +48,7 @@ from rtml.shared.contracts import (
     encode,
 )
 from rtml.shared.ingest_requests import BadRequest
-from rtml.shared.logging import get_logger
+from rtml.shared.logging import bound_request, get_logger
 from rtml.shared.service import HealthEndpoints
 from rtml.shared.settings import Settings
 
@@ -217,13 +217,12 @@ class Gateway:
                 },
                 status=400,
             )
-        try:
-            prediction = await predict(wanted, self._upstreams)
-        except UpstreamFailure as exc:
-            log.warning(
-                "upstream_failed", request_id=wanted.id, upstream=exc.upstream, why=exc.reason
-            )
-            headers = {"Retry-After": "1"} if exc.status == 503 else None
-            return web.json_response(exc.to_json(), status=exc.status, headers=headers)
-        self._predictions.record(prediction)
+        with bound_request(wanted.id):
+            try:
+                prediction = await predict(wanted, self._upstreams)
+            except UpstreamFailure as exc:
+                log.warning("upstream_failed", upstream=exc.upstream, why=exc.reason)
+                headers = {"Retry-After": "1"} if exc.status == 503 else None
+                return web.json_response(exc.to_json(), status=exc.status, headers=headers)
+            self._predictions.record(prediction)
         return web.json_response(prediction.model_dump(mode="json"))

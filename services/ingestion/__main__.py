@@ -28,7 +28,7 @@ async def main(stop: asyncio.Event) -> None:
     )
     await waiter.start()
     ingestion = Ingestion(settings, producer, waiter, limits)
-    health = HealthEndpoints()
+    health = HealthEndpoints(SERVICE)
     # a probe, not the last send's outcome: a replica taken out of the load balancer
     # gets no sends, so a failed one would keep it unready for good
     probe = BrokerProbe(producer.client)

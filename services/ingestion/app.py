@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import time
 from collections.abc import Awaitable, Callable, Sequence
 
-import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 from rtml.services.ingestion.config import IngestionSettings
 from rtml.services.ingestion.openapi import openapi_document
 from rtml.services.ingestion.predictions import PredictionWaiter
 from rtml.shared import topics
-from rtml.shared.contracts import Message, encode, new_id
+from rtml.shared.contracts import Message, new_id
 from rtml.shared.ingest_requests import (
     BadRequest,
     Problem,
@@ -24,17 +22,16 @@ from rtml.shared.ingest_requests import (
     predict_request,
     validate_events,
 )
-from rtml.shared.kafka import ensure_topics
-from rtml.shared.logging import get_logger
+from rtml.shared.kafka import ensure_topics, send_messages
+from rtml.shared.logging import bind_request, bound_request, get_logger
 from rtml.shared.service import HealthEndpoints
-from rtml.shared.settings import Settings
+from rtml.shared.settings import Settings, revealed
 
 log = get_logger(__name__)
 
 EVENTS_ACCEPTED = Counter("rtml_ingest_events_accepted_total", "events acknowledged by the broker")
 REQUESTS_REJECTED = Counter("rtml_ingest_requests_rejected_total", "requests refused", ["status"])
 PREDICT_REQUESTS = Counter("rtml_ingest_predict_requests_total", "predict requests accepted")
-LATENCY = Histogram("rtml_ingest_request_seconds", "HTTP handling time", ["route"])
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RETRY_AFTER_S = "1"
@@ -78,23 +75,21 @@ class Ingestion:
         document = openapi_document(
             max_batch=self._settings.ingest_max_batch,
             max_wait_ms=MAX_WAIT_MS,
-            bearer=bool(self._settings.ingest_token),
+            bearer=bool(revealed(self._settings.ingest_token)),
         )
         return web.json_response(document)
 
     @web.middleware
     async def _request_id(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         rid = request.headers.get("X-Request-Id") or new_id()
-        with structlog.contextvars.bound_contextvars(request_id=rid):
-            started = time.perf_counter()
+        with bound_request(rid):
             response = await handler(request)
-            LATENCY.labels(request.path).observe(time.perf_counter() - started)
             response.headers["X-Request-Id"] = rid
             return response
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        token = self._settings.ingest_token
+        token = revealed(self._settings.ingest_token)
         if token and request.path.startswith("/v1/"):
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -131,12 +126,16 @@ class Ingestion:
             predict = predict_request(items[0] if len(items) == 1 else items)
         except BadRequest as exc:
             return _bad_request(exc)
+        # from here on, the id the whole chain logs (the HTTP one stays in the header:
+        # a body's id may hold anything a header may not)
+        bind_request(predict.id)
         answer = self._waiter.expect(predict.id) if wait_ms else None
         try:
             unavailable = await self._publish(topics.PREDICT_REQUESTS.name, [predict])
             if unavailable:
                 return unavailable
             PREDICT_REQUESTS.inc()
+            log.debug("predict_request_accepted", task=predict.task, wait_ms=wait_ms)
             if answer is not None:
                 try:
                     prediction = await asyncio.wait_for(answer, wait_ms / 1000)
@@ -197,8 +196,7 @@ class Ingestion:
         if self._recheck_topics:
             await ensure_topics(self._settings)
             self._recheck_topics = False
-        acks = [await self._producer.send(topic, encode(m), key=m.key) for m in messages]
-        await asyncio.gather(*acks)
+        await send_messages(self._producer, topic, messages)
 
 
 class ClientClosedRequest(web.HTTPClientError):

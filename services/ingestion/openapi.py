@@ -1,10 +1,9 @@
 """The OpenAPI 3.1 document of ingestion's HTTP API, served at ``GET /openapi.json``.
 
 Request and response schemas come from the pydantic contracts in
-``shared/contracts.py`` (``model_json_schema()``), so the document cannot drift
-from what the handlers validate; this module only adds the envelope (which
-``schema`` each event carries, the batch shapes) and the constraints that live
-in validators rather than in field declarations.
+``shared/contracts.py`` (``wire_json_schema()``: ``model_json_schema()`` with the
+envelope and the bounds validators add), so the document cannot drift from what
+the handlers validate; this module adds the batch shapes and the answers.
 """
 
 from __future__ import annotations
@@ -12,8 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from rtml.shared.contracts import Message, Prediction, PredictRequest
-from rtml.shared.ingest_requests import MSGPACK_INT_MAX, MSGPACK_INT_MIN, MSGPACK_TYPES
+from rtml.shared.contracts import Message, Prediction, PredictRequest, wire_json_schema
+from rtml.shared.ingest_requests import MSGPACK_TYPES
 from rtml.shared.tasks.registry import tasks
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -59,27 +58,9 @@ def openapi_document(*, max_batch: int, max_wait_ms: int, bearer: bool) -> dict[
 
 
 def _add_message(schemas: dict[str, Any], kind: type[Message]) -> dict[str, str]:
-    """``kind``'s wire schema (its fields plus the ``schema``/``version`` envelope) under
-    components, and a reference to it."""
-    schema = kind.model_json_schema(ref_template=REF_TEMPLATE)
+    """``kind``'s wire schema under components, and a reference to it."""
+    schema = wire_json_schema(kind, REF_TEMPLATE)
     schemas.update(schema.pop("$defs", {}))
-    properties = schema["properties"]
-    properties["schema"] = {"const": kind.SCHEMA}
-    properties["version"] = {
-        "anyOf": [
-            # a minor of up to 9 digits, as shared.contracts reads it
-            {"type": "string", "pattern": rf"^{kind.VERSION[0]}\.[0-9]{{1,9}}$"},
-            {"type": "null"},
-        ],
-        "description": "MAJOR.MINOR; any minor of this major is accepted; null: the current",
-    }
-    # Message._finite_ts refuses negative times: a validator, so not in the field's schema
-    properties["ts"]["minimum"] = 0
-    for field in properties.values():
-        if field.get("type") == "integer":  # msgpack carries 64 bits (handlers check it)
-            field["minimum"] = max(field.get("minimum", MSGPACK_INT_MIN), MSGPACK_INT_MIN)
-            field["maximum"] = min(field.get("maximum", MSGPACK_INT_MAX), MSGPACK_INT_MAX)
-    schema["required"] = ["schema", *schema.get("required", [])]
     schemas[kind.__name__] = schema
     return {"$ref": REF_TEMPLATE.format(model=kind.__name__)}
 

@@ -39,7 +39,7 @@ async def main(stop: asyncio.Event) -> None:
     def consuming() -> bool | str:
         return pipeline.readiness() if pipeline else "waiting for a champion before consuming"
 
-    health = HealthEndpoints()
+    health = HealthEndpoints(SERVICE)
     task = served_task(settings.prediction_task, "RTML_PREDICTION_TASK")
     health.add_ready_check("champion", lambda: follower.readiness(task))
     health.add_ready_check("pipeline", consuming)

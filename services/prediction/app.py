@@ -17,30 +17,31 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from aiohttp import web
-from prometheus_client import Counter, Histogram
 from rtml.services.prediction.handlers import FeatureMismatch, NoModel, Scorer
+from rtml.services.prediction.metrics import (
+    BATCH_SIZE,
+    PREDICTIONS,
+    SCORING_SECONDS,
+    observe_latency,
+)
 from rtml.shared import topics
 from rtml.shared.contracts import Prediction, PredictRouted, from_wire
 from rtml.shared.errors import ContractError
+from rtml.shared.logging import bound_request, debug_enabled, get_logger
 from rtml.shared.pipeline import Incoming, Outgoing
 from rtml.shared.service import HealthEndpoints
 from rtml.shared.tasks.spec import ServingHook
+from rtml.shared.timings import TOTAL
 
-PREDICTIONS = Counter(
-    "rtml_predictions_total", "predictions made", ["task", "version", "fell_back"]
-)
-BATCH_SIZE = Histogram(
-    "rtml_prediction_batch_size",
-    "requests scored together",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-)
-SCORING_SECONDS = Histogram("rtml_prediction_scoring_seconds", "time to score one batch")
 MAX_SCORE_BODY_BYTES = 256 * 1024
+log = get_logger(__name__)
 
 
 class PredictionApp:
     def __init__(self, scorer: Scorer, hooks: Sequence[ServingHook] = ()) -> None:
         self._scorer = scorer
+        # a line per prediction only at DEBUG: asked once, it costs nothing per request
+        self._trace = debug_enabled()
         # what the tasks serve besides their models' predictions (TaskSpec.serving)
         self._hooks = hooks
 
@@ -58,6 +59,16 @@ class PredictionApp:
         tally = Tally((p.task, p.model_version, str(p.fell_back).lower()) for p in predictions)
         for labels, count in tally.items():
             PREDICTIONS.labels(*labels).inc(count)
+        observe_latency(predictions)
+        if self._trace:
+            for prediction in predictions:
+                with bound_request(prediction.id):
+                    log.debug(
+                        "scored",
+                        version=prediction.model_version,
+                        fell_back=prediction.fell_back,
+                        total_ms=prediction.timings_ms.get(TOTAL),
+                    )
         return predictions
 
     async def handle_batch(self, batch: Sequence[Incoming]) -> list[Outgoing]:
@@ -80,7 +91,8 @@ class PredictionApp:
         except ContractError as exc:
             return _problem(400, "invalid request; nothing was scored", exc.field, exc.reason)
         try:
-            [prediction] = self.score([routed], seen_at)
+            with bound_request(routed.id):
+                [prediction] = self.score([routed], seen_at)
         except FeatureMismatch as exc:
             return _problem(422, "the features do not fit the model", "features", str(exc))
         except NoModel as exc:

@@ -18,15 +18,21 @@ import contextlib
 import time
 
 from aiokafka import AIOKafkaConsumer
-from prometheus_client import Counter, Gauge, Histogram
 from rtml.services.prediction.coldstart import TrainerProgress
 from rtml.services.prediction.handlers import LoadedModel, Scorer
+from rtml.services.prediction.metrics import (
+    MODEL_LOAD_FAILURES,
+    MODEL_LOAD_SECONDS,
+    MODEL_LOADS,
+    MODELS_LOADED,
+    PREDICTIONS,
+)
 from rtml.shared.contracts import ModelAnnouncement, Task
 from rtml.shared.errors import IntegrityError, ModelStoreError
 from rtml.shared.logging import get_logger
+from rtml.shared.metrics import forget_series
 from rtml.shared.model_announcements import (
-    MODELS_PARTITION,
-    decode_announcement,
+    follow,
     last_word,
     open_announcement_reader,
     read_to_end,
@@ -36,15 +42,6 @@ from rtml.shared.settings import Settings
 from rtml.shared.tasks.registry import tasks
 
 log = get_logger(__name__)
-
-MODEL_LOADS = Counter("rtml_model_loads_total", "model versions loaded", ["outcome"])
-# the alert: a version that was announced but could not be served
-MODEL_LOAD_FAILURES = Counter(
-    "rtml_model_load_failures_total",
-    "model versions refused: unsafe, modified, unreadable, or crashing XGBoost in the probe child",
-)
-MODEL_LOAD_SECONDS = Histogram("rtml_model_load_seconds", "read, verify and parse one version")
-MODELS_LOADED = Gauge("rtml_models_loaded", "model versions held in memory")
 
 
 def load_verified(
@@ -98,7 +95,7 @@ class ModelFollower:
             loaded=sorted(self._scorer.snapshot.models),
             champions=dict(self._scorer.snapshot.champions),
         )
-        self._task = asyncio.create_task(self._follow(), name="model-follower")
+        self._task = asyncio.create_task(follow(self._consumer, self.apply), name="model-follower")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -128,6 +125,7 @@ class ModelFollower:
         version = announcement.model_version
         if announcement.action == "retired":
             if self._scorer.retire(version):
+                forget_series(PREDICTIONS, version=version)
                 log.info("model_retired", version=version)
             else:
                 log.warning("retired_champion_kept", version=version, task=announcement.task)
@@ -135,15 +133,6 @@ class ModelFollower:
             return
         if await self._load(version, announcement.sha256) and announcement.action == "promoted":
             self._promote(announcement.task, version)
-
-    async def _follow(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batches = await self._consumer.getmany(MODELS_PARTITION, timeout_ms=1000)
-            for record in batches.get(MODELS_PARTITION, []):
-                announcement = decode_announcement(record.value, record.offset)
-                if announcement is not None:
-                    await self.apply(announcement)
 
     async def _restore_champion(self, task: Task) -> None:
         try:

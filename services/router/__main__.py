@@ -23,8 +23,9 @@ import asyncio
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
-from rtml.services.router.app import PosteriorCollector, RouterApp
+from rtml.services.router.app import RouterApp
 from rtml.services.router.handlers import Router, RouterConfig
+from rtml.services.router.metrics import PosteriorCollector
 from rtml.services.router.models import AnnouncementFollower, Promoter
 from rtml.services.router.rewards import RewardFollower
 from rtml.services.router.state import read_checkpoints
@@ -69,7 +70,7 @@ async def main(stop: asyncio.Event) -> None:
         Promoter(router, store, producer),
         leads,
     )
-    health = HealthEndpoints()
+    health = HealthEndpoints(SERVICE)
     health.add_ready_check("state", lambda: rewards.caught_up or "rebuilding the posteriors")
     health.add_ready_check("arms", models.readiness)
     health.add_ready_check(

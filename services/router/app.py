@@ -11,35 +11,39 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
 from aiohttp import web
-from prometheus_client import Counter
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from rtml.services.router.handlers import CHAMPION_FALLBACK, Router, with_router_timings
+from rtml.services.router.metrics import DECISIONS
 from rtml.shared import topics
 from rtml.shared.bandits.contextual import ContextualPolicyError
 from rtml.shared.contracts import PredictEnriched, PredictRouted, from_wire
 from rtml.shared.errors import ContractError
+from rtml.shared.logging import bound_request, debug_enabled, get_logger
 from rtml.shared.pipeline import Incoming, Outgoing
 from rtml.shared.service import HealthEndpoints
 
-DECISIONS = Counter("rtml_router_decisions_total", "routing decisions", ["task", "arm"])
 MAX_ROUTE_BODY_BYTES = 256 * 1024
+log = get_logger(__name__)
 
 
 class RouterApp:
     def __init__(self, router: Router, rng: np.random.Generator) -> None:
         self._router = router
         self._rng = rng
+        # a line per request only at DEBUG: asked once, it costs nothing per request
+        self._trace = debug_enabled()
 
     def route(self, enriched: PredictEnriched, seen_at: float) -> PredictRouted:
         """Route ``enriched``, which the router saw at ``seen_at`` (wall clock)."""
         routed = self._router.route(enriched, self._rng)
         DECISIONS.labels(routed.task, routed.arm or CHAMPION_FALLBACK).inc()
+        if self._trace:
+            with bound_request(routed.id):
+                log.debug("routed", arm=routed.arm, policy=routed.policy)
         return with_router_timings(routed, seen_at, time.time())
 
     async def handle_batch(self, batch: Sequence[Incoming]) -> list[Outgoing]:
@@ -61,7 +65,8 @@ class RouterApp:
         seen_at = time.time()
         try:
             enriched = parse_enriched(await request.read())
-            routed = self.route(enriched, seen_at)
+            with bound_request(enriched.id):
+                routed = self.route(enriched, seen_at)
         except ContractError as exc:
             return refusal(exc.field, exc.reason)
         except ContextualPolicyError as exc:
@@ -95,42 +100,3 @@ def parse_enriched(body: bytes) -> PredictEnriched:
         raise ContractError("body", "expected a JSON object")
     wire = {"schema": PredictEnriched.SCHEMA, **item}
     return cast(PredictEnriched, from_wire(wire, PredictEnriched))
-
-
-class PosteriorCollector(Collector):
-    """Per-arm gauges read from the router at scrape time, so a retired arm's series go too."""
-
-    def __init__(self, router: Router) -> None:
-        self._router = router
-
-    def collect(self) -> Iterator[Metric]:
-        gauges = {
-            "share": GaugeMetricFamily(
-                "rtml_router_arm_share",
-                "probability the policy routes to the arm now",
-                labels=["task", "arm"],
-            ),
-            "mean": GaugeMetricFamily(
-                "rtml_router_arm_posterior_mean",
-                "posterior mean reward of the arm",
-                labels=["task", "arm"],
-            ),
-            "ci_low": GaugeMetricFamily(
-                "rtml_router_arm_ci_low",
-                "lower end of the arm's 95% interval",
-                labels=["task", "arm"],
-            ),
-            "ci_high": GaugeMetricFamily(
-                "rtml_router_arm_ci_high",
-                "upper end of the arm's 95% interval",
-                labels=["task", "arm"],
-            ),
-            "pulls": GaugeMetricFamily(
-                "rtml_router_arm_rewards", "rewards folded into the arm", labels=["task", "arm"]
-            ),
-        }
-        for task in self._router.tasks:
-            for summary in self._router.arm_summaries(task):
-                for name, gauge in gauges.items():
-                    gauge.add_metric([task, summary.arm], float(getattr(summary, name)))
-        yield from gauges.values()

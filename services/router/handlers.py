@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -50,6 +50,7 @@ from rtml.shared.bandits.policies import (
     ThompsonGaussian,
     UnknownArm,
     make_policy,
+    p_best,
     promotion_decision,
 )
 from rtml.shared.contracts import (
@@ -69,6 +70,8 @@ from rtml.shared.timings import ROUTING, TO_ROUTER, ms, with_wait
 
 log = get_logger(__name__)
 
+# posterior draws behind P(best) as exported: a standard error of at most 0.005
+P_BEST_DRAWS = 10_000
 # what PredictRouted.policy says when no arm exists and the prediction service's champion answers
 CHAMPION_FALLBACK = "champion"
 # per-task overrides of the spec's router defaults ({task}: the task's name, upper case)
@@ -77,6 +80,49 @@ PARAMS_ENV = "RTML_ROUTER_PARAMS_{task}"
 PRIOR_ENV = "RTML_ROUTER_PRIOR_{task}"
 ITEMS_ENV = "RTML_ROUTER_{task}_ITEMS"
 CATEGORIES_ENV = "RTML_ROUTER_{task}_CATEGORIES"
+
+
+@dataclass(frozen=True)
+class TaskOverride:
+    """A per-task router setting, for ``rtml config`` and the settings table."""
+
+    template: str
+    meaning: str
+    # what the task's spec gives when the variable is unset; None: not a setting of this task
+    spec_default: Callable[[TaskSpec], object]
+
+    def variable(self, task: str) -> str:
+        return self.template.format(task=task.upper())
+
+
+TASK_OVERRIDES = (
+    TaskOverride(
+        POLICY_ENV,
+        "the task's routing policy: ab, epsilon_greedy, ucb1, thompson_beta, thompson_gaussian "
+        "(versions) or linucb, linear_ts, epsilon_greedy_linear (items)",
+        lambda spec: spec.router.policy,
+    ),
+    TaskOverride(
+        PARAMS_ENV,
+        'the policy\'s parameters, JSON (e.g. {"epsilon": 0.05})',
+        lambda spec: dict(spec.router.params),
+    ),
+    TaskOverride(
+        PRIOR_ENV,
+        'the prior a newly announced version joins with, JSON (e.g. {"alpha": 1, "beta": 1})',
+        lambda spec: dict(spec.router.prior),
+    ),
+    TaskOverride(
+        ITEMS_ENV,
+        "how many items a contextual policy routes over (a task with item arms)",
+        lambda spec: spec.router.items.count if spec.router.items else None,
+    ),
+    TaskOverride(
+        CATEGORIES_ENV,
+        "categories of each categorical context feature, JSON list (a task with item arms)",
+        lambda spec: list(spec.router.items.categories) if spec.router.items else None,
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -355,6 +401,21 @@ class Router:
                 )
                 proposals.append(PromotionProposal(task, verdict.champion, reason))
         return proposals
+
+    def p_best(self, task: Task) -> dict[str, float]:
+        """Each version arm's probability of being the best, on the posterior the promotion
+        rule reads; empty for a task that routes items, or whose rewards that posterior
+        cannot take."""
+        routing = self._tasks.get(task)
+        if routing is None or not routing.policy.arms:
+            return {}
+        try:
+            draws = promotion_posterior(routing.policy).posterior_draws(
+                P_BEST_DRAWS, np.random.default_rng(0)
+            )
+        except (PolicyError, ValueError):
+            return {}
+        return dict(zip(routing.policy.arms, p_best(draws).tolist(), strict=True))
 
     # --- checkpoints ----------------------------------------------------------
 

@@ -16,6 +16,7 @@ from collections import defaultdict
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import Counter
 from rtml.services.router.handlers import PromotionProposal, Router
+from rtml.services.router.metrics import forget_arm
 from rtml.shared.contracts import ModelAnnouncement, Task
 from rtml.shared.errors import ChampionChanged, ModelStoreError
 from rtml.shared.logging import get_logger
@@ -76,6 +77,7 @@ class AnnouncementFollower:
         live = self._live[announcement.task]
         if announcement.action == "retired":
             live.discard(announcement.model_version)
+            forget_arm(announcement.task, announcement.model_version)
         else:
             live.add(announcement.model_version)
         self._router.on_announcement(announcement)

@@ -57,7 +57,7 @@ async def main(stop: asyncio.Event) -> None:
 
     consumer = await start_consumer(settings, topics.TRAINING_EXAMPLES.name, group_id=GROUP_ID)
     pipeline = Pipeline(SERVICE, consumer, producer, observe, expect=TrainingExample)
-    health = HealthEndpoints()
+    health = HealthEndpoints(SERVICE)
     health.add_ready_check("pipeline", pipeline.readiness)
     runner = await serve(health.mount(web.Application()), config.trainer_host, config.trainer_port)
     tasks = [

@@ -8,34 +8,44 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rtml.services.trainer.jobs import MIN_EXAMPLES
 from rtml.shared.contracts import Task
+from rtml.shared.settings import model_store_field, warehouse_field
 from rtml.shared.tasks.registry import served_task
 
 
 class TrainerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RTML_", extra="ignore")
 
-    trainer_host: str = "127.0.0.1"
-    trainer_port: int = 8085
-    # the task this trainer trains (None: the only loaded task)
-    trainer_task: Task | None = None
-    # a directory or s3://bucket/prefix each (shared/object_storage.py)
-    model_store: str | None = None
-    warehouse: str | None = None
-    # stage 2/3: retrain every this many seconds (0: no schedule)
-    retrain_interval: float = Field(default=0.0, ge=0)
-    # what the schedule does: a new model from scratch (stage 2) or a fine-tune of the
-    # champion (stage 3)
-    retrain_mode: Literal["scratch", "finetune"] = "finetune"
-    # stage 4: fine-tune when the drift monitor fires
-    drift_finetune: bool = True
-    # features whose distribution the drift monitor watches besides the error (None:
-    # the task's model.drift_features)
-    drift_features: list[str] | None = None
-    discard_after_use: bool = False
-    # cold start: with no champion, the first model is trained from rtml.events once
-    # this many requests of the task have their label there (at least the examples any
-    # training needs)
-    trainer_bootstrap_min_labels: int = Field(default=300, ge=MIN_EXAMPLES)
+    trainer_host: str = Field(default="127.0.0.1", description="trainer's listen address")
+    trainer_port: int = Field(default=8085, description="trainer's HTTP side port")
+    trainer_task: Task | None = Field(
+        default=None, description="the task this trainer trains (unset: the only loaded task)"
+    )
+    model_store: str | None = model_store_field()
+    warehouse: str | None = warehouse_field()
+    # stage 2/3
+    retrain_interval: float = Field(
+        default=0.0, ge=0, description="retrain every this many seconds (0: no schedule)"
+    )
+    retrain_mode: Literal["scratch", "finetune"] = Field(
+        default="finetune", description="what the schedule does: a new model from scratch "
+        "(stage 2) or a fine-tune of the champion (stage 3)"
+    )  # fmt: skip
+    # stage 4
+    drift_finetune: bool = Field(
+        default=True, description="fine-tune the champion when the drift monitor fires"
+    )
+    drift_features: list[str] | None = Field(
+        default=None, description="features whose mean the drift monitor watches besides the "
+        "error, JSON (unset: the task's model.drift_features)"
+    )  # fmt: skip
+    discard_after_use: bool = Field(
+        default=False, description="delete the warehouse examples a kept fine-tune consumed"
+    )
+    # cold start: at least the examples any training needs
+    trainer_bootstrap_min_labels: int = Field(
+        default=300, ge=MIN_EXAMPLES, description="with no champion, the first model is "
+        "trained from rtml.events once this many requests of the task have their label there"
+    )  # fmt: skip
 
     @property
     def task(self) -> str:

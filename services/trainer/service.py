@@ -40,6 +40,8 @@ from rtml.shared.warehouse import Warehouse
 log = get_logger(__name__)
 
 TRAININGS = Counter("rtml_trainer_runs_total", "training runs", ["trigger", "outcome"])
+# every firing, whether or not it starts a fine-tune (one may be running already, or
+# RTML_DRIFT_FINETUNE is off): many in a short time is a drift storm
 DRIFTS = Counter("rtml_trainer_drift_signals_total", "drift detector firings", ["source"])
 SEEN_IDS = 100_000
 # how stale the champion the drift monitor follows may be
@@ -79,8 +81,10 @@ class Trainer:
         values = dict(zip(example.features.names, example.features.values, strict=True))
         error = METRICS[task_spec(champion.task).model.metric].example_error
         signal = monitor.observe(error(example.prediction, example.label), values, example.label_ts)
-        if signal is not None and self.settings.drift_finetune and not self._training.locked():
-            DRIFTS.labels(signal.source).inc()
+        if signal is None:
+            return
+        DRIFTS.labels(signal.source).inc()
+        if self.settings.drift_finetune and not self._training.locked():
             task = asyncio.create_task(self.fine_tune(f"drift on {signal.source}", signal))
             self._background.add(task)
             task.add_done_callback(self._background.discard)

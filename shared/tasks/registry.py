@@ -11,11 +11,12 @@ every problem listed, rather than failing on the first message that needs it.
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Iterator, Mapping
 from functools import cached_property, lru_cache
 from importlib.metadata import entry_points
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from rtml.shared.contracts import REGISTRY, Message
 from rtml.shared.features.catalog import CatalogError, EntityFeatures, entity_catalog
 from rtml.shared.tasks.check import Problem, check
@@ -25,6 +26,16 @@ TASKS_ENV = "RTML_TASKS"
 ENTRY_POINT_GROUP = "rtml.tasks"
 # the attribute of a task module that holds its spec
 SPEC_ATTRIBUTE = "TASK"
+
+
+class RegistrySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RTML_", extra="ignore")
+
+    tasks: str = Field(
+        default="",
+        description="the task modules to serve, comma-separated (empty: the rtml.tasks entry "
+        "points of the installed packages)",
+    )
 
 
 class UnknownTask(ValueError):
@@ -88,7 +99,7 @@ class TaskRegistry(Mapping[str, TaskSpec]):
 
 def task_sources() -> list[str]:
     """The task modules to load: ``RTML_TASKS``, else the ``rtml.tasks`` entry points."""
-    configured = os.environ.get(TASKS_ENV, "")
+    configured = RegistrySettings().tasks
     if configured.strip():
         return [source.strip() for source in configured.split(",") if source.strip()]
     found = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda point: point.name)

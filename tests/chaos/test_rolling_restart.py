@@ -6,7 +6,7 @@ own. A simulated eta log is driven through the ingestion API as a client
 would (``rtml/tasks/eta/simulator/driver.py``: events in acknowledged batches, then
 the predict requests of that moment; connection errors and 503s retried) in
 one chunk per service; in the middle of each chunk that service gets SIGTERM,
-must exit with code 0 within the supervisor's grace (15 s), and is started
+must exit with code 0 within the supervisor's grace (6 s), and is started
 again on the same port while the traffic goes on. A last chunk runs with
 every service back.
 
@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-import aiohttp
 import pytest
 from rtml.shared import topics
 from rtml.shared.contracts import Message, PredictRequest
@@ -43,7 +42,8 @@ from rtml.shared.model_store import ModelStore
 from rtml.shared.settings import Settings
 from rtml.shared.warehouse import Warehouse
 
-from rtml.tasks.eta.simulator.driver import DriveStats, IngestionClient, drive
+from rtml.client import AsyncClient
+from rtml.tasks.eta.simulator.driver import DriveStats, drive
 from rtml.tasks.eta.simulator.world import SimConfig
 from tests.chaos.conftest import CHAOS_TIMEOUT_S, ChaosSetting, InThread
 from tests.helpers import read_topic, wait_http
@@ -74,8 +74,8 @@ def hours(chaos: ChaosSetting) -> float:
 
 
 async def drive_chunk(url: str, messages: Sequence[Message], speedup: float) -> DriveStats:
-    async with aiohttp.ClientSession() as http:
-        return await drive(messages, IngestionClient(http, url, None), speedup, batch_size=50)
+    async with AsyncClient(url) as client:
+        return await drive(messages, client, speedup, batch_size=50)
 
 
 def chunks(messages: list[Message], count: int) -> list[list[Message]]:

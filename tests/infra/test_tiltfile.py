@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.infra import dockerfile, k8s
+from tests.tools import import_or_missing
 
 TRIGGER_MODE_AUTO = "TRIGGER_MODE_AUTO"
 TRIGGER_MODE_MANUAL = "TRIGGER_MODE_MANUAL"
@@ -33,7 +34,7 @@ class Recorded:
 
 
 def _evaluate(kubectl: str) -> Recorded:
-    starlark = k8s.import_or_missing("starlark", "starlark-pyo3")
+    starlark = import_or_missing("starlark", "starlark-pyo3")
     rec = Recorded()
 
     # Stubs with Tilt's own parameter names: a misspelt keyword fails here as in Tilt.

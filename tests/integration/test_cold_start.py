@@ -21,7 +21,7 @@ from rtml.shared.model_store import ModelStore
 
 from rtml.stack import SERVICES
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
-from tests.helpers import wait_http
+from tests.helpers import post_json, wait_http
 
 HOUR = 3600.0
 # the smallest threshold the trainer takes; two simulated hours bring ~380 labels
@@ -59,14 +59,7 @@ def wait_for_readyz(url: str, done, timeout_s: float) -> list[str]:
 def predict(ingest_url: str, request: PredictRequest) -> dict:
     body = {"task": request.task, "entities": request.entities, "inputs": request.inputs,
             "ts": request.ts}  # fmt: skip
-    http = urllib.request.Request(
-        f"{ingest_url}/v1/predict?wait_ms=20000",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(http, timeout=30) as response:
-        assert response.status == 200, response.status
-        return json.loads(response.read())
+    return post_json(f"{ingest_url}/v1/predict?wait_ms=20000", body, timeout_s=30)
 
 
 def test_rtml_up_bootstraps_the_first_model_from_the_simulated_history(tmp_path: Path) -> None:

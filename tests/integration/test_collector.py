@@ -28,11 +28,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from rtml.services.collector.store import partition_of
 from rtml.shared import broker_compat, topics
 from rtml.shared.contracts import DlqRecord, FeatureVector, Message, Prediction, Reward, encode
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
-from rtml.shared.kafka import client_kwargs, ensure_topics, start_producer
+from rtml.shared.kafka import client_kwargs, ensure_topics, partition_of, start_producer
 from rtml.shared.settings import Settings
 from rtml.shared.warehouse import Warehouse
 

@@ -47,6 +47,7 @@ from rtml.shared.tasks.registry import tasks
 from rtml.tasks.eta.events import OrderDelivered, OrderPlaced
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from tests.helpers import service_process
+from tests.tools import missing_tool
 
 CHROMIUM = os.environ.get("RTML_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -353,6 +354,17 @@ def dead_letter(service: str, reason: str, at: float) -> DlqRecord:
 
 
 @pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's Chromium (or $RTML_CHROMIUM): pip cannot bring it, .ci/run installs it."""
+    if not os.access(CHROMIUM, os.X_OK):
+        missing_tool(
+            f"Chromium is not installed at {CHROMIUM}: sudo apt-get install -y chromium "
+            "(or set RTML_CHROMIUM to a Chromium binary)"
+        )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
 def own_broker() -> Iterator[EmbeddedBroker]:
     """A broker of its own: the page's totals must be exactly what this test produced."""
     with EmbeddedBroker(port=free_port()) as running:
@@ -394,10 +406,9 @@ def dashboard_url(stack_history: tuple[Settings, Produced]) -> Iterator[str]:
 
 
 async def test_dashboard_shows_the_stack_in_headless_chromium(
-    dashboard_url: str, stack_history: tuple[Settings, Produced]
+    chromium: str, dashboard_url: str, stack_history: tuple[Settings, Produced]
 ) -> None:
     settings, produced = stack_history
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium"
     predictions = produced.of(Prediction)
     examples = produced.of(TrainingExample)
     events = [m for m in produced.of(Message) if isinstance(m, tasks().events)]
@@ -405,7 +416,7 @@ async def test_dashboard_shows_the_stack_in_headless_chromium(
     async with async_playwright() as playwright:
         with tempfile.TemporaryDirectory(prefix="rtml-chromium-") as profile:
             browser = await playwright.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+                profile, executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
                 viewport={"width": 1440, "height": 900},
             )  # fmt: skip
             try:

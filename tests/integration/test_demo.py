@@ -15,6 +15,7 @@ from rtml.shared.eventlog import write_event_log
 from rtml.demo import HOUR, PLANS, Demo
 from rtml.stack import SERVICES
 from rtml.tasks.eta.simulator.world import Marketplace
+from tests.helpers import rtml
 
 # the demo bounds itself at 600 s; on a loaded machine it can take most of that
 pytestmark = pytest.mark.timeout(900)
@@ -29,7 +30,7 @@ def short_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]
     env.update({spec.port_env: str(free_port()) for spec in SERVICES})
     env.pop("RTML_KAFKA_BOOTSTRAP", None)
     done = subprocess.run(
-        ["rtml", "demo", "--duration", PLAN, "--seed", str(SEED), "--workdir", str(workdir)],
+        rtml("demo", "--duration", PLAN, "--seed", str(SEED), "--workdir", str(workdir)),
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     return workdir, done
@@ -63,8 +64,8 @@ def test_rtml_skew_finds_no_mismatch_between_what_the_stack_logged_and_its_event
 ) -> None:
     workdir, _ = short_demo  # whatever the demo's verdict, what it logged must match
     skew = subprocess.run(
-        ["rtml", "skew", "--task", "eta", "--event-log", str(live_log(workdir)),
-         "--batch-log", str(workdir / "warmup.evl")],
+        rtml("skew", "--task", "eta", "--event-log", str(live_log(workdir)),
+             "--batch-log", str(workdir / "warmup.evl")),
         env={**os.environ, "RTML_WAREHOUSE": str(workdir / "warehouse")},
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

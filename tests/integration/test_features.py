@@ -25,7 +25,7 @@ from contextlib import ExitStack, contextmanager
 
 import aiohttp
 import pytest
-from rtml.services.features.app import changelog_topic, partition_of
+from rtml.services.features.app import changelog_topic
 from rtml.services.features.handlers import changelog_records
 from rtml.services.features.publish import publish
 from rtml.shared import topics
@@ -42,7 +42,7 @@ from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.features.batch import compute_batch_features
 from rtml.shared.features.definitions import Outcome
 from rtml.shared.features.reference import ReferenceFeatures
-from rtml.shared.kafka import ensure_topics, start_producer
+from rtml.shared.kafka import ensure_topics, partition_of, start_producer
 from rtml.shared.settings import Settings
 
 from rtml.tasks.eta.events import OrderPlaced

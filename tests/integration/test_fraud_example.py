@@ -33,7 +33,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rtml.shared import topics
@@ -48,7 +47,8 @@ from rtml.shared.settings import Settings
 from rtml.shared.tasks import registry
 from rtml.shared.warehouse import Warehouse
 
-from rtml.tasks.eta.simulator.driver import IngestionClient, drive
+from rtml.client import AsyncClient
+from rtml.tasks.eta.simulator.driver import drive
 from tests.helpers import read_topic
 from tests.stack import running_stack, stack_env
 
@@ -164,8 +164,8 @@ def test_a_task_of_ones_own_runs_through_the_real_stack(fraud_site: Path, tmp_pa
 
 
 async def send(messages: list, ingestion: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        stats = await drive(messages, IngestionClient(http, ingestion, None), speedup=0)
+    async with AsyncClient(ingestion) as client:
+        stats = await drive(messages, client, speedup=0)
     assert stats.failed == 0
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import aiohttp
 import pytest
 from rtml.shared import topics
 from rtml.shared.contracts import PredictRequest
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.settings import Settings
 
-from rtml.tasks.eta.simulator.driver import IngestionClient, drive
+from rtml.client import AsyncClient
+from rtml.tasks.eta.simulator.driver import drive
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from tests.helpers import read_topic, service_process
 
@@ -31,8 +31,8 @@ async def test_every_simulated_message_reaches_its_topic(
     messages = list(simulate(config, duration_s=1800))
     sent_events = {m.id for m in messages if not isinstance(m, PredictRequest)}
     sent_requests = {m.id for m in messages if isinstance(m, PredictRequest)}
-    async with aiohttp.ClientSession() as http:
-        stats = await drive(messages, IngestionClient(http, ingestion_url, None), speedup=0)
+    async with AsyncClient(ingestion_url) as client:
+        stats = await drive(messages, client, speedup=0)
     assert (stats.events, stats.predict_requests, stats.failed) == (
         len(sent_events),
         len(sent_requests),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from rtml.services.collector.join import JoinConfig, JoinState
 from rtml.services.collector.routing import decode_joinable, rekey_event, rekey_prediction
-from rtml.services.collector.store import FLOATS, MESSAGES, PartitionView, partition_of
+from rtml.services.collector.store import FLOATS, MESSAGES, PartitionView
 from rtml.shared.contracts import encode
 from rtml.shared.errors import ContractError
+from rtml.shared.kafka import partition_of
 
 from rtml.tasks.eta.events import CourierOnline
 from rtml.tasks.recs.events import ItemClicked

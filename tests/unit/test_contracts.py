@@ -5,10 +5,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rtml.shared.contracts import (
-    _UNPACK_LIMITS,
     MAX_MESSAGE_BYTES,
     PREDICT_CHAIN,
     REGISTRY,
+    UNPACK_LIMITS,
     FeatureVector,
     Message,
     Prediction,
@@ -200,6 +200,6 @@ def test_unpacking_is_bounded() -> None:
     # the limits DESIGN.md asks for: every collection and string length capped,
     # map keys only strings, no extension types
     for limit in ("max_str_len", "max_bin_len", "max_array_len", "max_map_len", "max_ext_len"):
-        assert _UNPACK_LIMITS[limit] <= MAX_MESSAGE_BYTES
+        assert UNPACK_LIMITS[limit] <= MAX_MESSAGE_BYTES
     with pytest.raises(ContractError, match="not allowed for map key"):
         unpack(msgpack.packb({1: "one"}))

@@ -21,7 +21,9 @@ NOW = 1_800_000_000.0
 async def client() -> AsyncIterator[tuple[TestClient, Dashboard, asyncio.Event]]:
     dashboard = Dashboard("eta")
     stop = asyncio.Event()
-    app = DashboardApp(dashboard, push_interval_s=0.05, stop=stop).http_app(HealthEndpoints())
+    app = DashboardApp(dashboard, push_interval_s=0.05, stop=stop).http_app(
+        HealthEndpoints("dashboard")
+    )
     async with TestClient(TestServer(app)) as test_client:
         yield test_client, dashboard, stop
 

@@ -305,7 +305,7 @@ async def start_gateway(
             app = Gateway(
                 HttpUpstreams(http, urls),
                 PredictionLog(producer),  # type: ignore[arg-type]
-            ).app(HealthEndpoints())
+            ).app(HealthEndpoints("gateway"))
             async with TestClient(TestServer(app)) as client:
                 yield Harness(client, producer)
     finally:

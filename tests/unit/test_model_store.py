@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import xgboost as xgb
+from rtml.shared.build import read_git_commit
 from rtml.shared.errors import (
     ChampionChanged,
     IntegrityError,
@@ -26,7 +27,7 @@ from rtml.shared.errors import (
     VersionExists,
 )
 from rtml.shared.model_blobs import Blobs, blobs_at
-from rtml.shared.model_store import ModelRecord, ModelStore, read_git_commit
+from rtml.shared.model_store import ModelRecord, ModelStore
 
 FEATURES = np.random.default_rng(7).random((64, 3), dtype=np.float32)
 DATA_RANGE = {"topic": "rtml.training.examples", "partitions": {"0": [0, 64]}}

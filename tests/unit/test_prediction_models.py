@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from rtml.services.prediction.coldstart import TrainerProgress
 from rtml.services.prediction.handlers import Scorer
+from rtml.services.prediction.metrics import PREDICTIONS
 from rtml.services.prediction.models import ModelFollower
 from rtml.shared.contracts import TrainerStatus
 from rtml.shared.model_announcements import announcement_for
@@ -52,10 +54,18 @@ async def test_registered_loads_promoted_crowns_retired_unloads(
     assert follower.readiness("eta") is True
     await follower.wait_for_champion("eta")
 
+    for version in ("v1", "v2"):
+        PREDICTIONS.labels("eta", version, "false").inc()
     await follower.apply(announcement_for(v1, "retired"))
     await follower.apply(announcement_for(v2, "retired"))
-    # the champion keeps serving until another is promoted
+    # the champion keeps serving until another is promoted, and keeps its series
     assert set(scorer.snapshot.models) == {"v2"}
+    assert predictions_of("v1") is None and predictions_of("v2")
+
+
+def predictions_of(version: str) -> float | None:
+    labels = {"task": "eta", "version": version, "fell_back": "false"}
+    return REGISTRY.get_sample_value("rtml_predictions_total", labels)
 
 
 async def test_a_version_that_fails_its_checks_is_not_loaded_and_readiness_says_why(

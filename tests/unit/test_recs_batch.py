@@ -118,7 +118,7 @@ async def test_the_prediction_service_serves_batch_lists_and_counts_cold_starts(
     hook = RECS.serving()
     assert isinstance(hook, BatchListServing)
     recommender = hook.recommender
-    app = PredictionApp(Scorer(), [hook]).http_app(HealthEndpoints())
+    app = PredictionApp(Scorer(), [hook]).http_app(HealthEndpoints("prediction"))
     async with TestClient(TestServer(app)) as client:
         empty = await client.post("/v1/recommend", data=b"{}")
         assert empty.status == 503

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from rtml.tasks.recs.features import ITEM_EMBEDDING_DIM, item_embedding_records
 
 
 def test_item_embeddings_come_from_the_open_bandit_dataset() -> None:
-    pytest.importorskip("obp", reason="pip install --no-deps obp==0.4.1")
     records = item_embedding_records()
     assert [r.entity for r in records] == [f"item:{i}" for i in range(80)]
     assert all(len(r.values) == ITEM_EMBEDDING_DIM for r in records)

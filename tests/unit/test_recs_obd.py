@@ -1,8 +1,10 @@
-"""The OBD loader on the real sample shipped in the obp wheel."""
+"""The OBD loader on the real sample installed with rtml (rtml/tasks/recs/data)."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 
 import numpy as np
 import pytest
@@ -12,10 +14,11 @@ from rtml.tasks.recs.events import Impression, ItemClicked
 from rtml.tasks.recs.obd import (
     BEHAVIOURS,
     CAMPAIGNS,
+    SAMPLE,
     UserFeatureEncoder,
     contexts,
-    dataset_dir,
     load_rounds,
+    open_csv,
     to_events,
 )
 
@@ -24,8 +27,21 @@ N_ITEMS = {"all": 80, "men": 34, "women": 46}
 
 
 def csv_rows(behaviour: str, campaign: str) -> list[dict[str, str]]:
-    with (dataset_dir(behaviour, campaign) / f"{campaign}.csv").open() as handle:
-        return list(csv.DictReader(handle))
+    with open_csv(behaviour, campaign, campaign) as handle:
+        return list(csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8")))
+
+
+def test_the_sample_is_the_obp_wheels_csvs_unchanged() -> None:
+    """Every file SHA256SUMS names (the CSVs as obp 0.4.1 ships them) decompresses to
+    the same bytes, and every campaign of both policies is there."""
+    sums = dict(reversed(line.split()) for line in (SAMPLE / "SHA256SUMS").read_text().splitlines())
+    expected = {f"{b}/{c}/{c}.csv" for b in BEHAVIOURS for c in CAMPAIGNS}
+    expected |= {f"random/{c}/item_context.csv" for c in CAMPAIGNS}
+    assert set(sums) == expected
+    for name, digest in sums.items():
+        behaviour, campaign, file = name.split("/")
+        with open_csv(behaviour, campaign, file.removesuffix(".csv")) as handle:
+            assert hashlib.sha256(handle.read()).hexdigest() == digest, name
 
 
 @pytest.mark.parametrize("campaign", CAMPAIGNS)

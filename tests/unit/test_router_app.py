@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import CollectorRegistry, generate_latest
-from rtml.services.router.app import PosteriorCollector, RouterApp
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from rtml.services.router.app import RouterApp
 from rtml.services.router.handlers import Router, RouterConfig, TaskConfig
 from rtml.services.router.ledger import LogPosition
+from rtml.services.router.metrics import PosteriorCollector
+from rtml.services.router.models import AnnouncementFollower
 from rtml.shared import topics
 from rtml.shared.contracts import PredictRouted
+from rtml.shared.model_store import ModelStore
 from rtml.shared.pipeline import Incoming
 from rtml.shared.service import HealthEndpoints
+from rtml.shared.settings import Settings
 
 from tests.unit.test_router_handlers import FAST, announcement, enriched, reward
 
@@ -31,7 +36,7 @@ def router_with(*arms: str, policy: str = "thompson_beta") -> Router:
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient]:
     app = RouterApp(router_with("v1", "v2", policy="epsilon_greedy"), np.random.default_rng(0))
-    async with TestClient(TestServer(app.http_app(HealthEndpoints()))) as test_client:
+    async with TestClient(TestServer(app.http_app(HealthEndpoints("router")))) as test_client:
         yield test_client
 
 
@@ -96,3 +101,37 @@ def test_metrics_give_each_arm_its_share_and_posterior_and_drop_a_retired_arm():
     assert 'rtml_router_arm_ci_high{arm="v2",task="eta"} 0.975' in text
     assert 'rtml_router_arm_share{arm="v2",task="eta"}' in text
     assert 'arm="v2"' not in after_retirement
+    p_best = {
+        arm: registry.get_sample_value("rtml_router_arm_p_best", {"task": "eta", "arm": arm})
+        for arm in ("v1", "v2")
+    }
+    assert p_best["v2"] is None and p_best["v1"] == 1.0  # the lone arm left
+
+
+def test_p_best_follows_the_evidence_and_is_empty_for_item_arms():
+    router = router_with("v1", "v2")
+    for i in range(30):
+        router.on_reward(reward(f"r{i}", "v1", 1.0), LogPosition(0, i))
+        router.on_reward(reward(f"s{i}", "v2", 0.0), LogPosition(1, i))
+
+    p_best = router.p_best("eta")
+
+    assert set(p_best) == {"v1", "v2"} and p_best["v1"] > 0.99
+    assert sum(p_best.values()) == pytest.approx(1.0)
+    assert router.p_best("recs") == {}  # no version arms
+
+
+def test_a_retired_versions_decision_series_go_with_it():
+    router = router_with("v1", "v2")
+    app = RouterApp(router, np.random.default_rng(0))
+    for i in range(20):
+        app.route(enriched(f"r{i}"), time.time())
+    follower = AnnouncementFollower(Settings(), router, ModelStore(Path("unused")))
+
+    follower.apply(announcement("v2", "retired"))
+
+    def decisions(arm: str) -> float | None:
+        labels = {"task": "eta", "arm": arm}
+        return REGISTRY.get_sample_value("rtml_router_decisions_total", labels)
+
+    assert decisions("v1") and decisions("v2") is None

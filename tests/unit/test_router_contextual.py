@@ -290,7 +290,7 @@ def test_a_bad_contextual_configuration_is_refused_at_start(task, policy, params
 async def test_post_route_refuses_a_recs_request_without_its_context_naming_features():
     app = RouterApp(contextual_router(), np.random.default_rng(0))
     bad = enriched("no-context", task="recs").model_dump(mode="json")
-    async with TestClient(TestServer(app.http_app(HealthEndpoints()))) as client:
+    async with TestClient(TestServer(app.http_app(HealthEndpoints("router")))) as client:
         refused = await client.post("/v1/route", json=bad)
         routed = await client.post("/v1/route", json=recs_request("ok").model_dump(mode="json"))
         state = await client.get("/v1/state")

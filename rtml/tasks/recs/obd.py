@@ -1,11 +1,10 @@
-"""The Open Bandit Dataset sample shipped in the ``obp`` wheel, as arrays, rtml events
-and context matrices.
+"""The Open Bandit Dataset sample, as arrays, rtml events and context matrices.
 
-The sample (obp==0.4.1, installed with ``--no-deps``; CC BY 4.0) holds 10,000 rounds of
-ZOZOTOWN's fashion recommendations per behaviour policy -- ``random`` (uniform over the
-campaign's items) and ``bts`` (Bernoulli Thompson sampling) -- and campaign (``all``,
-``men``, ``women``). The CSVs are read from the installed package with pyarrow's CSV reader;
-obp's own loaders are never imported (they pull pandas, scikit-learn and more).
+The sample (``data/``: the CSVs of the obp 0.4.1 wheel, gzip-compressed, with their
+provenance and licence in ``data/README.md``) holds 10,000 rounds of ZOZOTOWN's fashion
+recommendations per behaviour policy -- ``random`` (uniform over the campaign's items)
+and ``bts`` (Bernoulli Thompson sampling) -- and campaign (``all``, ``men``, ``women``).
+It is installed with rtml and read with pyarrow's CSV reader.
 
 One round is one logged impression: the item shown, its slot (``position`` 1..3, as
 logged), the click, the behaviour policy's propensity of that item, four hashed
@@ -26,12 +25,15 @@ log 502 of its 800,000 values are non-zero.
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.abc import Traversable
 from importlib.resources import files
-from typing import Literal
+from typing import IO, Literal
 
 import numpy as np
 import pyarrow
@@ -49,8 +51,15 @@ USER_FEATURES = tuple(f"user_feature_{i}" for i in range(4))
 POSITIONS = (1, 2, 3)
 
 
-def dataset_dir(behaviour: Behaviour, campaign: Campaign) -> Traversable:
-    return files("obp") / "dataset" / "obd" / behaviour / campaign
+SAMPLE: Traversable = files("rtml.tasks.recs") / "data" / "obd"
+
+
+@contextmanager
+def open_csv(behaviour: Behaviour, campaign: Campaign, name: str) -> Iterator[IO[bytes]]:
+    """``<behaviour>/<campaign>/<name>.csv`` of the sample, decompressed as it is read."""
+    with (SAMPLE / behaviour / campaign / f"{name}.csv.gz").open("rb") as packed:
+        with gzip.open(packed) as handle:
+            yield handle
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,7 @@ def load_rounds(campaign: Campaign, behaviour: Behaviour = "random") -> LoggedRo
     """The logged rounds, in log order; cached (the arrays are read-only)."""
     if campaign not in CAMPAIGNS or behaviour not in BEHAVIOURS:
         raise ValueError(f"no OBD log for campaign={campaign!r}, behaviour={behaviour!r}")
-    with (dataset_dir(behaviour, campaign) / f"{campaign}.csv").open("rb") as handle:
+    with open_csv(behaviour, campaign, campaign) as handle:
         table = pyarrow.csv.read_csv(handle)
     n_items = len(item_context_rows(campaign))
 
@@ -115,9 +124,11 @@ def load_rounds(campaign: Campaign, behaviour: Behaviour = "random") -> LoggedRo
 
 @lru_cache(maxsize=len(CAMPAIGNS))
 def item_context_rows(campaign: Campaign) -> tuple[dict[str, str], ...]:
-    """The campaign's item_context.csv rows, by item id (the same file under both policies)."""
-    with (dataset_dir("random", campaign) / "item_context.csv").open() as handle:
-        return tuple(sorted(csv.DictReader(handle), key=lambda row: int(row["item_id"])))
+    """The campaign's item_context.csv rows, by item id (the random log's copy: the bts
+    log's hashes the categorical features differently, and nothing here mixes them)."""
+    with open_csv("random", campaign, "item_context") as handle:
+        rows = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8"))
+        return tuple(sorted(rows, key=lambda row: int(row["item_id"])))
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import click
+from pydantic import SecretStr
 
+from rtml.client import AsyncClient
 from rtml.shared.eventlog import write_event_log
 from rtml.shared.settings import get_settings
-from rtml.tasks.eta.simulator.driver import IngestionClient, drive
+from rtml.tasks.eta.simulator.driver import drive
 from rtml.tasks.eta.simulator.world import SCENARIOS, SimConfig, simulate
 
 
@@ -68,7 +69,9 @@ def simulate_command(
         raise SystemExit(1)
 
 
-async def _send(config: SimConfig, duration_s: float, url: str, token: str | None, speedup: float):
+async def _send(
+    config: SimConfig, duration_s: float, url: str, token: SecretStr | None, speedup: float
+):
     with click.progressbar(length=int(duration_s), label="simulated seconds") as bar:
         done = [0]
 
@@ -77,10 +80,5 @@ async def _send(config: SimConfig, duration_s: float, url: str, token: str | Non
             bar.update(elapsed - done[0])
             done[0] = elapsed
 
-        async with aiohttp.ClientSession() as http:
-            return await drive(
-                simulate(config, duration_s),
-                IngestionClient(http, url, token),
-                speedup,
-                on_progress=advance,
-            )
+        async with AsyncClient(url, token) as client:
+            return await drive(simulate(config, duration_s), client, speedup, on_progress=advance)

@@ -1,7 +1,8 @@
-"""Drives a running rtml stack with simulated traffic, as an external client would:
-domain events go to ``POST /v1/events`` in batches, predict requests to
-``POST /v1/predict``. A 503 is retried (same event ids, so a write that did
-land before the timeout is absorbed downstream as a duplicate)."""
+"""Drives a running rtml stack with simulated traffic through the Python client
+(``rtml.client``), as an external client would: domain events go to
+``POST /v1/events`` in batches, predict requests to ``POST /v1/predict``. A 503 is
+retried by the client (same ids, so a write that did land before the timeout is
+absorbed downstream as a duplicate)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
-import aiohttp
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
-
+from rtml.client import AsyncClient
 from rtml.shared.contracts import Message, PredictRequest
 from rtml.tasks.eta.simulator.world import paced
 
 # wall-clock bound on how long an event waits in a batch before it is sent
 FLUSH_AFTER_S = 0.05
 MAX_IN_FLIGHT_PREDICTS = 64
-
-
-class RetryableStatus(Exception):
-    pass
 
 
 @dataclass
@@ -36,35 +31,6 @@ class DriveStats:
     @property
     def seconds(self) -> float:
         return time.monotonic() - self.started
-
-
-class IngestionClient:
-    def __init__(self, http: aiohttp.ClientSession, base_url: str, token: str | None) -> None:
-        self._http = http
-        self._base = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-    async def post(self, path: str, body: object) -> None:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(60),
-            wait=wait_exponential(multiplier=0.2, max=5),
-            retry=retry_if_exception_type((RetryableStatus, aiohttp.ClientConnectionError)),
-            reraise=True,
-        ):
-            with attempt:
-                async with self._http.post(
-                    f"{self._base}{path}", json=body, headers=self._headers
-                ) as response:
-                    if response.status in (502, 503, 504):
-                        raise RetryableStatus(f"{path} answered {response.status}")
-                    if response.status >= 400:
-                        raise RuntimeError(
-                            f"{path} answered {response.status}: {await response.text()}"
-                        )
-
-
-def predict_body(request: PredictRequest) -> dict[str, object]:
-    return request.model_dump(mode="json")
 
 
 async def batched(messages: AsyncIterator[Message], size: int) -> AsyncIterator[list[Message]]:
@@ -89,7 +55,7 @@ async def _as_fast_as_possible(messages: Iterable[Message]) -> AsyncIterator[Mes
 
 async def drive(
     messages: Iterable[Message],
-    client: IngestionClient,
+    client: AsyncClient,
     speedup: float,
     batch_size: int = 100,
     on_progress: Callable[[Message], None] = lambda _: None,
@@ -101,7 +67,13 @@ async def drive(
 
     async def send_predict(request: PredictRequest) -> None:
         try:
-            await client.post("/v1/predict", predict_body(request))
+            await client.predict(
+                request.task,
+                entities=request.entities,
+                inputs=request.inputs,
+                request_id=request.id,
+                ts=request.ts,
+            )
             stats.predict_requests += 1
         except Exception:
             stats.failed += 1
@@ -110,9 +82,9 @@ async def drive(
 
     source = paced(messages, speedup) if speedup > 0 else _as_fast_as_possible(messages)
     async for batch in batched(source, batch_size):
-        events = [m.to_wire() for m in batch if not isinstance(m, PredictRequest)]
+        events = [m for m in batch if not isinstance(m, PredictRequest)]
         if events:
-            await client.post("/v1/events", events)
+            await client.publish(events)
             stats.events += len(events)
         for request in (m for m in batch if isinstance(m, PredictRequest)):
             await in_flight.acquire()

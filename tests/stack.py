@@ -25,6 +25,7 @@ from rtml.shared.model_announcements import announce
 from rtml.shared.model_store import ModelStore
 from rtml.shared.settings import Settings
 
+from rtml.stack import SERVICES
 from rtml.supervisor import STOP_GRACE_S
 from rtml.tasks.eta.events import OrderDelivered
 from rtml.tasks.eta.simulator.world import SimConfig, simulate
@@ -157,6 +158,11 @@ def running_stack(
             except subprocess.TimeoutExpired:
                 service.process.kill()
                 service.process.wait()
+
+
+def services_named(*names: str) -> list[tuple[str, str]]:
+    """(name, port variable) of ``rtml up``'s services called ``names``, in its start order."""
+    return [(spec.name, spec.port_env) for spec in SERVICES if spec.name in names]
 
 
 def stack_env(settings: Settings, store: ModelStore, warehouse: Path) -> dict[str, str]:

@@ -47,21 +47,22 @@ from rtml.tasks.eta.simulator.driver import DriveStats, drive
 from rtml.tasks.eta.simulator.world import SimConfig
 from tests.chaos.conftest import CHAOS_TIMEOUT_S, ChaosSetting, InThread
 from tests.helpers import read_topic, wait_http
-from tests.stack import HOUR, STOP_GRACE_S, EtaLog, Stack, first_model, running_stack, stack_env
+from tests.stack import (
+    HOUR,
+    STOP_GRACE_S,
+    EtaLog,
+    Stack,
+    first_model,
+    running_stack,
+    services_named,
+    stack_env,
+)
 from tests.unit.test_features_state import assert_vectors_equal
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(CHAOS_TIMEOUT_S)]
 
 ROLLED = ("ingestion", "features", "router", "prediction", "collector", "trainer", "dashboard")
-SERVICES = [
-    ("ingestion", "RTML_INGEST_PORT"),
-    ("features", "RTML_FEATURES_PORT"),
-    ("router", "RTML_ROUTER_PORT"),
-    ("prediction", "RTML_PREDICTION_PORT"),
-    ("collector", "RTML_COLLECTOR_PORT"),
-    ("trainer", "RTML_TRAINER_PORT"),
-    ("dashboard", "RTML_DASHBOARD_PORT"),
-]
+SERVICES = services_named(*ROLLED)
 SIM = SimConfig(
     seed=31, n_zones=4, n_restaurants=30, n_couriers=200, orders_per_hour=900, id_prefix="rr"
 )

@@ -50,21 +50,14 @@ from rtml.shared.warehouse import Warehouse
 from rtml.client import AsyncClient
 from rtml.tasks.eta.simulator.driver import drive
 from tests.helpers import read_topic
-from tests.stack import running_stack, stack_env
+from tests.stack import running_stack, services_named, stack_env
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fraud"
 HOUR = 3600.0
 T0 = 1_767_225_600.0  # 2026-01-01, event time of the history
 HISTORY_H, LIVE_H = 24.0, 4.0
 LIVE_LABEL_WINDOW_S = HOUR
-SERVICES = [
-    ("ingestion", "RTML_INGEST_PORT"),
-    ("features", "RTML_FEATURES_PORT"),
-    ("router", "RTML_ROUTER_PORT"),
-    ("prediction", "RTML_PREDICTION_PORT"),
-    ("collector", "RTML_COLLECTOR_PORT"),
-    ("trainer", "RTML_TRAINER_PORT"),
-]
+SERVICES = services_named("ingestion", "features", "router", "prediction", "collector", "trainer")
 READY_TIMEOUT_S = 180.0
 FINE_TUNE_TIMEOUT_S = 300.0
 

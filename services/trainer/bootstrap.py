@@ -13,6 +13,8 @@ through ``event_log_candidate``.
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -115,7 +117,9 @@ def event_log_candidate(
 class LabelledHistory:
     """A task's events and requests in the order they came, and how many of its
     requests have their label among them: the examples ``examples_from_log`` will
-    find, counted as they arrive (a repeated request or label counts once)."""
+    find, counted as they arrive (a repeated request or label counts once). A
+    request is labelled by its label event within the label's window, or, when the
+    label declares ``when_missing``, once newer events show its window closed."""
 
     def __init__(self, spec: TaskSpec) -> None:
         if not spec.label.joins_from_events:
@@ -123,25 +127,46 @@ class LabelledHistory:
         self.spec = spec
         self.messages: list[Message] = []
         self.labelled = 0
-        self._requests: set[LabelKey] = set()
-        self._labels: set[LabelKey] = set()
+        self._requests: dict[LabelKey, float] = {}
+        self._labels: dict[LabelKey, float] = {}
+        self._counted: set[LabelKey] = set()
+        # (window end, key) of the requests whose window may close unlabelled
+        self._deadlines: list[tuple[float, LabelKey]] = []
+        self._newest = -math.inf
 
     def add(self, message: Message) -> None:
         label = self.spec.label
         if isinstance(message, PredictRequest):
             if message.task != self.spec.name:
                 return
-            key, side, other = request_key(message, label), self._requests, self._labels
+            key, side = request_key(message, label), self._requests
         elif isinstance(message, self.spec.events):
-            key, side, other = None, self._labels, self._requests
+            key, side = None, self._labels
             if isinstance(message, label.event):
                 key = label_key(message, label)
         else:
             return
         self.messages.append(message)
+        self._newest = max(self._newest, message.ts)
         if key is not None and key not in side:
-            side.add(key)
-            self.labelled += key in other
+            side[key] = message.ts
+            self._join(key)
+            if side is self._requests and label.when_missing is not None and label.window_s:
+                heapq.heappush(self._deadlines, (message.ts + label.window_s, key))
+        while self._deadlines and self._deadlines[0][0] <= self._newest:
+            _, key = heapq.heappop(self._deadlines)
+            self._count(key)
+
+    def _join(self, key: LabelKey) -> None:
+        if key in self._requests and key in self._labels:
+            window = self.spec.label.window_s
+            if window is None or 0 <= self._labels[key] - self._requests[key] <= window:
+                self._count(key)
+
+    def _count(self, key: LabelKey) -> None:
+        if key not in self._counted:
+            self._counted.add(key)
+            self.labelled += 1
 
 
 def label_key(event: Message, label: Label) -> LabelKey:

@@ -4,6 +4,7 @@ and the trainer registering, crowning and announcing it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,21 @@ def test_the_history_counts_as_it_comes_the_examples_the_log_makes(two_hours) ->
     assert history.labelled == len(examples_from_log(two_hours, ETA)) > 200
     half = len(two_hours) // 2
     assert counts[half - 1] == len(examples_from_log(two_hours[:half], ETA))
+
+
+def test_windows_that_close_unlabelled_count_when_the_label_says_what_they_are(
+    two_hours,
+) -> None:
+    """A windowed label with when_missing: a request is labelled by its event in the
+    window, or by the window closing without one; the count follows the examples."""
+    label = dataclasses.replace(ETA.label, window_s=1800.0, when_missing=60.0)
+    spec = dataclasses.replace(ETA, label=label)
+    history = LabelledHistory(spec)
+    for message in two_hours:
+        history.add(message)
+    examples = examples_from_log(two_hours, spec)
+    assert history.labelled == len(examples) > len(examples_from_log(two_hours, ETA)) // 2
+    assert 60.0 in set(examples.y.tolist())  # some deliveries took longer than 30 minutes
 
 
 def test_repeats_count_once_and_what_is_not_the_tasks_is_left_out(two_hours) -> None:

@@ -31,6 +31,12 @@ class TrainerSettings(BaseSettings):
     # features whose distribution the drift monitor watches besides the error (None:
     # the task's model.drift_features)
     drift_features: list[str] | None = None
+    # the drift monitor's detectors (services/trainer/drift.py): ADWIN's confidence on
+    # the error, Page-Hinkley's alarm level on a watched feature's z-score, and the
+    # labelled examples a monitor sees before any alarm counts
+    drift_error_delta: float = Field(default=0.002, gt=0, lt=1)
+    drift_feature_threshold: float = Field(default=50.0, gt=0)
+    drift_min_examples: int = Field(default=200, ge=1)
     discard_after_use: bool = False
     # cold start: with no champion, the first model is trained from rtml.events once
     # this many requests of the task have their label there (at least the examples any

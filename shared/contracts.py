@@ -229,12 +229,16 @@ class Trigger(BaseModel):
     kind: TriggerKind
     # input_drift: the feature that moved
     feature: str | None = Field(default=None, max_length=128)
+    # a drift's n-th follow-up fine-tune: the drift's previous fine-tune gained enough on
+    # its parent to say that the world is still moving (services/trainer/service.py)
+    follow_up: int = Field(default=0, ge=0)
 
     @property
     def text(self) -> str:
         """``error drift``, ``input drift on <feature>``, ``schedule``..."""
         words = self.kind.replace("_", " ")
-        return f"{words} on {self.feature}" if self.feature else words
+        words = f"{words} on {self.feature}" if self.feature else words
+        return f"{words}, follow-up {self.follow_up}" if self.follow_up else words
 
 
 class ModelAnnouncement(Message):

@@ -58,6 +58,11 @@ class DriftMonitor:
         }
         self._observed = 0
 
+    @property
+    def observed(self) -> int:
+        """Labelled examples seen since the monitor started."""
+        return self._observed
+
     def observe(self, error: float, features: dict[str, float], ts: float) -> DriftSignal | None:
         self._observed += 1
         self._error.update(error)

@@ -56,6 +56,8 @@ class Trainer:
         self.warehouse = warehouse
         self._announce = announce
         self._watch: ChampionWatch | None = None
+        # the drift whose adaptation goes on (_follow_up_of)
+        self._follow_up: Trigger | None = None
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._training = asyncio.Lock()
         self._background: set[asyncio.Task[ModelRecord | None]] = set()
@@ -79,8 +81,14 @@ class Trainer:
             return
         error = watch.error(prediction, example.label)
         signal = watch.monitor.observe(error, values, example.label_ts)
+        if (
+            signal is None
+            and self._follow_up is not None
+            and watch.monitor.observed >= self.settings.drift_follow_up_examples
+        ):
+            signal = DriftSignal(self._follow_up, example.label_ts, watch.monitor.observed)
         if signal is not None and self.settings.drift_finetune and not self._training.locked():
-            DRIFTS.labels(signal.trigger.text).inc()
+            DRIFTS.labels(signal.trigger.kind).inc()
             task = asyncio.create_task(self.fine_tune(signal.trigger, signal))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -116,9 +124,24 @@ class Trainer:
         record = await self._train(
             trigger, lambda: fine_tune_candidate(self.warehouse, self.store, champion.version)
         )
-        if record is not None and signal is not None:
-            self._watch = None  # the new model's error is the new normal
+        if signal is not None:
+            self._follow_up = self._follow_up_of(signal.trigger, record)
+            if record is not None:
+                self._watch = None  # the new model's error is the new normal
         return record
+
+    def _follow_up_of(self, trigger: Trigger, record: ModelRecord | None) -> Trigger | None:
+        """The next fine-tune of a drift, if its last one gained enough on its parent."""
+        if record is None:
+            return None
+        metric = task_spec(record.task).model.metric
+        mine = record.metrics.get(f"holdout_{metric}")
+        parents = record.metrics.get(f"parent_holdout_{metric}")
+        if mine is None or parents is None:
+            return None
+        if METRICS[metric].gain(mine, parents) < self.settings.drift_follow_up_gain:
+            return None
+        return trigger.model_copy(update={"follow_up": trigger.follow_up + 1})
 
     async def _train(self, trigger: Trigger, make: Callable[[], Candidate]) -> ModelRecord | None:
         async with self._training:

@@ -138,3 +138,37 @@ async def test_a_drift_fine_tunes_the_champion_and_the_version_records_what_fire
         version = announced.registered[0].version
         assert announced.registered[0].trigger == trigger
         assert store.record(version).trigger == trigger  # in the version's lineage, on disk
+
+
+@pytest.mark.parametrize(("follow_up_gain", "follow_ups"), [(0.05, 1), (2.0, 0)])
+async def test_a_drift_fine_tune_that_gained_enough_is_followed_by_another(
+    tmp_path: Path, follow_up_gain: float, follow_ups: int
+) -> None:
+    rng = np.random.default_rng(2)
+    store, warehouse = ModelStore(tmp_path / "models"), Warehouse(tmp_path / "warehouse")
+    with binary_task.loaded() as spec:
+        X, y = binary_task.examples(600, rng)
+        store_in(warehouse, examples(X, y, T_LABEL, "v0"), 0)
+        champion = register(store, scratch_candidate(warehouse, spec.name, rounds=20))
+        store.set_champion(spec.name, champion.version)
+        announced = Announcements()
+        settings = TrainerSettings(
+            trainer_task=spec.name, drift_features=[], drift_follow_up_gain=follow_up_gain,
+            drift_follow_up_examples=200,
+        )  # fmt: skip
+        trainer = Trainer(settings, store, warehouse, announced)
+        X_new, y_new = binary_task.examples(1000, rng)
+        y_new[300:] = 1.0 - y_new[300:]  # a lasting swap: each fine-tune still has much to learn
+        later = examples(X_new, y_new, T_LABEL + 10_000, champion.version)
+        store_in(warehouse, later, len(X))
+        for example in later:
+            await trainer.observe(example)
+            await asyncio.gather(*trainer._background)
+            if len(announced.registered) == 2:
+                break
+    triggers = [record.trigger for record in announced.registered]
+    drift = Trigger(kind="error_drift")
+    assert triggers == [drift, drift.model_copy(update={"follow_up": 1})][: 1 + follow_ups]
+    assert triggers[-1] is not None and triggers[-1].text == (
+        "error drift, follow-up 1" if follow_ups else "error drift"
+    )

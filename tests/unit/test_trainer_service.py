@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,6 +98,31 @@ def store_in(warehouse: Warehouse, batch: list[TrainingExample], first_offset: i
     warehouse.write([Located(e, SOURCE, first_offset + i) for i, e in enumerate(batch)])
 
 
+def trainer_with_a_champion(
+    root: Path, task: str, rng: np.random.Generator, **settings: Any
+) -> tuple[Trainer, Announcements, ModelRecord]:
+    """A trainer of ``task`` whose champion was trained from scratch on 600 examples
+    that the warehouse holds, and what it announces."""
+    store, warehouse = ModelStore(root / "models"), Warehouse(root / "warehouse")
+    X, y = binary_task.examples(600, rng)
+    store_in(warehouse, examples(X, y, T_LABEL, "v0"), 0)
+    champion = register(store, scratch_candidate(warehouse, task, rounds=20))
+    store.set_champion(task, champion.version)
+    announced = Announcements()
+    trainer = Trainer(TrainerSettings(trainer_task=task, **settings), store, warehouse, announced)
+    return trainer, announced, champion
+
+
+async def observe_until(trainer: Trainer, later: list[TrainingExample], versions: int) -> None:
+    """Feed ``later`` to the trainer, each triggered training to its end, until it has
+    registered ``versions`` versions or the examples run out."""
+    for example in later:
+        await trainer.observe(example)
+        await asyncio.gather(*trainer._background)
+        if len(trainer.store.list(trainer.settings.task)) > versions:  # the champion too
+            return
+
+
 @pytest.mark.parametrize(
     ("shift", "trigger"),
     [
@@ -110,17 +136,10 @@ async def test_a_drift_fine_tunes_the_champion_and_the_version_records_what_fire
     tmp_path: Path, shift: str, trigger: Trigger
 ) -> None:
     rng = np.random.default_rng(2)
-    store, warehouse = ModelStore(tmp_path / "models"), Warehouse(tmp_path / "warehouse")
     with binary_task.loaded() as spec:
-        X, y = binary_task.examples(600, rng)
-        store_in(warehouse, examples(X, y, T_LABEL, "v0"), 0)
-        champion = register(store, scratch_candidate(warehouse, spec.name, rounds=20))
-        store.set_champion(spec.name, champion.version)
-        announced = Announcements()
-        settings = TrainerSettings(
-            trainer_task=spec.name, drift_features=["restaurant_mean_items_30m"]
+        trainer, announced, champion = trainer_with_a_champion(
+            tmp_path, spec.name, rng, drift_features=["restaurant_mean_items_30m"]
         )
-        trainer = Trainer(settings, store, warehouse, announced)
         # the detectors look for a change in the live stream: calm first, then the shift
         X_new, y_new = binary_task.examples(900, rng)
         if shift == "inputs":
@@ -128,16 +147,12 @@ async def test_a_drift_fine_tunes_the_champion_and_the_version_records_what_fire
         else:
             y_new[300:] = 1.0 - y_new[300:]
         later = examples(X_new, y_new, T_LABEL + 10_000, champion.version)
-        store_in(warehouse, later, len(X))
-        for example in later:
-            await trainer.observe(example)
-            await asyncio.gather(*trainer._background)
-            if announced.registered:
-                break
+        store_in(trainer.warehouse, later, 600)
+        await observe_until(trainer, later, versions=1)
         assert [r.parent_version for r in announced.registered] == [champion.version]
         version = announced.registered[0].version
         assert announced.registered[0].trigger == trigger
-        assert store.record(version).trigger == trigger  # in the version's lineage, on disk
+        assert trainer.store.record(version).trigger == trigger  # in the version's lineage, on disk
 
 
 @pytest.mark.parametrize(("follow_up_gain", "follow_ups"), [(0.05, 1), (2.0, 0)])
@@ -145,27 +160,16 @@ async def test_a_drift_fine_tune_that_gained_enough_is_followed_by_another(
     tmp_path: Path, follow_up_gain: float, follow_ups: int
 ) -> None:
     rng = np.random.default_rng(2)
-    store, warehouse = ModelStore(tmp_path / "models"), Warehouse(tmp_path / "warehouse")
     with binary_task.loaded() as spec:
-        X, y = binary_task.examples(600, rng)
-        store_in(warehouse, examples(X, y, T_LABEL, "v0"), 0)
-        champion = register(store, scratch_candidate(warehouse, spec.name, rounds=20))
-        store.set_champion(spec.name, champion.version)
-        announced = Announcements()
-        settings = TrainerSettings(
-            trainer_task=spec.name, drift_features=[], drift_follow_up_gain=follow_up_gain,
+        trainer, announced, champion = trainer_with_a_champion(
+            tmp_path, spec.name, rng, drift_features=[], drift_follow_up_gain=follow_up_gain,
             drift_follow_up_examples=200,
         )  # fmt: skip
-        trainer = Trainer(settings, store, warehouse, announced)
         X_new, y_new = binary_task.examples(1000, rng)
         y_new[300:] = 1.0 - y_new[300:]  # a lasting swap: each fine-tune still has much to learn
         later = examples(X_new, y_new, T_LABEL + 10_000, champion.version)
-        store_in(warehouse, later, len(X))
-        for example in later:
-            await trainer.observe(example)
-            await asyncio.gather(*trainer._background)
-            if len(announced.registered) == 2:
-                break
+        store_in(trainer.warehouse, later, 600)
+        await observe_until(trainer, later, versions=2)
     triggers = [record.trigger for record in announced.registered]
     drift = Trigger(kind="error_drift")
     assert triggers == [drift, drift.model_copy(update={"follow_up": 1})][: 1 + follow_ups]

@@ -683,7 +683,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = averaged(per_seed)
     differences = paired(per_seed, "drift-finetune")
     retention = (
-        retention_costs(seeds[0], args.retention_days, args.interval_h)
+        retention_costs(args.first_seed, args.retention_days, args.interval_h)
         if args.retention_days else []
     )  # fmt: skip
     rss = peak_rss_mib(os.getpid())
@@ -693,21 +693,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                           "retention": retention, "per_seed": per_seed,
                           "peak_rss_mib": rss}, indent=2, default=asdict))  # fmt: skip
         return
-    print(f"seeds {seeds[0]}..{seeds[-1]}: mean [95% interval over the seeds]")
-    for line in table(rows):
-        print(line)
-    print()
-    for line in paired_table(differences, "drift-finetune"):
-        print(line)
-    print()
-    for line in calm_table(calm_trainings, args.live_h):
-        print(line)
+    if per_seed:  # --seeds 0: the long-retention run alone
+        print(f"seeds {seeds[0]}..{seeds[-1]}: mean [95% interval over the seeds]")
+        for lines in (table(rows), paired_table(differences, "drift-finetune"),
+                      calm_table(calm_trainings, args.live_h)):  # fmt: skip
+            print("\n".join(lines), end="\n\n")
+        for row in per_seed[0]:
+            print(f"seed {seeds[0]}, {row['strategy']}: {trainings_text(row['trainings'])}")
     if retention:
-        print()
-        for line in retention_table(retention):
-            print(line)
-    for row in per_seed[0]:
-        print(f"seed {seeds[0]}, {row['strategy']}: {trainings_text(row['trainings'])}")
+        print("\n".join(retention_table(retention)))
     print(f"peak RSS {rss:.0f} MiB; load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -38,9 +38,11 @@ class DriftMonitor:
     baseline: dict[str, tuple[float, float]]
     error_delta: float = 0.002
     # Page-Hinkley on z-scores: delta 0.1 keeps the no-drift random walk's
-    # excursions near 1/(2 delta) = 5, so 50 is a false alarm in ~e^-10
+    # excursions near 1/(2 delta) = 5, so 50 would be a false alarm in ~e^-10; a
+    # feature that follows the time of day moves on a calm day too, hence 200 (the
+    # trainer's RTML_DRIFT_FEATURE_THRESHOLD)
     feature_delta: float = 0.1
-    feature_threshold: float = 50.0
+    feature_threshold: float = 200.0
     min_examples: int = 200
     _error: drift.ADWIN = field(init=False)
     _features: dict[str, drift.PageHinkley] = field(init=False)

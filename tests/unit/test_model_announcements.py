@@ -40,7 +40,7 @@ def test_an_announcement_carries_what_a_reader_needs_to_trust_the_version(
         "metrics": {"rmse": 1.5},
         "reason": "beat v1",
         # what started its training, from its record
-        "trigger": {"kind": "input_drift", "feature": "zone_couriers_idle"},
+        "trigger": {"kind": "input_drift", "feature": "zone_couriers_idle", "follow_up": 0},
     }
     # keyed by version, so that compaction keeps the last word on each version
     assert announcement.key == b"v2"

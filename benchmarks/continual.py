@@ -24,17 +24,27 @@ and the run deterministic for a seed.
 - scheduled-finetune (stage 3): a fine-tune of the deployed model, every hour;
 - drift-finetune (stage 4): a fine-tune when the drift monitor fires.
 
-Reported per strategy: MAE before the drift; MAE after it (the area under the
-error curve per prediction) and its ratio to no retraining; predictions after
+Reported per strategy, each as its mean and 95% Student-t interval over the seeds
+(``--seeds N``, from ``--first-seed``): MAE before the drift; MAE after it (the area
+under the error curve per prediction) and its ratio to no retraining; predictions after
 the drift until the rolling MAE is back within 10% of the pre-drift MAE of no
-retraining, and until it is within 10% of what no retraining had at the same
-request in the same world without the storm (this world's error follows the
-daily demand even without a drift); trainings run and kept; CPU-seconds of the training jobs
-(``time.process_time`` around them: warehouse read, training, holdout,
-registration; nthread 1).
+retraining, and until it is within 10% of what no retraining had at the same request in
+the same world without the storm (this world's error follows the daily demand even
+without a drift; a run that never gets there counts all its post-drift predictions, and
+the table says how often); trainings run and kept; CPU-seconds of the training jobs
+(``time.process_time`` around them: warehouse read, training, holdout, registration;
+nthread 1). Then each strategy's post-drift MAE and predictions to the storm-free curve
+minus drift-finetune's in the same seed (paired: an interval above 0 says drift-finetune
+leads whatever the world).
 
-Usage: python -m benchmarks.continual [--seeds 1] [--json] [--plot PATH]
-       [--warmup-h 4] [--live-h 8] [--drift-after-h 2] [--interval-h 1]
+The calm run replays the same worlds without the storm and counts the trainings each
+strategy runs when nothing changes. The long-retention run (``--retention-days``,
+default 7) grows a warehouse over a storm-free week of the first seed and measures, at
+6 h, 1, 3 and 7 days of examples, one from-scratch training on all of them against one
+fine-tune on the newest ``--interval-h`` (of a from-scratch parent trained on the rest).
+
+Usage: python -m benchmarks.continual [--seeds 1] [--first-seed 0] [--json] [--plot PATH]
+       [--warmup-h 4] [--live-h 8] [--drift-after-h 2] [--interval-h 1] [--retention-days 7]
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ import os
 import tempfile
 import time
 from collections.abc import Awaitable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +66,12 @@ from prometheus_client import REGISTRY
 from rtml.services.features.handlers import advance, entity_features, feature_vector, plan
 from rtml.services.features.state import EntityStates
 from rtml.services.trainer.config import TrainerSettings
-from rtml.services.trainer.jobs import register, table_candidate
+from rtml.services.trainer.jobs import (
+    fine_tune_candidate,
+    register,
+    scratch_candidate,
+    table_candidate,
+)
 from rtml.services.trainer.service import Trainer
 from rtml.shared.contracts import FeatureVector, Message, PredictRequest, TrainingExample
 from rtml.shared.features.batch import compute_batch_features
@@ -65,6 +80,7 @@ from rtml.shared.model_announcements import Action
 from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.tasks.registry import tasks
 from rtml.shared.warehouse import ExampleTable, Located, Warehouse
+from scipy import stats
 
 from benchmarks._common import machine, peak_rss_mib
 from rtml.tasks.eta.events import OrderDelivered
@@ -85,6 +101,9 @@ RECOVERED_WITHIN = 1.10
 FLUSH_S = 600.0
 SOURCE = "rtml.training.examples-0"
 STRATEGIES = ("none", "scheduled-scratch", "scheduled-finetune", "drift-finetune")
+# replayed in the storm-free worlds to count trainings: scheduled-scratch ticks on the
+# same clock as scheduled-finetune, so it is not replayed again
+CALM_STRATEGIES = ("none", "scheduled-finetune", "drift-finetune")
 
 
 @dataclass(frozen=True)
@@ -184,6 +203,7 @@ def as_table(served: Sequence[Served]) -> ExampleTable:
 def settings_for(strategy: str, root: Path, interval_s: float) -> TrainerSettings:
     scheduled = strategy.startswith("scheduled")
     return TrainerSettings(
+        trainer_task="eta",
         model_store=str(root / "models"),
         warehouse=str(root / "warehouse"),
         retrain_interval=interval_s if scheduled else 0.0,
@@ -201,6 +221,7 @@ class Deployment:
     def __init__(self, store: ModelStore, first: ModelRecord, X: np.ndarray) -> None:
         self.store = store
         self.X = X
+        # (version, what triggered its training)
         self.registered: list[tuple[str, str]] = []
         self._deploy(first.version)
 
@@ -208,7 +229,7 @@ class Deployment:
         if action != "registered":  # the first version is deployed from the start
             return
         self.store.set_champion(record.task, record.version)
-        self.registered.append((record.version, reason))
+        self.registered.append((record.version, record.trigger.text if record.trigger else reason))
         self._deploy(record.version)
 
     def _deploy(self, version: str) -> None:
@@ -278,13 +299,13 @@ class Replayer:
                 "kept": len(self.deployment.registered) > kept, "cpu_s": cpu_s,
             })  # fmt: skip
             if self.result.trainings[-1]["kept"]:
-                self.result.trainings[-1]["reason"] = self.deployment.registered[-1][1]
+                self.result.trainings[-1]["trigger"] = self.deployment.registered[-1][1]
 
 
 def training_runs() -> float:
     """Trainings that produced a candidate (kept or dropped), from the trainer's counter."""
     total = 0.0
-    for trigger in ("schedule", "drift"):
+    for trigger in ("schedule", "error_drift", "input_drift"):
         for outcome in ("registered", "worse_than_parent"):
             labels = {"trigger": trigger, "outcome": outcome}
             total += REGISTRY.get_sample_value("rtml_trainer_runs_total", labels) or 0.0
@@ -392,55 +413,136 @@ def figures(replays: Sequence[Replay], drift_ts: float, calm: np.ndarray) -> lis
     return rows
 
 
+# the columns of the storm table, each with its mean and 95% interval over the seeds
+COLUMNS = {
+    "pre_drift_mae": ("pre-drift MAE (min)", "{:.2f}"),
+    "post_drift_mae": ("post-drift MAE (min)", "{:.2f}"),
+    "post_drift_vs_none": ("vs none", "{:.2f}"),
+    "predictions_to_recover": ("predictions to recover", "{:,.0f}"),
+    "predictions_to_calm": ("to the storm-free curve", "{:,.0f}"),
+    "trainings_run": ("trainings run", "{:.1f}"),
+    "trainings_kept": ("kept", "{:.1f}"),
+    "training_cpu_s": ("training CPU-s", "{:.2f}"),
+    "cpu_s_per_training": ("CPU-s per training", "{:.3f}"),
+}
+# the recovery columns: a run that never recovers counts all its post-drift
+# predictions (a lower bound), and the table says how many seeds that was
+RECOVERY = ("predictions_to_recover", "predictions_to_calm")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The mean of a column over the seeds with its 95% Student-t interval (none for
+    one seed)."""
+
+    mean: float
+    low: float
+    high: float
+    seeds: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Estimate:
+        values = np.asarray(values, dtype=float)
+        mean = float(values.mean())
+        if len(values) < 2 or np.all(values == mean):
+            return cls(mean, mean, mean, len(values))
+        low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=stats.sem(values))
+        return cls(mean, float(low), float(high), len(values))
+
+    def text(self, form: str) -> str:
+        if self.seeds < 2:
+            return form.format(self.mean)
+        return f"{form.format(self.mean)} [{form.format(self.low)}, {form.format(self.high)}]"
+
+
+def column(run: dict[str, Any], key: str) -> float:
+    """One seed's figure for a column; a recovery that never came counts every
+    post-drift prediction."""
+    if key in RECOVERY:
+        return float(run["post_drift_predictions"] if run[key] is None else run[key])
+    if key == "cpu_s_per_training":
+        return run["training_cpu_s"] / run["trainings_run"] if run["trainings_run"] else 0.0
+    return float(run[key])
+
+
 def averaged(per_seed: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per strategy, every column's Estimate over the seeds, and how many seeds never
+    recovered on each recovery bar."""
     rows = []
     for runs in zip(*per_seed, strict=True):
-        recovered = {key: [r[key] for r in runs] for key in (
-            "predictions_to_recover", "predictions_to_calm")}  # fmt: skip
-        mean = {key: float(np.mean([r[key] for r in runs])) for key in (
-            "pre_drift_mae", "post_drift_mae", "post_drift_vs_none", "post_drift_predictions",
-            "trainings_run", "trainings_kept", "training_cpu_s")}  # fmt: skip
         rows.append({
-            "strategy": runs[0]["strategy"], **mean,
-            **recovered,
-            "cpu_s_per_training": mean["training_cpu_s"] / max(mean["trainings_run"], 1e-9),
+            "strategy": runs[0]["strategy"],
+            **{key: Estimate.of([column(r, key) for r in runs]) for key in COLUMNS},
+            "never": {key: sum(r[key] is None for r in runs) for key in RECOVERY},
         })  # fmt: skip
     return rows
 
 
-def recovery_text(recovered: Sequence[int | None]) -> str:
-    done = [r for r in recovered if r is not None]
-    if not done:
-        return "never"
-    text = f"{np.mean(done):,.0f}"
-    return text if len(done) == len(recovered) else f"{text} ({len(done)}/{len(recovered)} seeds)"
+def paired(per_seed: Sequence[list[dict[str, Any]]], reference: str) -> list[dict[str, Any]]:
+    """Per strategy, its post-drift MAE and predictions to the storm-free curve minus
+    ``reference``'s in the same seed (the same world): an interval above 0 says
+    ``reference`` leads on that figure whatever the seed's world."""
+    rows = []
+    for runs in zip(*per_seed, strict=True):
+        strategy = runs[0]["strategy"]
+        if strategy == reference:
+            continue
+        against = [next(r for r in seed if r["strategy"] == reference) for seed in per_seed]
+        pairs = list(zip(runs, against, strict=True))
+        rows.append({"strategy": strategy, **{
+            key: Estimate.of([column(r, key) - column(a, key) for r, a in pairs])
+            for key in ("post_drift_mae", "predictions_to_calm")
+        }})  # fmt: skip
+    return rows
 
 
 def table(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = [
-        "| strategy | pre-drift MAE (min) | post-drift MAE (min) | vs none | predictions to "
-        "recover | to the storm-free curve | trainings run (kept) | training CPU-s | "
-        "CPU-s per training |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| strategy | " + " | ".join(title for title, _ in COLUMNS.values()) + " |",
+        "| --- |" + " ---: |" * len(COLUMNS),
+    ]
+    for r in rows:
+        cells = []
+        for key, (_, form) in COLUMNS.items():
+            cell = r[key].text(form)
+            never = r["never"].get(key, 0)
+            cells.append(f"{cell} ({never} never)" if never else cell)
+        lines.append(f"| {r['strategy']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired_table(rows: Sequence[dict[str, Any]], reference: str) -> list[str]:
+    lines = [
+        f"| strategy minus {reference} (same seed) | post-drift MAE (min) | predictions to "
+        "the storm-free curve |",
+        "| --- | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['strategy']} | {r['pre_drift_mae']:.2f} | {r['post_drift_mae']:.2f} | "
-            f"{r['post_drift_vs_none']:.2f} | {recovery_text(r['predictions_to_recover'])} | "
-            f"{recovery_text(r['predictions_to_calm'])} | "
-            f"{r['trainings_run']:g} ({r['trainings_kept']:g}) | {r['training_cpu_s']:.1f} | "
-            f"{r['cpu_s_per_training']:.2f} |"
+            f"| {r['strategy']} | {r['post_drift_mae'].text('{:+.2f}')} | "
+            f"{r['predictions_to_calm'].text('{:+,.0f}')} |"
         )
     return lines
 
 
+def calm_table(per_seed: Sequence[dict[str, int]], live_h: float) -> list[str]:
+    """Trainings each strategy ran in the storm-free worlds."""
+    lines = [f"| strategy (no storm, {live_h:g} live hours) | trainings run | per day |",
+             "| --- | ---: | ---: |"]  # fmt: skip
+    for strategy in per_seed[0]:
+        runs = Estimate.of([seed[strategy] for seed in per_seed])
+        per_day = Estimate.of([seed[strategy] * 24 / live_h for seed in per_seed])
+        lines.append(f"| {strategy} | {runs.text('{:.1f}')} | {per_day.text('{:.1f}')} |")
+    return lines
+
+
 def trainings_text(trainings: Sequence[dict[str, Any]]) -> str:
-    """When each training ran, what triggered it (a drift's detector) and its fate."""
+    """When each training ran, what triggered it (a kept version's record names the
+    detector) and its fate."""
     parts = []
     for t in trainings:
-        named = t["trigger"] == "drift" and t["kept"]  # the reason names the detector
-        trigger = t["reason"].split(";")[0] if named else t["trigger"]
-        parts.append(f"{trigger} at {t['hours_in']:.2f} h {'kept' if t['kept'] else 'dropped'}")
+        fate = "kept" if t["kept"] else "dropped"
+        parts.append(f"{t['trigger']} at {t['hours_in']:.2f} h {fate}")
     return ", ".join(parts) or "no training"
 
 
@@ -472,52 +574,135 @@ def plot(
     figure.savefig(path, dpi=120)
 
 
+# --- the cost of a training as the warehouse grows ----------------------------------
+
+
+def retention_costs(seed: int, days: float, interval_h: float) -> list[dict[str, Any]]:
+    """CPU-s of one from-scratch training on the whole warehouse and of one fine-tune
+    (of a from-scratch parent registered ``interval_h`` earlier, on the examples since)
+    at growing retention, up to ``days`` of the storm-free world of ``seed``."""
+    config = SimConfig(seed=seed, **{**SIM, "scenario": "none"})
+    warmup = list(simulate(config, 4 * HOUR))
+    batch = {record.entity: record for record in compute_batch_features(warmup)}
+    delivered: dict[str, OrderDelivered] = {}
+
+    def noting_deliveries() -> Iterable[Message]:
+        for message in simulate(config, days * 24 * HOUR):
+            if isinstance(message, OrderDelivered):
+                delivered[message.order_id] = message
+            yield message
+
+    answers = served_vectors(noting_deliveries(), batch)
+    examples = sorted(
+        (training_example(Served(request, vector, (done.ts - done.placed_ts) / MINUTE, done.ts),
+                          "none", 0.0)
+         for request, vector in answers
+         if (done := delivered.get(request.entities["order_id"])) is not None),
+        key=lambda example: example.label_ts,
+    )  # fmt: skip
+    checkpoints_h = [h for h in (6.0, 24.0, 72.0, 168.0, 336.0) if h <= days * 24] or [days * 24]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rtml-retention-") as root:
+        warehouse, store = Warehouse(Path(root) / "warehouse"), ModelStore(Path(root) / "models")
+        writer = WarehouseWriter(warehouse)
+        written = 0
+
+        def write_until(ts: float) -> None:
+            nonlocal written
+            while written < len(examples) and examples[written].label_ts < ts:
+                writer.add(examples[written])
+                written += 1
+            writer.flush()
+
+        for hours in checkpoints_h:
+            write_until(config.start_ts + (hours - interval_h) * HOUR)
+            parent = register(store, scratch_candidate(warehouse, "eta"))
+            write_until(config.start_ts + hours * HOUR)
+            started = time.process_time()
+            register(store, fine_tune_candidate(warehouse, store, parent.version))
+            fine_tune_s = time.process_time() - started
+            started = time.process_time()
+            register(store, scratch_candidate(warehouse, "eta"))
+            scratch_s = time.process_time() - started
+            rows.append({"hours": hours, "examples": written, "scratch_cpu_s": scratch_s,
+                         "finetune_cpu_s": fine_tune_s,
+                         "ratio": scratch_s / fine_tune_s})  # fmt: skip
+    return rows
+
+
+def retention_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    lines = ["| retention | examples | from scratch CPU-s | fine-tune CPU-s | ratio |",
+             "| ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"| {r['hours']:g} h | {r['examples']:,} | {r['scratch_cpu_s']:.2f} | "
+            f"{r['finetune_cpu_s']:.3f} | {r['ratio']:.1f}x |"
+        )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--warmup-h", type=float, default=4.0)
     parser.add_argument("--live-h", type=float, default=8.0)
     parser.add_argument("--drift-after-h", type=float, default=2.0)
     parser.add_argument("--interval-h", type=float, default=1.0, help="stages 2 and 3")
+    parser.add_argument("--retention-days", type=float, default=7.0,
+                        help="the long-retention run's span (0: skip it)")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--plot", metavar="PATH")
     args = parser.parse_args(argv)
     configure_logging("benchmark", "WARNING")
     say = (lambda _: None) if args.json else print
-    say(f"machine: {machine()}")
+    say(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the start")
     say("replayed in-process, no Kafka: this measures the learning strategies, not the "
         "transport")  # fmt: skip
-    per_seed = []
-    for seed in range(args.seeds):
+    per_seed, calm_trainings = [], []
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    for seed in seeds:
         started = time.perf_counter()
         stream = build_stream(seed, args.warmup_h, args.live_h, args.drift_after_h)
         say(f"seed {seed}: {len(stream.warmup)} warm-up examples, {len(stream.live)} live "
             f"predictions ({time.perf_counter() - started:.0f} s to simulate)")  # fmt: skip
         replays = [replay(strategy, stream, args.interval_h) for strategy in STRATEGIES]
         calm_stream = build_stream(seed, args.warmup_h, args.live_h, args.drift_after_h, False)
-        no_storm = replay("none", calm_stream, args.interval_h)
-        calm = calm_target(no_storm, calm_stream, stream)
+        calm_replays = {s: replay(s, calm_stream, args.interval_h) for s in CALM_STRATEGIES}
+        calm_trainings.append({s: len(run.trainings) for s, run in calm_replays.items()})
+        calm = calm_target(calm_replays["none"], calm_stream, stream)
         per_seed.append(figures(replays, stream.drift_ts, calm))
-        if seed == 0 and args.plot:
+        say(f"seed {seed}: " + "; ".join(
+            f"{r['strategy']} {r['post_drift_mae']:.2f}" for r in per_seed[-1]
+        ) + f" post-drift MAE; calm trainings {calm_trainings[-1]} "
+            f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
+        if seed == seeds[0] and args.plot:
             before = replays[0].request_ts < stream.drift_ts
             target = RECOVERED_WITHIN * replays[0].errors[before].mean()
-            plot(replays, no_storm, stream, target, args.plot)
+            plot(replays, calm_replays["none"], stream, target, args.plot)
     rows = averaged(per_seed)
+    differences = paired(per_seed, "drift-finetune")
+    retention = (
+        retention_costs(args.first_seed, args.retention_days, args.interval_h)
+        if args.retention_days else []
+    )  # fmt: skip
     rss = peak_rss_mib(os.getpid())
     if args.json:
         print(json.dumps({"machine": machine(), "args": vars(args), "strategies": rows,
-                          "per_seed": per_seed, "peak_rss_mib": rss}, indent=2))  # fmt: skip
+                          "paired": differences, "calm_trainings": calm_trainings,
+                          "retention": retention, "per_seed": per_seed,
+                          "peak_rss_mib": rss}, indent=2, default=asdict))  # fmt: skip
         return
-    for line in table(rows):
-        print(line)
-    by = {r["strategy"]: r for r in rows}
-    scratch, finetune = by["scheduled-scratch"], by["drift-finetune"]
-    if scratch["trainings_run"] and finetune["trainings_run"]:
-        ratio = scratch["cpu_s_per_training"] / finetune["cpu_s_per_training"]
-        print(f"CPU per training, from scratch vs drift-triggered fine-tune: {ratio:.1f}x")
-    for row in per_seed[0]:
-        print(f"seed 0, {row['strategy']}: {trainings_text(row['trainings'])}")
-    print(f"peak RSS {rss:.0f} MiB")
+    if per_seed:  # --seeds 0: the long-retention run alone
+        print(f"seeds {seeds[0]}..{seeds[-1]}: mean [95% interval over the seeds]")
+        for lines in (table(rows), paired_table(differences, "drift-finetune"),
+                      calm_table(calm_trainings, args.live_h)):  # fmt: skip
+            print("\n".join(lines), end="\n\n")
+        for row in per_seed[0]:
+            print(f"seed {seeds[0]}, {row['strategy']}: {trainings_text(row['trainings'])}")
+    if retention:
+        print("\n".join(retention_table(retention)))
+    print(f"peak RSS {rss:.0f} MiB; load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

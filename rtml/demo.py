@@ -29,7 +29,14 @@ from rtml.client import AsyncClient
 from rtml.demo_summary import Phases, Summary, lineage_lines, only, summarize
 from rtml.shared import topics
 from rtml.shared.broker_flavor import known
-from rtml.shared.contracts import DlqRecord, Message, ModelAnnouncement, Prediction, TrainingExample
+from rtml.shared.contracts import (
+    DlqRecord,
+    Message,
+    ModelAnnouncement,
+    Prediction,
+    TrainingExample,
+    Trigger,
+)
 from rtml.shared.embedded_broker import EmbeddedBroker
 from rtml.shared.eventlog import write_event_log
 from rtml.shared.kafka import ensure_topics, read_all, start_producer
@@ -128,7 +135,7 @@ class Demo:
         batch = compute_batch_features(warmup)
         source = {"source": "event_log", "path": str(log_path)}
         candidate = event_log_candidate(warmup, "eta", source, batch)
-        record = register(self.store, candidate)
+        record = register(self.store, candidate, Trigger(kind="bootstrap"))
         self.store.set_champion("eta", record.version)
         self.say(
             f"  first model {record.version}: {candidate.data_range['examples']} examples, "

@@ -95,6 +95,8 @@ def traffic_share(predictions: Sequence[Prediction], since_ts: float | None) -> 
 
 
 def lineage_lines(announcements: Sequence[ModelAnnouncement]) -> list[str]:
+    """The registered versions as a tree, each with what triggered its training (error
+    drift, input drift on a feature, schedule...) and the reason it was registered."""
     registered = {a.model_version: a for a in announcements if a.action == "registered"}
     promoted = {a.model_version for a in announcements if a.action == "promoted"}
     children: dict[str | None, list[str]] = {}
@@ -106,8 +108,10 @@ def lineage_lines(announcements: Sequence[ModelAnnouncement]) -> list[str]:
     def walk(version: str, depth: int) -> None:
         announcement = registered[version]
         marks = " [champion]" if version in promoted else ""
-        reason = f" — {announcement.reason}" if announcement.reason else ""
-        lines.append(f"{'  ' * depth}{'└─ ' if depth else ''}{version}{marks}{reason}")
+        said = [announcement.trigger.text] if announcement.trigger else []
+        said += [announcement.reason] if announcement.reason else []
+        why = f" — {'; '.join(said)}" if said else ""
+        lines.append(f"{'  ' * depth}{'└─ ' if depth else ''}{version}{marks}{why}")
         for child in children.get(version, []):
             walk(child, depth + 1)
 

@@ -238,8 +238,37 @@ class Reward(Message):
     features: FeatureVector | None = None
 
 
+TriggerKind = Literal["bootstrap", "schedule", "error_drift", "input_drift", "manual"]
+
+
+class Trigger(BaseModel):
+    """What started the training of a model version, kept in its record and announced
+    with it: the lineage says why each version exists."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    # bootstrap: the task's first model from its history; schedule: the retrain
+    # interval; error_drift: the champion's error shifted; input_drift: a watched
+    # feature's distribution shifted; manual: ``rtml train``
+    kind: TriggerKind
+    # input_drift: the feature that moved
+    feature: str | None = Field(default=None, max_length=128)
+    # a drift's n-th follow-up fine-tune: the drift's previous fine-tune gained enough on
+    # its parent to say that the world is still moving (services/trainer/service.py)
+    follow_up: int = Field(default=0, ge=0)
+
+    @property
+    def text(self) -> str:
+        """``error drift``, ``input drift on <feature>``, ``schedule``..."""
+        words = self.kind.replace("_", " ")
+        words = f"{words} on {self.feature}" if self.feature else words
+        return f"{words}, follow-up {self.follow_up}" if self.follow_up else words
+
+
 class ModelAnnouncement(Message):
     SCHEMA = "model_announcement"
+    # 1.1: trigger
+    VERSION = (1, 1)
     KEY_FIELD = "model_version"
     task: Task
     # not "version": that key of the wire map is the schema's MAJOR.MINOR
@@ -250,6 +279,8 @@ class ModelAnnouncement(Message):
     feature_set: str
     metrics: dict[str, float] = Field(default_factory=dict)
     reason: str = ""
+    # what started its training (None: a version registered before triggers were kept)
+    trigger: Trigger | None = None
 
 
 class TrainerStatus(Message):

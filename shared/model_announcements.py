@@ -48,6 +48,7 @@ def announcement_for(
         feature_set=record.feature_set,
         metrics=record.metrics,
         reason=reason,
+        trigger=record.trigger,
     )
 
 

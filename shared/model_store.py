@@ -40,7 +40,7 @@ from typing import Any
 import xgboost as xgb
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from rtml.shared.build import git_commit, package_version
-from rtml.shared.contracts import Task
+from rtml.shared.contracts import Task, Trigger
 from rtml.shared.errors import (
     ChampionChanged,
     IntegrityError,
@@ -97,6 +97,8 @@ class ModelRecord(BaseModel):
     code_version: CodeVersion
     created_at: AwareDatetime
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # what started its training (None in records written before triggers were kept)
+    trigger: Trigger | None = None
 
     @field_validator("data_range", "params")
     @classmethod
@@ -168,6 +170,7 @@ class ModelStore:
         metrics: dict[str, float],
         parent_version: str | None = None,
         version: str | None = None,
+        trigger: Trigger | None = None,
         on_registered: RegisteredHook | None = None,
     ) -> ModelRecord:
         """Store ``booster`` as a new immutable version; ``on_registered`` runs once it is visible.
@@ -185,6 +188,7 @@ class ModelStore:
             metrics=metrics,
             parent_version=parent_version,
             version=version,
+            trigger=trigger,
         )
         if on_registered is not None:
             outcome = on_registered(record)
@@ -208,6 +212,7 @@ class ModelStore:
         metrics: dict[str, float],
         parent_version: str | None = None,
         version: str | None = None,
+        trigger: Trigger | None = None,
         on_registered: AsyncRegisteredHook | None = None,
     ) -> ModelRecord:
         """register() off the event loop (it serialises and writes), then await the hook."""
@@ -221,6 +226,7 @@ class ModelStore:
             metrics=metrics,
             parent_version=parent_version,
             version=version,
+            trigger=trigger,
         )
         if on_registered is not None:
             outcome = on_registered(record)
@@ -280,6 +286,7 @@ class ModelStore:
         metrics: dict[str, float],
         parent_version: str | None,
         version: str | None,
+        trigger: Trigger | None,
     ) -> ModelRecord:
         _check_task(task)
         created_at = datetime.now(UTC)
@@ -301,6 +308,7 @@ class ModelStore:
                 code_version=current_code_version(),
                 created_at=created_at,
                 sha256=hashlib.sha256(artifact).hexdigest(),
+                trigger=trigger,
             )
         except ValidationError as error:
             raise ModelStoreError(f"cannot register {version}: {error}") from error

@@ -65,7 +65,6 @@ CLOCK_SECONDS_KEPT = 20_000
 PENDING_JOINS = 50_000
 # message ids remembered to absorb redelivered duplicates (at-least-once upstream)
 IDS_REMEMBERED = 100_000
-DRIFT_WORD = "drift"
 
 JSON = dict[str, Any]
 
@@ -383,8 +382,16 @@ class ModelNode:
     status: str
     metrics: dict[str, float]
     reason: str
+    # what started its training, in words ("" when the announcement does not say)
+    trigger: str
     drift: bool
     first_seen: float
+
+
+def drift_triggered(announcement: ModelAnnouncement) -> bool:
+    """Whether a drift detector started the version's training."""
+    trigger = announcement.trigger
+    return trigger is not None and trigger.kind in ("error_drift", "input_drift")
 
 
 class Lineage:
@@ -397,7 +404,8 @@ class Lineage:
         self._markers: deque[tuple[float, ModelAnnouncement]] = deque(maxlen=MAX_MARKERS)
 
     def observe(self, announcement: ModelAnnouncement, wall_ts: float) -> None:
-        drift = DRIFT_WORD in announcement.reason.lower()
+        trigger = announcement.trigger
+        drift = drift_triggered(announcement)
         node = self._nodes.get(announcement.model_version)
         if node is None:
             node = self._nodes[announcement.model_version] = ModelNode(
@@ -407,12 +415,14 @@ class Lineage:
                 status=announcement.action,
                 metrics={},
                 reason=announcement.reason,
+                trigger=trigger.text if trigger else "",
                 drift=drift,
                 first_seen=wall_ts,
             )
         node.status = announcement.action
         node.drift = node.drift or drift
         node.reason = node.reason or announcement.reason
+        node.trigger = node.trigger or (trigger.text if trigger else "")
         node.metrics.update(announcement.metrics)
         if announcement.action == "promoted":
             self._champions[announcement.task] = announcement.model_version
@@ -434,6 +444,7 @@ class Lineage:
                     "status": n.status,
                     "champion": n.version in champions,
                     "drift": n.drift,
+                    "trigger": n.trigger,
                     "reason": n.reason,
                     "metrics": {k: finite(v) for k, v in n.metrics.items()},
                 }
@@ -450,7 +461,8 @@ class Lineage:
                 "task": a.task,
                 "action": a.action,
                 "reason": a.reason,
-                "drift": DRIFT_WORD in a.reason.lower(),
+                "trigger": a.trigger.text if a.trigger else "",
+                "drift": drift_triggered(a),
             }
             for wall_ts, a in self._markers
         ]

@@ -17,7 +17,7 @@ from rtml.services.trainer.jobs import (
     register,
     scratch_candidate,
 )
-from rtml.shared.contracts import Task
+from rtml.shared.contracts import Task, Trigger
 from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.settings import get_settings
 from rtml.shared.tasks.cli import TASK
@@ -66,7 +66,7 @@ def train_command(
         raise click.ClickException(
             f"the fine-tune is worse than its parent on the holdout: {candidate.judgement}"
         )
-    record = register(store, candidate)
+    record = register(store, candidate, Trigger(kind="manual"))
     click.echo(
         f"registered {record.version} (parent {record.parent_version}); metrics {record.metrics}"
     )

@@ -38,6 +38,30 @@ class TrainerSettings(BaseSettings):
         default=None, description="features whose mean the drift monitor watches besides the "
         "error, JSON (unset: the task's model.drift_features)"
     )  # fmt: skip
+    # the drift monitor's detectors (services/trainer/drift.py). The defaults and the
+    # follow-up's were chosen on benchmarks/continual.py's seeds 100 and 101, not on
+    # the seeds BENCHMARKS.md reports
+    drift_error_delta: float = Field(
+        default=0.002, gt=0, lt=1, description="ADWIN's confidence on the champion's error "
+        "(smaller: fewer, surer alarms)"
+    )  # fmt: skip
+    drift_feature_threshold: float = Field(
+        default=200.0, gt=0, description="Page-Hinkley's alarm level on a watched feature's "
+        "z-score"
+    )  # fmt: skip
+    drift_min_examples: int = Field(
+        default=200, ge=1, description="labelled examples a monitor sees before any alarm counts"
+    )
+    # the world a drift fine-tune adapts to may still be moving: a persistent shift is
+    # learnt as its labels come, not only at its onset
+    drift_follow_up_gain: float = Field(
+        default=0.2, ge=0, description="a drift fine-tune that beats its parent's holdout "
+        "metric by this share or more is followed by another (above 1: never)"
+    )  # fmt: skip
+    drift_follow_up_examples: int = Field(
+        default=600, ge=1, description="labelled examples after a drift fine-tune before its "
+        "follow-up"
+    )  # fmt: skip
     discard_after_use: bool = Field(
         default=False, description="delete the warehouse examples a kept fine-tune consumed"
     )

@@ -3,7 +3,9 @@
 Detectors are river's (ADWIN for the error, whose mean shifts when the world
 changes; Page-Hinkley per feature for a shift in its mean). The error of an
 example is the one the task's metric defines (``shared/model_metrics.py``): the
-absolute error for ``mae``, the log loss of the probability for ``logloss``.
+absolute error for ``mae``, the log loss of the probability for ``logloss``; the
+trainer computes it for every labelled example by re-scoring the example's logged
+features with the champion (``service.py``), whichever version served it.
 The design notes record that ADWIN finds large shifts in hundreds of events but
 misses small relative changes: it is chosen here because the drift that matters
 for a delivery time (storms, slow kitchens) moves the error by minutes, not by
@@ -16,11 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from river import drift
+from rtml.shared.contracts import Trigger
 
 
 @dataclass(frozen=True)
 class DriftSignal:
-    source: str  # "error" or "feature:<name>"
+    # error_drift, or input_drift with the feature
+    trigger: Trigger
     at_ts: float
     observed: int  # examples seen by the detector when it fired
 
@@ -34,9 +38,11 @@ class DriftMonitor:
     baseline: dict[str, tuple[float, float]]
     error_delta: float = 0.002
     # Page-Hinkley on z-scores: delta 0.1 keeps the no-drift random walk's
-    # excursions near 1/(2 delta) = 5, so 50 is a false alarm in ~e^-10
+    # excursions near 1/(2 delta) = 5, so 50 would be a false alarm in ~e^-10; a
+    # feature that follows the time of day moves on a calm day too, hence 200 (the
+    # trainer's RTML_DRIFT_FEATURE_THRESHOLD)
     feature_delta: float = 0.1
-    feature_threshold: float = 50.0
+    feature_threshold: float = 200.0
     min_examples: int = 200
     _error: drift.ADWIN = field(init=False)
     _features: dict[str, drift.PageHinkley] = field(init=False)
@@ -54,18 +60,22 @@ class DriftMonitor:
         }
         self._observed = 0
 
+    @property
+    def observed(self) -> int:
+        """Labelled examples seen since the monitor started."""
+        return self._observed
+
     def observe(self, error: float, features: dict[str, float], ts: float) -> DriftSignal | None:
         self._observed += 1
         self._error.update(error)
-        fired = self._error.drift_detected
-        source = "error"
+        trigger = Trigger(kind="error_drift") if self._error.drift_detected else None
         for name, detector in self._features.items():
             mean, std = self.baseline[name]
             detector.update((features[name] - mean) / std)
-            if detector.drift_detected and not fired:
-                fired, source = True, f"feature:{name}"
-        if fired and self._observed >= self.min_examples:
-            return DriftSignal(source, ts, self._observed)
+            if detector.drift_detected and trigger is None:
+                trigger = Trigger(kind="input_drift", feature=name)
+        if trigger is not None and self._observed >= self.min_examples:
+            return DriftSignal(trigger, ts, self._observed)
         return None
 
 

@@ -23,7 +23,7 @@ from rtml.services.trainer.training import (
     split_holdout,
     train_from_scratch,
 )
-from rtml.shared.contracts import Task
+from rtml.shared.contracts import Task, Trigger
 from rtml.shared.errors import RtmlError
 from rtml.shared.model_metrics import METRICS
 from rtml.shared.model_store import ModelRecord, ModelStore
@@ -127,7 +127,9 @@ def fine_tune_candidate(
     )
 
 
-def register(store: ModelStore, candidate: Candidate, **hooks: Any) -> ModelRecord:
+def register(
+    store: ModelStore, candidate: Candidate, trigger: Trigger | None = None, **hooks: Any
+) -> ModelRecord:
     return store.register(
         candidate.run.booster,
         task=candidate.task,
@@ -136,6 +138,7 @@ def register(store: ModelStore, candidate: Candidate, **hooks: Any) -> ModelReco
         params={**candidate.run.params, "rounds": candidate.run.rounds},
         metrics=candidate.metrics,
         parent_version=candidate.parent_version,
+        trigger=trigger,
         **hooks,
     )
 

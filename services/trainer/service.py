@@ -13,8 +13,11 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import xgboost as xgb
 from prometheus_client import Counter
 from rtml.services.trainer.bootstrap import event_log_candidate
 from rtml.services.trainer.config import TrainerSettings
@@ -28,7 +31,7 @@ from rtml.services.trainer.jobs import (
     register,
     scratch_candidate,
 )
-from rtml.shared.contracts import Message, TrainingExample
+from rtml.shared.contracts import Message, TrainingExample, Trigger
 from rtml.shared.features.records import BatchFeatureRecord
 from rtml.shared.logging import get_logger
 from rtml.shared.model_announcements import Action
@@ -58,8 +61,9 @@ class Trainer:
         self.store = store
         self.warehouse = warehouse
         self._announce = announce
-        self._monitor: DriftMonitor | None = None
-        self._monitor_for: str | None = None
+        self._watch: ChampionWatch | None = None
+        # the drift whose adaptation goes on (_follow_up_of)
+        self._follow_up: Trigger | None = None
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._training = asyncio.Lock()
         self._background: set[asyncio.Task[ModelRecord | None]] = set()
@@ -67,25 +71,35 @@ class Trainer:
         self._champion_read_at = -math.inf
 
     async def observe(self, example: TrainingExample) -> None:
-        """Feed the champion's live error to the drift monitor; fine-tune on drift."""
+        """Feed the champion's error on ``example`` to the drift monitor; fine-tune on drift.
+
+        The error is the champion's own on the example's logged features, re-scored
+        here, whichever version served it: the monitor watches every labelled
+        example, with no dead time after a deploy while the new version's first
+        predictions wait for their labels."""
         if self._already_seen(example.id):
             return
         champion = self._recent_champion()
-        if (
-            champion is None
-            or example.model_version != champion.version
-            or not isinstance(example.prediction, float)
-        ):
+        if champion is None:
             return
-        monitor = self._monitor_of(champion)
+        watch = self._watch_of(champion)
         values = dict(zip(example.features.names, example.features.values, strict=True))
-        error = METRICS[task_spec(champion.task).model.metric].example_error
-        signal = monitor.observe(error(example.prediction, example.label), values, example.label_ts)
+        prediction = watch.score(example.features.feature_set, values)
+        if prediction is None:
+            return
+        error = watch.error(prediction, example.label)
+        signal = watch.monitor.observe(error, values, example.label_ts)
+        if (
+            signal is None
+            and self._follow_up is not None
+            and watch.monitor.observed >= self.settings.drift_follow_up_examples
+        ):
+            signal = DriftSignal(self._follow_up, example.label_ts, watch.monitor.observed)
         if signal is None:
             return
-        DRIFTS.labels(signal.source).inc()
+        DRIFTS.labels(signal.trigger.kind).inc()
         if self.settings.drift_finetune and not self._training.locked():
-            task = asyncio.create_task(self.fine_tune(f"drift on {signal.source}", signal))
+            task = asyncio.create_task(self.fine_tune(signal.trigger, signal))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
@@ -106,12 +120,11 @@ class Trainer:
         """Stage 1 on the events of the task's history: the first model."""
         task = self.settings.task
         return await self._train(
-            "bootstrap from the labelled history",
-            lambda: event_log_candidate(messages, task, source, batch),
+            Trigger(kind="bootstrap"), lambda: event_log_candidate(messages, task, source, batch)
         )
 
     async def scheduled(self) -> None:
-        trigger = f"schedule every {self.settings.retrain_interval:.0f}s"
+        trigger = Trigger(kind="schedule")
         if self.settings.retrain_mode == "scratch":
             await self._train(
                 trigger, lambda: scratch_candidate(self.warehouse, self.settings.task)
@@ -120,42 +133,58 @@ class Trainer:
             await self.fine_tune(trigger)
 
     async def fine_tune(
-        self, trigger: str, signal: DriftSignal | None = None
+        self, trigger: Trigger, signal: DriftSignal | None = None
     ) -> ModelRecord | None:
         champion = self.store.champion(self.settings.task)
         if champion is None:
-            log.info("fine_tune_skipped", trigger=trigger, reason="no champion yet")
+            log.info("fine_tune_skipped", trigger=trigger.text, reason="no champion yet")
             return None
         record = await self._train(
             trigger, lambda: fine_tune_candidate(self.warehouse, self.store, champion.version)
         )
-        if record is not None and signal is not None:
-            self._monitor = None  # the new model's error is the new normal
+        if signal is not None:
+            self._follow_up = self._follow_up_of(signal.trigger, record)
+            if record is not None:
+                self._watch = None  # the new model's error is the new normal
         return record
 
-    async def _train(self, trigger: str, make: Callable[[], Candidate]) -> ModelRecord | None:
+    def _follow_up_of(self, trigger: Trigger, record: ModelRecord | None) -> Trigger | None:
+        """The next fine-tune of a drift, if its last one gained enough on its parent."""
+        if record is None:
+            return None
+        metric = task_spec(record.task).model.metric
+        mine = record.metrics.get(f"holdout_{metric}")
+        parents = record.metrics.get(f"parent_holdout_{metric}")
+        if mine is None or parents is None:
+            return None
+        if METRICS[metric].gain(mine, parents) < self.settings.drift_follow_up_gain:
+            return None
+        return trigger.model_copy(update={"follow_up": trigger.follow_up + 1})
+
+    async def _train(self, trigger: Trigger, make: Callable[[], Candidate]) -> ModelRecord | None:
         async with self._training:
             try:
                 candidate = await asyncio.to_thread(make)
             except NotEnoughData as exc:
-                TRAININGS.labels(trigger.split()[0], "not_enough_data").inc()
-                log.info("training_skipped", trigger=trigger, reason=str(exc))
+                TRAININGS.labels(trigger.kind, "not_enough_data").inc()
+                log.info("training_skipped", trigger=trigger.text, reason=str(exc))
                 return None
             return await self._keep_or_drop(trigger, candidate)
 
-    async def _keep_or_drop(self, trigger: str, candidate: Candidate) -> ModelRecord | None:
+    async def _keep_or_drop(self, trigger: Trigger, candidate: Candidate) -> ModelRecord | None:
         decision = dict(
-            trigger=trigger,
+            trigger=trigger.text,
             parent=candidate.parent_version,
             range=_brief(candidate),
             **candidate.metrics,
         )
         if not candidate.better_than_parent:
-            TRAININGS.labels(trigger.split()[0], "worse_than_parent").inc()
+            TRAININGS.labels(trigger.kind, "worse_than_parent").inc()
             log.info("candidate_dropped", **decision)
             return None
-        record = await asyncio.to_thread(register, self.store, candidate)
-        await self._announce(record, "registered", f"{trigger}; {candidate.judgement}")
+        record = await asyncio.to_thread(register, self.store, candidate, trigger=trigger)
+        # the trigger travels in the record and the announcement; the reason is the verdict
+        await self._announce(record, "registered", candidate.judgement)
         if await asyncio.to_thread(champion_if_none, self.store, record):
             await self._announce(record, "promoted", f"the first {record.task} model")
             decision["champion"] = True
@@ -163,20 +192,30 @@ class Trainer:
             decision["discarded"] = await asyncio.to_thread(
                 discard_consumed, self.warehouse, candidate
             )
-        TRAININGS.labels(trigger.split()[0], "registered").inc()
+        TRAININGS.labels(trigger.kind, "registered").inc()
         log.info("model_registered", version=record.version, **decision)
         return record
 
-    def _monitor_of(self, champion: ModelRecord) -> DriftMonitor:
-        if self._monitor is None or self._monitor_for != champion.version:
+    def _watch_of(self, champion: ModelRecord) -> ChampionWatch:
+        if self._watch is None or self._watch.version != champion.version:
             table = self.warehouse.read(champion.task)
             drift_features = self.settings.drift_features
             if drift_features is None:
                 drift_features = list(task_spec(self.settings.task).model.drift_features)
             watched = [f for f in drift_features if f in table.feature_names]
             baseline = feature_baseline(table.X, table.feature_names, watched) if len(table) else {}
-            self._monitor, self._monitor_for = DriftMonitor(baseline), champion.version
-        return self._monitor
+            booster, _ = self.store.load(champion.version)
+            metric = METRICS[task_spec(champion.task).model.metric]
+            self._watch = ChampionWatch(
+                champion.version, champion.feature_set, booster, metric.example_error,
+                DriftMonitor(
+                    baseline,
+                    error_delta=self.settings.drift_error_delta,
+                    feature_threshold=self.settings.drift_feature_threshold,
+                    min_examples=self.settings.drift_min_examples,
+                ),
+            )  # fmt: skip
+        return self._watch
 
     def _already_seen(self, example_id: str) -> bool:
         if example_id in self._seen:
@@ -185,6 +224,27 @@ class Trainer:
         if len(self._seen) > SEEN_IDS:
             self._seen.popitem(last=False)
         return False
+
+
+@dataclass
+class ChampionWatch:
+    """The champion, loaded to re-score labelled examples, and its drift monitor."""
+
+    version: str
+    feature_set: str
+    booster: xgb.Booster
+    # (prediction, label) -> the error of one example, of the task's metric
+    error: Callable[[float, float], float]
+    monitor: DriftMonitor
+
+    def score(self, feature_set: str, values: dict[str, float]) -> float | None:
+        """The champion's prediction on a logged feature vector; None for a vector it
+        cannot score (of another feature set, or without one of its features)."""
+        names = self.booster.feature_names or []
+        if feature_set != self.feature_set or not values.keys() >= set(names):
+            return None
+        row = np.array([[values[name] for name in names]])
+        return float(self.booster.inplace_predict(row)[0])
 
 
 def _brief(candidate: Candidate) -> dict[str, object]:

@@ -37,6 +37,7 @@ from rtml.shared.contracts import (
     PredictRequest,
     RouterState,
     TrainingExample,
+    Trigger,
     encode,
 )
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
@@ -124,6 +125,7 @@ def stack_output(wall_start: float) -> Produced:
         "registered",
         "trained from scratch on the warehouse",
         wall(SIM.start_ts) - 5,
+        Trigger(kind="bootstrap"),
     )
     announce(produced, SCRATCH, None, "promoted", "first model", wall(SIM.start_ts) - 4)
     announcements = [
@@ -132,18 +134,26 @@ def stack_output(wall_start: float) -> Produced:
             FINE_TUNED,
             SCRATCH,
             "registered",
-            "drift: ADWIN on the live error; fine-tuned on new data",
+            "error drift; holdout mae 4.6 vs parent 5.9",
+            Trigger(kind="error_drift"),
         ),
-        (PROMOTED_TS, FINE_TUNED, SCRATCH, "promoted", "bandit: posterior best"),
-        (SCHEDULED_TS, SCHEDULED, FINE_TUNED, "registered", "scheduled fine-tune"),
+        (PROMOTED_TS, FINE_TUNED, SCRATCH, "promoted", "bandit: posterior best", None),
+        (
+            SCHEDULED_TS,
+            SCHEDULED,
+            FINE_TUNED,
+            "registered",
+            "schedule; holdout mae 4.5 vs parent 4.6",
+            Trigger(kind="schedule"),
+        ),
     ]
     last_seen: dict[str, float] = {}  # entity id -> event time of its latest event
     known_before: dict[str, dict[str, float]] = {}
     predictions: dict[str, Prediction] = {}
     for message in stream:
         while announcements and announcements[0][0] <= message.ts:
-            at, version, parent, action, reason = announcements.pop(0)
-            announce(produced, version, parent, action, reason, wall(at))
+            at, version, parent, action, reason, trigger = announcements.pop(0)
+            announce(produced, version, parent, action, reason, wall(at), trigger)
         if isinstance(message, PredictRequest):
             enriched = enrich(message, known_before.pop(message.entities["order_id"]), rng)
             prediction = predict(enriched, delivered.get(message.entities["order_id"]), rng)
@@ -177,12 +187,18 @@ def stack_output(wall_start: float) -> Produced:
 
 
 def announce(
-    produced: Produced, version: str, parent: str | None, action: str, reason: str, at: float
+    produced: Produced,
+    version: str,
+    parent: str | None,
+    action: str,
+    reason: str,
+    at: float,
+    trigger: Trigger | None = None,
 ) -> None:
     metrics = {"mae": 4.1 if version == SCRATCH else 4.6}
     message = ModelAnnouncement(
         ts=at, task="eta", model_version=version, action=action, parent_version=parent,
-        sha256=SHA, feature_set="eta@1", metrics=metrics, reason=reason,
+        sha256=SHA, feature_set="eta@1", metrics=metrics, reason=reason, trigger=trigger,
     )  # fmt: skip
     produced.add(topics.MODELS, message, at)
 
@@ -456,6 +472,10 @@ async def test_dashboard_shows_the_stack_in_headless_chromium(
                     [[SCRATCH, FINE_TUNED], [FINE_TUNED, SCHEDULED]]
                 )
                 assert shown["champion"] == [FINE_TUNED]
+                # each version names what triggered its training
+                assert shown["triggers"] == {
+                    SCRATCH: "bootstrap", FINE_TUNED: "error drift", SCHEDULED: "schedule"
+                }  # fmt: skip
                 assert shown["arms"] == {SCRATCH: "8.0%", FINE_TUNED: "80%", SCHEDULED: "12%"}
                 assert shown["dlq"] == {"features/schema": "2", "prediction/handler": "1"}
                 assert set(shown["freshness"]) == {
@@ -527,6 +547,8 @@ PAGE_FACTS = """() => {
     lineage_nodes: all('#lineage .node').map(n => n.dataset.version),
     lineage_edges: all('#lineage .edge').map(e => [e.dataset.parent, e.dataset.child]),
     champion: all('#lineage .node.champion').map(n => n.dataset.version),
+    triggers: Object.fromEntries(all('#lineage .node').map(n => [n.dataset.version,
+      [...n.querySelectorAll('.badge.drift, .badge.trigger')].map(b => b.textContent).join()])),
     arms: Object.fromEntries(all('#posteriors tr.arm')
       .map(r => [r.dataset.arm, r.querySelector('.share').textContent])),
     dlq: Object.fromEntries(all('#dlq tr[data-service]')

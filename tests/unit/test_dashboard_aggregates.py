@@ -30,6 +30,7 @@ from rtml.shared.contracts import (
     PredictRequest,
     RouterState,
     TrainingExample,
+    Trigger,
 )
 
 from rtml.tasks.eta.events import OrderPlaced
@@ -79,11 +80,16 @@ def example(
 
 
 def announcement(
-    version: str, action: str, parent: str | None = None, reason: str = "", task: str = "eta"
+    version: str,
+    action: str,
+    parent: str | None = None,
+    reason: str = "",
+    task: str = "eta",
+    trigger: Trigger | None = None,
 ) -> ModelAnnouncement:
     return ModelAnnouncement(
         ts=NOW, task=task, model_version=version, action=action, parent_version=parent,
-        sha256=SHA, feature_set="eta@1", reason=reason, metrics={"mae": 4.0},
+        sha256=SHA, feature_set="eta@1", reason=reason, metrics={"mae": 4.0}, trigger=trigger,
     )  # fmt: skip
 
 
@@ -345,10 +351,12 @@ def test_router_posteriors_keep_the_latest_checkpoint_and_turn_nan_into_null() -
 
 def test_lineage_follows_parents_promotions_and_retirements() -> None:
     dashboard = Dashboard("eta")
-    dashboard.observe(announcement("v1", "registered"), NOW)
+    dashboard.observe(announcement("v1", "registered", trigger=Trigger(kind="bootstrap")), NOW)
     dashboard.observe(announcement("v1", "promoted"), NOW + 1)
+    shifted = Trigger(kind="input_drift", feature="zone_couriers_idle")
     dashboard.observe(
-        announcement("v2", "registered", parent="v1", reason="Drift detected on error"), NOW + 2
+        announcement("v2", "registered", parent="v1", reason="holdout mae 4", trigger=shifted),
+        NOW + 2,
     )
     dashboard.observe(announcement("v2", "promoted", parent="v1", reason="bandit winner"), NOW + 3)
     dashboard.observe(announcement("v1", "retired"), NOW + 4)
@@ -358,13 +366,15 @@ def test_lineage_follows_parents_promotions_and_retirements() -> None:
     assert list(nodes) == ["v1", "v2", "r1"]
     assert nodes["v2"] == {
         "version": "v2", "task": "eta", "parent": "v1", "status": "promoted", "champion": True,
-        "drift": True, "reason": "Drift detected on error", "metrics": {"mae": 4.0},
+        "drift": True, "trigger": "input drift on zone_couriers_idle",
+        "reason": "holdout mae 4", "metrics": {"mae": 4.0},
     }  # fmt: skip
     assert (nodes["v1"]["status"], nodes["v1"]["champion"], nodes["v1"]["drift"]) == (
         "retired",
         False,
         False,
     )
+    assert nodes["v1"]["trigger"] == "bootstrap"
     assert lineage["champions"] == {"eta": "v2", "recs": "r1"}
 
 
@@ -380,12 +390,13 @@ def test_announcements_are_marked_at_the_event_time_the_stream_had_reached() -> 
     for minute in range(10):
         # 60x: each wall second the stream moves one event-time minute on
         dashboard.observe(prediction(minute, ts=T0 + 60 * minute), NOW + minute)
-    dashboard.observe(announcement("v2", "registered", parent="v1", reason="drift"), NOW + 4.5)
-    dashboard.observe(announcement("v1", "registered"), NOW - 30)
+    drifted = announcement("v2", "registered", parent="v1", trigger=Trigger(kind="error_drift"))
+    dashboard.observe(drifted, NOW + 4.5)
+    dashboard.observe(announcement("v1", "registered", trigger=Trigger(kind="schedule")), NOW - 30)
     markers = dashboard.snapshot(NOW + 10)["markers"]
-    assert [(m["version"], m["t"], m["drift"]) for m in markers] == [
-        ("v2", T0 + 240, True),
-        ("v1", T0, False),
+    assert [(m["version"], m["t"], m["drift"], m["trigger"]) for m in markers] == [
+        ("v2", T0 + 240, True, "error drift"),
+        ("v1", T0, False, "schedule"),
     ]
 
 

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
 import pytest
-from rtml.shared.contracts import FeatureVector, ModelAnnouncement, Prediction, TrainingExample
+from rtml.shared.contracts import (
+    FeatureVector,
+    ModelAnnouncement,
+    Prediction,
+    TrainingExample,
+    Trigger,
+)
 
 from rtml.demo_summary import Phases, lineage_lines, mae_by_phase, summarize, traffic_share
 
@@ -21,11 +27,16 @@ def example(request_ts: float, version: str, predicted: float, actual: float) ->
 
 
 def announcement(
-    version: str, parent: str | None, action: str = "registered", ts: float = 0.0
+    version: str,
+    parent: str | None,
+    action: str = "registered",
+    ts: float = 0.0,
+    trigger: Trigger | None = None,
 ) -> ModelAnnouncement:
     return ModelAnnouncement(
         ts=ts, task="eta", model_version=version, action=action, parent_version=parent,
-        sha256=SHA, feature_set="eta@1", reason="drift on error" if parent else "",
+        sha256=SHA, feature_set="eta@1", reason="holdout mae 4.1 vs parent 5" if parent else "",
+        trigger=trigger,
     )  # fmt: skip
 
 
@@ -70,11 +81,20 @@ def test_traffic_share_counts_requests_since_the_given_time() -> None:
     assert traffic_share(predictions, since_ts=STORM) == pytest.approx({"v2": 2 / 3, "v1": 1 / 3})
 
 
-def test_lineage_is_drawn_as_a_tree_with_reasons_and_the_champion() -> None:
-    lines = lineage_lines(
-        [announcement("v1", None), announcement("v2", "v1"), announcement("v2", "v1", "promoted")]
-    )
-    assert lines == ["v1", "  └─ v2 [champion] — drift on error"]
+def test_lineage_is_drawn_as_a_tree_with_triggers_reasons_and_the_champion() -> None:
+    lines = lineage_lines([
+        announcement("v1", None, trigger=Trigger(kind="bootstrap")),
+        announcement("v2", "v1", trigger=Trigger(kind="input_drift", feature="zone_couriers_idle")),
+        announcement("v2", "v1", "promoted"),
+        announcement("v3", "v2", trigger=Trigger(kind="schedule")),
+        announcement("v4", "v1"),  # announced before triggers were kept
+    ])  # fmt: skip
+    assert lines == [
+        "v1 — bootstrap",
+        "  └─ v2 [champion] — input drift on zone_couriers_idle; holdout mae 4.1 vs parent 5",
+        "    └─ v3 — schedule; holdout mae 4.1 vs parent 5",
+        "  └─ v4 — holdout mae 4.1 vs parent 5",
+    ]
 
 
 def test_summary_names_the_fine_tuned_versions() -> None:

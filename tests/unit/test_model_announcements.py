@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from rtml.shared.contracts import decode, encode
+from rtml.shared.contracts import Trigger, decode, encode
 from rtml.shared.model_announcements import announcement_for, decode_announcement, last_word
 from rtml.shared.model_store import ModelRecord, ModelStore
 
@@ -16,8 +16,9 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelRecord, Mode
     fields = dict(task="eta", feature_set=FEATURE_SET, data_range={"rows": 512}, params={})
     parent = store.register(train_booster(1), metrics={"rmse": 2.0}, version="v1", **fields)
     child = store.register(
-        train_booster(2), metrics={"rmse": 1.5}, version="v2", parent_version="v1", **fields
-    )
+        train_booster(2), metrics={"rmse": 1.5}, version="v2", parent_version="v1",
+        trigger=Trigger(kind="input_drift", feature="zone_couriers_idle"), **fields,
+    )  # fmt: skip
     return parent, child
 
 
@@ -38,6 +39,8 @@ def test_an_announcement_carries_what_a_reader_needs_to_trust_the_version(
         "feature_set": FEATURE_SET,
         "metrics": {"rmse": 1.5},
         "reason": "beat v1",
+        # what started its training, from its record
+        "trigger": {"kind": "input_drift", "feature": "zone_couriers_idle", "follow_up": 0},
     }
     # keyed by version, so that compaction keeps the last word on each version
     assert announcement.key == b"v2"

@@ -7,7 +7,9 @@ import asyncio
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xgboost as xgb
 from faust.types import TP
 from rtml.services.collector.join import JoinState
 from rtml.services.features.handlers import admit_events, changelog_records, replay_changelog
@@ -26,7 +28,6 @@ from rtml.tasks.eta.simulator.world import SimConfig, simulate
 from tests.unit.test_collector_join import T0 as JOIN_T0
 from tests.unit.test_collector_join import delivered, eta_prediction, feed, state
 from tests.unit.test_features_state import assert_vectors_equal, service_vector
-from tests.unit.test_prediction_handlers import FEATURE_SET, train_booster
 
 HOUR = 3600.0
 T_LABEL = 1_700_000_000.0
@@ -98,8 +99,11 @@ def test_a_redelivered_prediction_or_label_is_absorbed_by_the_join() -> None:
 
 async def test_a_redelivered_example_reaches_the_drift_monitor_once(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "models")
+    X = np.random.default_rng(0).random((64, len(FEATURES.names)))
+    labelled = xgb.DMatrix(X, X.sum(axis=1), feature_names=list(FEATURES.names))
+    booster = xgb.train({"nthread": 1}, labelled, num_boost_round=2)
     record = store.register(
-        train_booster(), task="eta", feature_set=FEATURE_SET, data_range={}, params={}, metrics={}
+        booster, task="eta", feature_set=FEATURES.feature_set, data_range={}, params={}, metrics={}
     )
     store.set_champion("eta", record.version)
 
@@ -114,8 +118,7 @@ async def test_a_redelivered_example_reaches_the_drift_monitor_once(tmp_path: Pa
     )  # fmt: skip
     for _ in range(3):
         await trainer.observe(example)
-    monitor = trainer._monitor_of(record)
-    assert monitor._observed == 1
+    assert trainer._watch_of(record).monitor._observed == 1
 
 
 # --- readiness ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import pytest
 import xgboost as xgb
 from rtml.services.trainer.drift import DriftMonitor, feature_baseline
 from rtml.services.trainer.training import evaluate, fine_tune, split_holdout, train_from_scratch
+from rtml.shared.contracts import Trigger
 from rtml.shared.tasks.spec import Model
 
 NAMES = ["distance_km", "prep_load", "couriers_idle"]
@@ -61,7 +62,7 @@ def test_drift_fires_after_the_shift_and_not_before() -> None:
         signal = monitor.observe(float(error), dict(zip(NAMES, row, strict=True)), ts=float(i))
         if signal is not None:
             fired_at = signal.at_ts
-            assert signal.source == "error"
+            assert signal.trigger == Trigger(kind="error_drift")
             break
     assert fired_at is not None and shift_at <= fired_at < shift_at + 500
 
@@ -83,7 +84,7 @@ def test_a_shift_in_a_monitored_feature_fires_its_detector() -> None:
     X_scarce[:, 2] = rng.integers(0, 4, len(X_scarce))  # couriers went home
     signals = [monitor.observe(2.0, dict(zip(NAMES, row, strict=True)), 1.0) for row in X_scarce]
     fired = [s for s in signals if s is not None]
-    assert fired and fired[0].source == "feature:couriers_idle"
+    assert fired and fired[0].trigger == Trigger(kind="input_drift", feature="couriers_idle")
 
 
 def test_recency_weights_halve_per_half_life() -> None:

@@ -17,7 +17,7 @@ from rtml.services.trainer.bootstrap import (
 from rtml.services.trainer.coldstart import ColdStart
 from rtml.services.trainer.config import TrainerSettings
 from rtml.services.trainer.service import Trainer
-from rtml.shared.contracts import PredictRequest, TrainerStatus
+from rtml.shared.contracts import PredictRequest, TrainerStatus, Trigger
 from rtml.shared.model_store import ModelRecord, ModelStore
 from rtml.shared.settings import Settings
 from rtml.shared.warehouse import Warehouse
@@ -108,7 +108,7 @@ async def test_the_trainer_registers_crowns_and_announces_the_first_model(
     assert record is not None and store.champion("eta").version == record.version  # type: ignore[union-attr]
     assert record.data_range["source"] == "topics" and record.parent_version is None
     assert [action for _, action, _ in announced] == ["registered", "promoted"]
-    assert announced[0][2].startswith("bootstrap from the labelled history")
+    assert record.trigger == Trigger(kind="bootstrap")  # what started it, in its record
 
     second = await trainer.bootstrap(two_hours, [], {"source": "topics"})
     assert second is not None and store.champion("eta").version == record.version  # type: ignore[union-attr]

@@ -236,7 +236,7 @@ function markerLayer(f, x, markers) {
     const color = COLORS[kind] || COLORS.registered;
     const mark = svg("g", { class: `marker ${kind}`, "data-version": m.version });
     mark.append(svg("line", { x1: px, x2: px, y1: f.inner.top - MARKER_ROOM + 2, y2: f.inner.bottom, stroke: color, "stroke-width": m.drift ? 1.8 : 1.2, "stroke-dasharray": kind === "registered" ? "3 3" : null }));
-    mark.append(tooltip(`${m.action} ${m.version}${m.reason ? ` — ${m.reason}` : ""}`));
+    mark.append(tooltip(`${m.action} ${m.version}${m.trigger ? ` (${m.trigger})` : ""}${m.reason ? ` — ${m.reason}` : ""}`));
     if (kind !== "registered") {
       const text = m.drift ? `drift → ${shortVersion(m.version)}` : `★ ${shortVersion(m.version)}`;
       const width = text.length * 6 + 8;
@@ -608,14 +608,15 @@ function renderLineage(s) {
     const nodeWidth = width - x - 1;
     const classes = ["node", n.champion ? "champion" : "", n.status === "retired" ? "retired" : ""].filter(Boolean).join(" ");
     const g = svg("g", { class: classes, "data-version": n.version, transform: `translate(${x},${i * rowStep + 0.5})` });
-    g.append(tooltip(`${n.version}\n${n.status}${n.parent ? `, fine-tuned from ${n.parent}` : ", trained from scratch"}${n.reason ? `\n${n.reason}` : ""}`));
+    g.append(tooltip(`${n.version}\n${n.status}${n.parent ? `, fine-tuned from ${n.parent}` : ", trained from scratch"}${n.trigger ? `\ntriggered by ${n.trigger}` : ""}${n.reason ? `\n${n.reason}` : ""}`));
     g.append(svg("rect", { class: "frame", width: nodeWidth, height: nodeHeight, rx: 7 }));
     g.append(svg("rect", { x: 3, y: 6, width: 4, height: nodeHeight - 12, rx: 2, fill: colorOf(n.version) }));
     g.append(svgText({ class: "version", x: 13, y: 16 }, n.version));
     const metrics = Object.entries(n.metrics).filter(([, v]) => v !== null).map(([k, v]) => `${k} ${fmtNumber(v)}`);
     const detail = [n.status, n.parent ? "fine-tuned" : "from scratch", ...metrics.slice(0, 2)].join(" · ");
     g.append(svgText({ class: "detail", x: 13, y: 30 }, detail));
-    const badges = [n.champion ? ["champion", "★ champion"] : null, n.drift ? ["drift", "drift"] : null].filter(Boolean);
+    // what triggered its training: error drift, input drift on <feature>, schedule...
+    const badges = [n.champion ? ["champion", "★ champion"] : null, n.trigger ? [n.drift ? "drift" : "trigger", n.trigger] : null].filter(Boolean);
     let right = nodeWidth - 8;
     for (const [kind, label] of badges) {
       const text = svgText({ class: `badge ${kind}`, x: right, y: 30, "text-anchor": "end" }, label);

@@ -17,7 +17,7 @@ import uuid
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from rtml.shared import broker_compat, topics
+from rtml.shared import broker_compat, broker_flavor, topics
 from rtml.shared.kafka import client_kwargs, ensure_topics, start_consumer, start_producer
 from rtml.shared.settings import Settings
 
@@ -148,8 +148,11 @@ asyncio.run(main())
 
 
 def start_member(settings: Settings, topic: str, group: str) -> subprocess.Popen[str]:
+    # the flavor this process found (it created the topic) given, the member asks nothing
+    # of the broker and logs nothing: its stdout says only "assigned"
+    known = settings.model_copy(update={"kafka_flavor": broker_flavor.known(settings)})
     return subprocess.Popen(
-        [sys.executable, "-c", GROUP_MEMBER, settings.model_dump_json(), topic, group],
+        [sys.executable, "-c", GROUP_MEMBER, known.model_dump_json(), topic, group],
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ.copy(),

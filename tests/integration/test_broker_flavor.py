@@ -5,11 +5,13 @@ case), and RTML_KAFKA_FLAVOR forcing the answer."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from aiokafka.errors import UnknownError
-from rtml.shared import broker_flavor
+from rtml.shared import broker_flavor, topics
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
-from rtml.shared.kafka import start_producer
+from rtml.shared.kafka import ensure_topics, start_producer
 from rtml.shared.settings import Settings
 
 from tests.helpers import send_one_event, service_process
@@ -37,9 +39,13 @@ async def test_forcing_kafka_on_the_embedded_broker_is_the_crash_the_probe_preve
     address gets a producer that works."""
     with pytest.raises(UnknownError):
         await start_producer(Settings(kafka_bootstrap=broker.bootstrap, kafka_flavor="kafka"))
-    producer = await start_producer(Settings(kafka_bootstrap=broker.bootstrap))
+    settings = Settings(kafka_bootstrap=broker.bootstrap)
+    # a topic of its own: the session broker's rtml topics are other tests' to read
+    probe = topics.Topic(f"flavor-probe.{uuid.uuid4().hex[:12]}", "scratch", 1)
+    await ensure_topics(settings, [probe])
+    producer = await start_producer(settings)
     try:
-        await producer.send_and_wait("rtml.dlq", b"flavor-probe")
+        await producer.send_and_wait(probe.name, b"flavor-probe")
     finally:
         await producer.stop()
 

@@ -99,7 +99,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env = {
             **os.environ,
             "RTML_KAFKA_PORT": str(broker.port),
-            "RTML_MODEL_STORE": str(store.root),
+            "RTML_MODEL_STORE": str(store),
             "RTML_WAREHOUSE": str(root / "warehouse"),
             "RTML_LOG_LEVEL": "DEBUG",
             **{port_env: str(free_port()) for port_env in SERVICES.values()},

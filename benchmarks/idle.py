@@ -97,7 +97,7 @@ def first_model(env: dict[str, str], workdir: Path) -> None:
         env=env, check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     subprocess.run(
-        rtml("train", "--event-log", str(log), "--no-announce"),
+        rtml("train", "--task", "eta", "--event-log", str(log), "--no-announce"),
         env=env, check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
 

@@ -55,7 +55,7 @@ def train_command(
 ) -> None:
     """Train a model version and register it in the model store."""
     config = TrainerSettings()
-    task = task or config.task
+    task = task or _default_task(config)
     store, warehouse = ModelStore(config.model_store), Warehouse(config.warehouse)
     try:
         with _spinner(f"training {task} ({mode})"):
@@ -163,7 +163,7 @@ def skew_command(task: Task | None, event_log: str, batch_log: str | None) -> No
     from rtml.shared.features.batch import compute_batch_features
 
     config = TrainerSettings()
-    spec = task_spec(task or config.task)
+    spec = task_spec(task or _default_task(config))
     messages = list(read_event_log(event_log))
     batch = None if batch_log is None else compute_batch_features(read_event_log(batch_log))
     pairs = reference_vectors(messages, spec, batch)
@@ -177,3 +177,11 @@ def skew_command(task: Task | None, event_log: str, batch_log: str | None) -> No
     if not report.clean:
         raise SystemExit(1)
     click.echo("no mismatch: the training data are what was served")
+
+
+def _default_task(config: TrainerSettings) -> str:
+    """RTML_TRAINER_TASK or the only loaded task; a usage error naming --task otherwise."""
+    try:
+        return config.task
+    except ValueError as exc:
+        raise click.UsageError(f"--task is needed: {exc}") from None

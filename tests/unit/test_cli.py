@@ -58,3 +58,11 @@ def test_train_from_scratch_then_fine_tune_from_the_warehouse(tmp_path, monkeypa
         child.parent_version == champion.version
         and "discarded 400 consumed examples" in second.output
     )
+
+
+def test_train_names_the_missing_task_when_several_are_loaded(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("RTML_TRAINER_TASK", raising=False)
+    monkeypatch.setenv("RTML_MODEL_STORE", str(tmp_path / "models"))
+    result = CliRunner().invoke(main, ["train", "--fine-tune", "--no-announce"])
+    assert result.exit_code == 2, result.output
+    assert "--task is needed: RTML_TRAINER_TASK is not set and 2 tasks are loaded" in result.output

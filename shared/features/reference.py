@@ -37,7 +37,7 @@ from rtml.shared.features.definitions import (
     task_vector,
 )
 from rtml.shared.features.records import BatchFeatureRecord
-from rtml.shared.features.series import span_open
+from rtml.shared.features.series import earliest_by, span_open
 from rtml.shared.tasks.registry import task_spec, tasks
 from rtml.shared.tasks.spec import CustomFeatures, Feature, Reading, TaskSpec
 
@@ -106,14 +106,6 @@ class ReferenceFeatures:
         return found
 
 
-def _earliest(events: Iterable[Message], key: str) -> dict[str, float]:
-    earliest: dict[str, float] = {}
-    for e in events:
-        span = str(getattr(e, key))
-        earliest[span] = min(earliest.get(span, math.inf), e.ts)
-    return earliest
-
-
 def _newest_age(events: Iterable[Message], t: float) -> float | None:
     times = [e.ts for e in events if e.ts <= t]
     return t - max(times) if times else None
@@ -125,8 +117,8 @@ def _read(feature: Feature, every: list[Message], t: float) -> Reading:
     if feature.kind == "span":
         # a span's bounds are compared with t, so every accepted event takes part
         key = feature.span_key
-        starts = _earliest((e for e in every if isinstance(e, feature.events)), key)  # type: ignore[arg-type]
-        stops = _earliest((e for e in every if isinstance(e, feature.closes)), key)  # type: ignore[arg-type]
+        starts = earliest_by((e for e in every if isinstance(e, feature.events)), key)  # type: ignore[arg-type]
+        stops = earliest_by((e for e in every if isinstance(e, feature.closes)), key)  # type: ignore[arg-type]
         open_now = sum(
             1
             for span, start in starts.items()

@@ -9,7 +9,11 @@ builds every built-in feature kind from them, and a task's own custom state
 from __future__ import annotations
 
 import heapq
+import math
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterable
+
+from rtml.shared.contracts import Message
 
 
 class TimeSeries:
@@ -164,6 +168,15 @@ class Spans:
     def _expiry(self, start: float | None, stop: float | None) -> float:
         """When a span has ended, or a lone stop can no longer close a span that starts later."""
         return self.end(start, stop) if start is not None else stop  # type: ignore[return-value]
+
+
+def earliest_by(events: Iterable[Message], key: str) -> dict[str, float]:
+    """The earliest event time per value of ``key``: the spans' ends the reference reads."""
+    earliest: dict[str, float] = {}
+    for event in events:
+        span = str(getattr(event, key))
+        earliest[span] = min(earliest.get(span, math.inf), event.ts)
+    return earliest
 
 
 def span_open(start: float, stop: float | None, t: float, max_open_s: float) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from rtml.shared.contracts import Message
 from rtml.shared.features.records import BatchFeatureRecord
-from rtml.shared.features.series import Spans, TimeSeries, span_open
+from rtml.shared.features.series import Spans, TimeSeries, earliest_by, span_open
 from rtml.shared.tasks.spec import BatchJob, BatchValues, CustomFeatures, Reading
 from rtml.tasks.eta.events import (
     CourierAssigned,
@@ -210,18 +210,11 @@ def _courier_idle(events: list[Message], t: float) -> bool:
     ]
     if not presence or max(presence)[1] == 1:
         return False
-    starts = _earliest(e for e in events if isinstance(e, CourierAssigned))
-    stops = _earliest(e for e in events if isinstance(e, OrderDelivered))
+    starts = earliest_by((e for e in events if isinstance(e, CourierAssigned)), "order_id")
+    stops = earliest_by((e for e in events if isinstance(e, OrderDelivered)), "order_id")
     return not any(
         span_open(start, stops.get(order), t, OPEN_SPAN_MAX_S) for order, start in starts.items()
     )
-
-
-def _earliest(events: object) -> dict[str, float]:
-    earliest: dict[str, float] = {}
-    for e in events:  # type: ignore[attr-defined]
-        earliest[e.order_id] = min(earliest.get(e.order_id, math.inf), e.ts)
-    return earliest
 
 
 IDLE_COURIERS = CustomFeatures(

@@ -59,6 +59,7 @@ from rtml.shared.contracts import Message, PredictEnriched, PredictRequest, deco
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.kafka import client_kwargs, ensure_topics, start_producer
 from rtml.shared.settings import Settings
+from rtml.shared.timings import hops
 
 from benchmarks._common import machine, peak_rss_mib
 from tests.helpers import wait_http
@@ -519,8 +520,8 @@ async def kafka_latency(
         consumer.seek(tp, end)
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
-    # from the worker's receiving a request to its sending the answer (timings_ms)
-    in_worker: list[float] = []
+    # where the worker's time went, per hop of timings_ms
+    in_worker: dict[str, list[float]] = {}
     sending = asyncio.Event()
 
     async def collect() -> None:
@@ -533,7 +534,8 @@ async def kafka_latency(
                         latencies.append((now - started) * 1000)
                         enriched = decode(record.value)
                         assert isinstance(enriched, PredictEnriched)
-                        in_worker.append(enriched.timings_ms["features"])
+                        for hop, spent in hops(enriched.timings_ms).items():
+                            in_worker.setdefault(hop, []).append(spent)
 
     collecting = asyncio.create_task(collect())
     producer = await start_producer(settings, linger_ms=1)
@@ -551,16 +553,19 @@ async def kafka_latency(
     finally:
         await producer.stop()
         await consumer.stop()
-    print(
-        f"  of which in the worker (first agent -> enriched sent): p50 "
-        f"{statistics.median(in_worker):.1f} ms, p99 {percentile(in_worker, 0.99):.1f} ms"
-    )
+    for hop, spent in in_worker.items():
+        print(
+            f"  of which {hop}: p50 {statistics.median(spent):.1f} ms, "
+            f"p99 {percentile(spent, 0.99):.1f} ms"
+        )
     return latencies, counts[0] / seconds, counts[1] / seconds
 
 
 async def _send_request(producer, request: PredictRequest, sent_at: dict[str, float]) -> None:  # type: ignore[no-untyped-def]
     sent_at[request.id] = time.perf_counter()
-    await producer.send(topics.PREDICT_REQUESTS.name, encode(request), key=request.key)
+    # stamped as ingestion stamps it, so that the worker's timings start at the send
+    stamped = request.model_copy(update={"received_at": time.time()})
+    await producer.send(topics.PREDICT_REQUESTS.name, encode(stamped), key=request.key)
 
 
 async def http_latency(

@@ -22,8 +22,9 @@ record.
 
 Transport: every process with a consumer binds a Unix datagram socket in a
 directory of its own user, one per broker address; a producer sends the
-partitions it wrote to (``topic:partition`` lines) to every socket there, at
-most once per partition per event loop turn. The directory is listed again
+partitions it wrote to (``topic:partition`` lines) to every socket there, the
+acks of a loop turn together and at most once per ``RING_INTERVAL_S``; a
+receiver takes every ring queued on its socket before it wakes anyone. The directory is listed again
 only when its mtime changes; a socket whose process died is removed by the
 first sender that finds nobody reading.
 
@@ -40,11 +41,13 @@ import atexit
 import contextlib
 import errno
 import itertools
+import math
 import os
 import socket
 import tempfile
 import threading
 import time
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,11 @@ log = get_logger(__name__)
 # The longest an idle consumer goes without a fetch: what a record written by a
 # producer without the doorbell (a user's own client) may wait, per hop.
 IDLE_FETCH_INTERVAL_S = 1.0
+# The shortest time between two rings of one producer's loop. Under traffic a ring
+# per loop turn is thousands of datagrams a second to every consumer process, each
+# woken to read it while its consumer is busy fetching anyway; at rest the first
+# ring goes at once. What it may cost a hop: this long, when rings come this often.
+RING_INTERVAL_S = 0.002
 _MAX_DATAGRAM = 8192
 
 _doorbells: dict[str, Doorbell] = {}
@@ -118,6 +126,9 @@ class Doorbell:
         self._peers: list[str] = []
         self._listed_mtime = -1
         self._pending: dict[asyncio.AbstractEventLoop, set[str]] = {}
+        self._last_sent: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, float] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- hearing --------------------------------------------------------------
 
@@ -139,7 +150,13 @@ class Doorbell:
 
     def _hear(self, receiver: socket.socket) -> None:
         while True:
-            self.heard(set(receiver.recv(_MAX_DATAGRAM).decode().split("\n")))
+            partitions = set(receiver.recv(_MAX_DATAGRAM).decode().split("\n"))
+            # under traffic rings queue up: take them all, then wake once
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    more = receiver.recv(_MAX_DATAGRAM, socket.MSG_DONTWAIT)
+                    partitions.update(more.decode().split("\n"))
+            self.heard(partitions)
 
     def heard(self, partitions: set[str]) -> None:
         """A ring for ``partitions`` (``topic:partition``): wake this process's
@@ -173,18 +190,24 @@ class Doorbell:
     # -- ringing --------------------------------------------------------------
 
     def ring(self, topic: str, partition: int) -> None:
-        """Ring for a partition at the end of this loop turn (many acks, one ring)."""
+        """Ring for a partition at the end of this loop turn (many acks, one ring), and
+        at most once per ``RING_INTERVAL_S`` (the rings in between go together)."""
         loop = asyncio.get_running_loop()
         with self._lock:
             pending = self._pending.get(loop)
             if pending is None:
                 pending = self._pending[loop] = set()
-                loop.call_soon(self._send, loop)
+                due = self._last_sent.get(loop, -math.inf) + RING_INTERVAL_S
+                if due <= loop.time():
+                    loop.call_soon(self._send, loop)
+                else:
+                    loop.call_at(due, self._send, loop)
             pending.add(channel(topic, partition))
 
     def _send(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             partitions = self._pending.pop(loop, set())
+            self._last_sent[loop] = loop.time()
         for peer in self._current_peers():
             try:
                 for payload in _datagrams(sorted(partitions)):

@@ -254,11 +254,19 @@ class FeaturesWorker:
         self._started = True
 
     def readiness(self) -> bool | str:
+        if (serving := self.serving()) is not True:
+            return serving
+        return recovered_and_assigned(self.app, topics.EVENTS.name)
+
+    def serving(self) -> bool | str:
+        """Whether a lookup may be answered now: the part of readiness cheap enough to
+        ask on every request (the rest walks the assignment and the commits)."""
         if not self._started:
             return "the faust app has not started"
-        assigned = recovered_and_assigned(self.app, topics.EVENTS.name)
-        if assigned is not True:
-            return assigned
+        if self.app.rebalancing or self.app.in_recovery:
+            return "rebalancing or recovering tables"
+        if not self.app.tables.recovery.completed.is_set():
+            return "tables not recovered yet"
         if self.batch is None or not self.batch.caught_up:
             return "batch features not loaded yet"
         return True

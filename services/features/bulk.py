@@ -31,6 +31,7 @@ positions to the committed offsets, and they come again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ _YIELD_EVERY = 100
 # response is looked at
 _POLL_S = 0.05
 _POLL_WHILE_HOLDING_S = 0.002
+# how often a lookup over HTTP looks at the fetch state itself while it waits
+_LOOKUP_CHECK_S = 0.001
 
 
 class BulkConsumer(CompatConsumer):
@@ -106,7 +109,7 @@ class BulkConsumer(CompatConsumer):
                     # a batch cut by a flow stop (rebalance) comes again: release nothing
                     if all(delivered) and self.flow_active:
                         generation = app.consumer_generation_id
-                        barrier.observe(self._bulk_fetches(handlers), generation)
+                        barrier.observe(self.bulk_fetches(), generation)
                         app.freshness_moved()
                         await self._release(barrier)
                 self.diag.unset_flag(CONSUMER_FETCHING)
@@ -150,7 +153,7 @@ class BulkConsumer(CompatConsumer):
             await self._maybe_commit()
             await self.wait_first(self.callback(released.record), self.suspend_flow.wait())
 
-    def _bulk_fetches(self, handlers: dict[str, BulkHandler]) -> dict[TP, PartitionFetch]:
+    def bulk_fetches(self) -> dict[TP, PartitionFetch]:
         """The fetch state of every bulk partition assigned now.
 
         One not fetched yet (no position: a new assignment waits for its committed
@@ -158,6 +161,7 @@ class BulkConsumer(CompatConsumer):
         fetched again, or until their wait runs out. Left out, it would let a request
         through before events appended ahead of it were even read.
         """
+        handlers = cast(BulkApp, self.app).bulk_handlers
         assignment = self._assignment()
         fetches = {}
         for tp in assignment.tps if assignment is not None else ():
@@ -221,6 +225,9 @@ class BulkApp(CompatApp):
         self._freshness_moved = asyncio.Event()
         # lookups in applied_as_of now: the consumer then observes every fetch response
         self.lookups_waiting = 0
+        # what they read: the bulk partitions' fetch state, refreshed while they wait
+        self._live_fetches: dict[TP, PartitionFetch] = {}
+        self._fetch_watch: asyncio.Task[None] | None = None
         super().__init__(id, **options)
 
     def bulk_topic(self, topic: TopicT, handler: BulkHandler) -> None:
@@ -243,26 +250,56 @@ class BulkApp(CompatApp):
         self._freshness_moved = asyncio.Event()
 
     async def applied_as_of(self, wall_ms: int) -> bool:
-        """Wait until the bulk topics are applied as of a fetch newer than ``wall_ms``.
+        """Wait until the bulk topics are applied as of a fetch requested after ``wall_ms``.
 
         For lookups that did not come through the consumer (HTTP): False when the
-        barrier's wait ran out first.
+        barrier's wait ran out first. A response's time is when it came back, so one
+        that came after ``wall_ms`` may have been asked for before it; the next one
+        after it was asked for later (one fetch in flight per broker): that is the
+        proof, as a record read from Kafka needs a response newer than its own.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.barrier.wait_s
-        if self.barrier.fresh_as_of_ms > wall_ms:
-            return True
+        # when every partition had a response after wall_ms (the last of them)
+        after_ms: int | None = None
         self.fetch_soon()
         self.lookups_waiting += 1
+        if self._fetch_watch is None or self._fetch_watch.done():
+            self._fetch_watch = asyncio.create_task(self._watch_fetches())
         try:
-            while self.barrier.fresh_as_of_ms <= wall_ms:
+            while True:
+                live = self._live_fetches
+                if after_ms is None and _all_fetched_after(live, wall_ms):
+                    after_ms = max(f.fetched_at_ms for f in live.values())  # type: ignore[type-var]
+                    self.fetch_soon()  # an idle consumer would not ask again by itself
+                if after_ms is not None and (
+                    self.barrier.fresh_as_of_ms > after_ms
+                    or self.barrier.proven_since(live, after_ms)
+                ):
+                    return True
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return False
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._freshness_moved.wait(), remaining)
-                except TimeoutError:
-                    return False
-            return True
         finally:
             self.lookups_waiting -= 1
+
+    async def _watch_fetches(self) -> None:
+        """While lookups wait: read the fetch state every millisecond, for all of them.
+
+        The consumer's loop observes the partitions once per poll; between two polls
+        a new fetch response may already prove them applied."""
+        consumer = cast(BulkConsumer, self.consumer)
+        while self.lookups_waiting:
+            live = consumer.bulk_fetches()
+            if live != self._live_fetches:
+                self._live_fetches = live
+                self.freshness_moved()
+            await asyncio.sleep(_LOOKUP_CHECK_S)
+
+
+def _all_fetched_after(live: dict[TP, PartitionFetch], wall_ms: int) -> bool:
+    return bool(live) and all(
+        f.fetched_at_ms is not None and f.fetched_at_ms > wall_ms for f in live.values()
+    )

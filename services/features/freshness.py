@@ -78,6 +78,8 @@ class FreshnessBarrier(Generic[Record]):
         # per partition: (fetched at ms, high watermark) of responses not yet applied in full
         self._seen: dict[object, deque[tuple[int, int]]] = {}
         self.fresh_as_of_ms: float = -math.inf
+        # per partition: the position when last observed, every record below it applied
+        self._applied_to: dict[object, int] = {}
         self._generation = 0
 
     def __len__(self) -> int:
@@ -115,10 +117,27 @@ class FreshnessBarrier(Generic[Record]):
                 applied[tp] = max(applied.get(tp, -1), responses.popleft()[0])
         self._seen = seen
         self._applied_as_of = applied
+        self._applied_to = {
+            tp: fetch.position for tp, fetch in partitions.items() if fetch.position is not None
+        }
         if partitions:
             self.fresh_as_of_ms = min(applied.get(tp, -math.inf) for tp in partitions)
         else:
             self.fresh_as_of_ms = math.inf
+
+    def proven_since(self, live: Mapping[object, PartitionFetch], wall_ms: int) -> bool:
+        """Whether ``live`` (the bulk partitions' fetch state now, read between two
+        observations) proves them applied as of a response newer than ``wall_ms``:
+        each partition's last response came after it, with a high watermark the
+        last observed position had reached. For a reader outside the consumer's loop
+        (a lookup over HTTP), which need not wait for the loop's next turn."""
+        return bool(live) and all(
+            fetch.fetched_at_ms is not None
+            and fetch.highwater is not None
+            and fetch.fetched_at_ms > wall_ms
+            and fetch.highwater <= self._applied_to.get(tp, -1)
+            for tp, fetch in live.items()
+        )
 
     def release(self, now: float) -> list[Released[Record]]:
         """The held records that may go on, oldest first: proven fresh, or waited out."""

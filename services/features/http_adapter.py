@@ -63,7 +63,7 @@ class HttpAdapter:
 
     async def enrich(self, request: web.Request) -> web.Response:
         seen_at = time.time()
-        if (verdict := self._worker.readiness()) is not True:
+        if (verdict := self._worker.serving()) is not True:
             return _error(503, f"not ready: {verdict}")
         try:
             body = json.loads(await request.read())
@@ -109,7 +109,7 @@ class HttpAdapter:
             t = math.nan
         if not math.isfinite(t):
             return _error(400, "t: the event time to read the features at, in seconds", field="t")
-        if not self._worker.holds(entity_id) or self._worker.readiness() is not True:
+        if not self._worker.holds(entity_id) or self._worker.serving() is not True:
             return _error(503, f"this worker does not hold {kind} {entity_id} now")
         worker = self._worker
         held_s = await worker.applied_until_now()

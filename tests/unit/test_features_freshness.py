@@ -96,3 +96,19 @@ def test_a_partition_not_fetched_yet_proves_nothing() -> None:
     assert released(barrier, now=0.5) == []
     barrier.observe({P0: caught_up(150), P1: caught_up(160)})
     assert released(barrier, now=0.5) == [("request", True)]
+
+
+def test_a_reader_between_observations_is_proven_by_the_fetch_state_itself() -> None:
+    barrier: FreshnessBarrier[str] = FreshnessBarrier(wait_s=1.0)
+    barrier.observe({P0: caught_up(90), P1: caught_up(90)})
+    # a response after 100 ms on each partition, nothing new in it: applied as of it
+    assert barrier.proven_since({P0: caught_up(120), P1: caught_up(130)}, wall_ms=100)
+    # one partition's last response is not newer than 100 ms: not proven
+    assert not barrier.proven_since({P0: caught_up(120), P1: caught_up(100)}, wall_ms=100)
+    # a response that brought records the loop has not applied yet: not proven
+    assert not barrier.proven_since(
+        {P0: caught_up(120), P1: PartitionFetch(130, highwater=12, position=12)}, wall_ms=100
+    )
+    # a partition not fetched (paused, or no position yet) proves nothing
+    assert not barrier.proven_since({P0: caught_up(120), P1: UNFETCHED}, wall_ms=100)
+    assert not barrier.proven_since({}, wall_ms=100)

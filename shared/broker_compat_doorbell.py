@@ -302,7 +302,14 @@ def _install() -> None:
             return await fetch(self, assignment, node_id, request)
         key, partitions = _fetch_key(request)
         mark, sent = doorbell.mark(partitions), time.monotonic()
+        asked_ms = int(time.time() * 1000)
         woke = await fetch(self, assignment, node_id, request)
+        if assignment.active:
+            for topic, partition, _ in key:
+                state = assignment.state_value(TopicPartition(topic, partition))
+                # only a partition this response updated (no error for it)
+                if state is not None and (state.timestamp or 0) >= asked_ms:
+                    state.rtml_asked_ms = asked_ms
         idle: dict = self.__dict__.setdefault("_rtml_idle", {})
         caught_up = assignment.active and all(
             assignment.state_value(tp).highwater == offset
@@ -324,6 +331,12 @@ def _install() -> None:
     Fetcher._proc_fetch_request = fetched
     AIOKafkaProducer.send = sent
     AIOKafkaProducer.send_batch = batch_sent
+
+
+def asked_at_ms(partition_state: Any) -> int | None:
+    """When the fetch of a partition's last response was asked for (wall clock, ms),
+    where the doorbell runs; aiokafka itself keeps only when it came back."""
+    return getattr(partition_state, "rtml_asked_ms", None)
 
 
 def _fetch_key(request: Any) -> tuple[frozenset[tuple[str, int, int]], frozenset[str]]:

@@ -82,7 +82,10 @@ async def start_producer(settings: Settings, **overrides: Any) -> AIOKafkaProduc
     kwargs = {
         **client_kwargs(settings),
         "acks": "all",
-        "linger_ms": 2,
+        # aiokafka's default 0: a send goes at once, and under load sends batch by
+        # themselves while the previous request to the broker is in flight (2 ms
+        # here cost every hop of the predict chain 2 ms: benchmarks/wiring.py)
+        "linger_ms": 0,
         "max_batch_size": 64 * 1024,
         "request_timeout_ms": 15000,
         **broker_compat.producer_overrides(settings.embedded),

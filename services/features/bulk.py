@@ -44,6 +44,7 @@ from faust.types import TP, Message, TopicT
 from mode import Service
 from rtml.services.features import metrics
 from rtml.services.features.freshness import UNFETCHED, FreshnessBarrier, PartitionFetch
+from rtml.shared.broker_compat_doorbell import asked_at_ms
 from rtml.shared.broker_compat_faust import CompatApp, CompatConsumer, CompatTransport
 
 BulkHandler = Callable[[list[Message]], Awaitable[None]]
@@ -170,7 +171,7 @@ class BulkConsumer(CompatConsumer):
             state = assignment.state_value(tp)
             fetching = state.has_valid_position and not state.paused
             fetches[TP(tp.topic, tp.partition)] = (
-                PartitionFetch(state.timestamp, state.highwater, state.position)
+                PartitionFetch(state.timestamp, state.highwater, state.position, asked_at_ms(state))
                 if fetching
                 else UNFETCHED
             )
@@ -272,10 +273,9 @@ class BulkApp(CompatApp):
                 if after_ms is None and _all_fetched_after(live, wall_ms):
                     after_ms = max(f.fetched_at_ms for f in live.values())  # type: ignore[type-var]
                     self.fetch_soon()  # an idle consumer would not ask again by itself
-                if after_ms is not None and (
-                    self.barrier.fresh_as_of_ms > after_ms
-                    or self.barrier.proven_since(live, after_ms)
-                ):
+                if (
+                    after_ms is not None and self.barrier.fresh_as_of_ms > after_ms
+                ) or self.barrier.proven_since(live, wall_ms, after_ms):
                     return True
                 remaining = deadline - loop.time()
                 if remaining <= 0:

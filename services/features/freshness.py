@@ -47,6 +47,8 @@ class PartitionFetch:
     fetched_at_ms: int | None
     highwater: int | None
     position: int | None
+    # when that response was asked for, where known (the embedded broker's doorbell)
+    asked_at_ms: int | None = None
 
 
 # a partition assigned but not being fetched (no position yet, or paused)
@@ -125,17 +127,28 @@ class FreshnessBarrier(Generic[Record]):
         else:
             self.fresh_as_of_ms = math.inf
 
-    def proven_since(self, live: Mapping[object, PartitionFetch], wall_ms: int) -> bool:
+    def proven_since(
+        self, live: Mapping[object, PartitionFetch], wall_ms: int, after_ms: int | None
+    ) -> bool:
         """Whether ``live`` (the bulk partitions' fetch state now, read between two
-        observations) proves them applied as of a response newer than ``wall_ms``:
-        each partition's last response came after it, with a high watermark the
-        last observed position had reached. For a reader outside the consumer's loop
-        (a lookup over HTTP), which need not wait for the loop's next turn."""
+        observations) proves them applied as of a fetch asked for after ``wall_ms``:
+        each partition's last response was, with a high watermark the last observed
+        position had reached. A response was asked for after ``wall_ms`` if its
+        ``asked_at_ms`` says so, or if it came back after ``after_ms``, when every
+        partition had had a response back after ``wall_ms`` (one fetch in flight per
+        broker). For a reader outside the consumer's loop (a lookup over HTTP), which
+        need not wait for the loop's next turn."""
         return bool(live) and all(
-            fetch.fetched_at_ms is not None
-            and fetch.highwater is not None
-            and fetch.fetched_at_ms > wall_ms
+            fetch.highwater is not None
             and fetch.highwater <= self._applied_to.get(tp, -1)
+            and (
+                (fetch.asked_at_ms is not None and fetch.asked_at_ms > wall_ms)
+                or (
+                    after_ms is not None
+                    and fetch.fetched_at_ms is not None
+                    and fetch.fetched_at_ms > after_ms
+                )
+            )
             for tp, fetch in live.items()
         )
 

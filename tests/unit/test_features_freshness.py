@@ -98,17 +98,26 @@ def test_a_partition_not_fetched_yet_proves_nothing() -> None:
     assert released(barrier, now=0.5) == [("request", True)]
 
 
-def test_a_reader_between_observations_is_proven_by_the_fetch_state_itself() -> None:
+def test_a_reader_between_observations_is_proven_by_a_fetch_asked_for_after_it() -> None:
     barrier: FreshnessBarrier[str] = FreshnessBarrier(wait_s=1.0)
     barrier.observe({P0: caught_up(90), P1: caught_up(90)})
-    # a response after 100 ms on each partition, nothing new in it: applied as of it
-    assert barrier.proven_since({P0: caught_up(120), P1: caught_up(130)}, wall_ms=100)
-    # one partition's last response is not newer than 100 ms: not proven
-    assert not barrier.proven_since({P0: caught_up(120), P1: caught_up(100)}, wall_ms=100)
+
+    def asked(at_ms: int, offset: int = 10) -> PartitionFetch:
+        return PartitionFetch(at_ms + 5, highwater=offset, position=offset, asked_at_ms=at_ms)
+
+    # each partition's last response was asked for after 100 ms, nothing new in it
+    assert barrier.proven_since({P0: asked(110), P1: asked(101)}, wall_ms=100, after_ms=None)
+    # asked for before 100 ms, though it came back after: not proof by itself
+    assert not barrier.proven_since({P0: asked(110), P1: asked(98)}, wall_ms=100, after_ms=None)
+    # ... unless it came back after every partition had had a response after 100 ms
+    assert barrier.proven_since({P0: caught_up(120), P1: caught_up(130)}, wall_ms=100, after_ms=115)
+    assert not barrier.proven_since(
+        {P0: caught_up(120), P1: caught_up(130)}, wall_ms=100, after_ms=120
+    )
     # a response that brought records the loop has not applied yet: not proven
     assert not barrier.proven_since(
-        {P0: caught_up(120), P1: PartitionFetch(130, highwater=12, position=12)}, wall_ms=100
+        {P0: asked(110), P1: asked(110, offset=12)}, wall_ms=100, after_ms=None
     )
     # a partition not fetched (paused, or no position yet) proves nothing
-    assert not barrier.proven_since({P0: caught_up(120), P1: UNFETCHED}, wall_ms=100)
-    assert not barrier.proven_since({}, wall_ms=100)
+    assert not barrier.proven_since({P0: asked(110), P1: UNFETCHED}, wall_ms=100, after_ms=0)
+    assert not barrier.proven_since({}, wall_ms=100, after_ms=0)

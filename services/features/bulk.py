@@ -263,6 +263,9 @@ class BulkApp(CompatApp):
         deadline = loop.time() + self.barrier.wait_s
         # when every partition had a response after wall_ms (the last of them)
         after_ms: int | None = None
+        self._live_fetches = cast(BulkConsumer, self.consumer).bulk_fetches()
+        if not self._live_fetches:
+            return True  # no bulk partition here: nothing to wait for
         self.fetch_soon()
         self.lookups_waiting += 1
         if self._fetch_watch is None or self._fetch_watch.done():

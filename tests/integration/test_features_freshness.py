@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
+import aiohttp
 import pytest
 from rtml.shared import topics
 from rtml.shared.contracts import Message, PredictEnriched, PredictRequest, encode
@@ -48,13 +49,17 @@ FRESHNESS_WAIT_MS = 10_000
 
 
 async def drive(
-    settings: Settings, log: Sequence[Message], speedup: float | None = None
+    settings: Settings,
+    log: Sequence[Message],
+    speedup: float | None = None,
+    ask: Callable[[PredictRequest], Awaitable[None]] | None = None,
 ) -> dict[str, float]:
     """Send the log as the simulator's driver does: every event up to a request's
     time is acknowledged before the request is sent (the reference counts events
     at the request's own time, some of which the log has after the request).
-    Back to back, or ``speedup`` times event time. Returns each request's send
-    time (``time.time()``)."""
+    Back to back, or ``speedup`` times event time. A request goes to Kafka, or to
+    ``ask`` (awaited before the log goes on). Returns each request's send time
+    (``time.time()``)."""
     log = sorted(log, key=lambda m: (m.ts, isinstance(m, PredictRequest)))
     producer = await start_producer(settings, linger_ms=1)
     sent_at: dict[str, float] = {}
@@ -69,6 +74,9 @@ async def drive(
                 await asyncio.gather(*events)
                 events = []
                 sent_at[message.id] = time.time()
+                if ask is not None:
+                    await ask(message)
+                    continue
                 topic = topics.PREDICT_REQUESTS.name
                 requests.append(await producer.send(topic, encode(message), key=message.key))
             elif isinstance(message, ETA.events):
@@ -104,6 +112,45 @@ def test_a_request_sees_the_events_sent_before_it(
         )
         held = metric_values(url, "rtml_features_held_seconds_count", "outcome")
     vectors = {m.id: m.features for m in enriched if isinstance(m, PredictEnriched)}
+    assert_equal_to_reference(vectors, expected)
+    assert held.get("fresh", 0) >= len(requests), held
+    assert held.get("waited_out", 0) == 0, held
+
+
+def test_a_lookup_over_http_sees_the_events_sent_before_it(
+    own_broker: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same log, each request asked over ``POST /v1/enrich`` once the events before
+    it are acknowledged: the worker proves them applied by a fetch asked for after
+    the lookup arrived (``BulkApp.applied_as_of``)."""
+    log = [m for m in simulate(SIM, 0.25 * 3600) if isinstance(m, (PredictRequest, *ETA.events))]
+    requests = [m for m in log if isinstance(m, PredictRequest) and m.task == "eta"]
+    reference = ReferenceFeatures(LATENESS_S, {})
+    for message in log:
+        if not isinstance(message, PredictRequest):
+            reference.apply(message)
+    expected = {r.id: reference.vector(r) for r in requests}
+    assert len(requests) >= 100
+
+    wait_ms = os.environ.get("RTML_FEATURES_FRESHNESS_WAIT_MS", str(FRESHNESS_WAIT_MS))
+    monkeypatch.setenv("RTML_FEATURES_FRESHNESS_WAIT_MS", wait_ms)
+    vectors = {}
+
+    async def drive_over_http(url: str) -> None:
+        async with aiohttp.ClientSession() as http:
+
+            async def ask(request: PredictRequest) -> None:
+                body = request.model_dump(mode="json")
+                async with http.post(f"{url}/v1/enrich", json=body) as response:
+                    assert response.status == 200, await response.text()
+                    answer = PredictEnriched.model_validate(await response.json())
+                    vectors[request.id] = answer.features
+
+            await drive(own_broker, log, ask=ask)
+
+    with features_worker(own_broker) as (_, url):
+        asyncio.run(drive_over_http(url))
+        held = metric_values(url, "rtml_features_held_seconds_count", "outcome")
     assert_equal_to_reference(vectors, expected)
     assert held.get("fresh", 0) >= len(requests), held
     assert held.get("waited_out", 0) == 0, held

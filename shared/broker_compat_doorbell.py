@@ -3,19 +3,22 @@
 Tansu does not answer a waiting fetch when data arrives (EMBEDDED_BROKER.md), so
 a consumer either polls with a short fetch wait (fast, but every idle consumer
 then costs the broker and itself a fetch every few milliseconds) or waits long
-(cheap at rest, slow per hop). The doorbell gives both: once a fetch has come
-back empty with every partition at the high watermark, the consumer sends no
-new fetch for its node until a producer of this machine rings for one of the
+(cheap at rest, slow per hop). The doorbell gives both: once the next fetch
+to a node would ask for the same partitions each from the high watermark the
+last response reported (its records, if any, handed out), the consumer sends no
+fetch for that node until a producer of this machine rings for one of the
 partitions in it, its position changes (seek, reset, new assignment, resume), or
-``IDLE_FETCH_INTERVAL_S`` has passed. A fetch that brought records is always
-followed by another: the features worker's freshness barrier proves a request
-fresh by a fetch response newer than the one that brought it.
+``IDLE_FETCH_INTERVAL_S`` has passed. So a fetch that brought records is not
+followed by an empty one that would wait out the fetch wait on the broker (and
+hold up the next record behind it); a reader that needs a response newer than
+the one it has (the features worker's freshness barrier) asks with
+``fetch_soon``.
 
 The guarantee: a record acknowledged by the broker is fetched without waiting
 for the interval. A producer rings only after the broker acknowledged the
-send, and a consumer takes its mark of the rings before it sends the fetch
-that came back empty; so a ring it has not seen belongs to a record that may
-be missing from that fetch, and it fetches again; a ring it has seen belongs
+send, and a consumer takes its mark of the rings before it sends a fetch; so a
+ring it has not seen since belongs to a record that may be missing from that
+fetch's response, and it fetches again; a ring it has seen belongs
 to a record the fetch already saw. A ring that is lost (a receiver's socket
 buffer full, a producer outside rtml) costs at most the interval, never a
 record.
@@ -49,6 +52,7 @@ import threading
 import time
 import weakref
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -281,19 +285,19 @@ def _install() -> None:
         now = time.monotonic()
         kept = []
         for node_id, request in requests:
-            idle = getattr(self, "_rtml_idle", {}).get(node_id)
+            last: _LastFetch | None = getattr(self, "_rtml_last", {}).get(node_id)
             key, partitions = _fetch_key(request)
             if (
-                idle is None
-                or idle[0] != key
-                or doorbell.mark(partitions) != idle[1]
-                or now - idle[2] >= IDLE_FETCH_INTERVAL_S
+                last is None
+                or not last.caught_up_by(key, assignment)
+                or doorbell.mark(partitions) != last.mark
+                or now - last.sent >= IDLE_FETCH_INTERVAL_S
             ):
                 kept.append((node_id, request))
                 continue
-            # nothing new since that empty fetch: sleep until a ring or the interval
-            wake_on = [*wake_on, doorbell.rung_future(partitions, idle[1])]
-            timeout = min(timeout, IDLE_FETCH_INTERVAL_S - (now - idle[2]))
+            # nothing new since the last fetch: sleep until a ring or the interval
+            wake_on = [*wake_on, doorbell.rung_future(partitions, last.mark)]
+            timeout = min(timeout, IDLE_FETCH_INTERVAL_S - (now - last.sent))
         return kept, resets, timeout, invalid_metadata, wake_on
 
     async def fetched(self: Fetcher, assignment: Any, node_id: int, request: Any) -> bool:
@@ -301,24 +305,15 @@ def _install() -> None:
         if doorbell is None:
             return await fetch(self, assignment, node_id, request)
         key, partitions = _fetch_key(request)
-        mark, sent = doorbell.mark(partitions), time.monotonic()
-        asked_ms = int(time.time() * 1000)
+        last = _LastFetch(key, doorbell.mark(partitions), time.monotonic(), int(time.time() * 1000))
         woke = await fetch(self, assignment, node_id, request)
         if assignment.active:
             for topic, partition, _ in key:
                 state = assignment.state_value(TopicPartition(topic, partition))
                 # only a partition this response updated (no error for it)
-                if state is not None and (state.timestamp or 0) >= asked_ms:
-                    state.rtml_asked_ms = asked_ms
-        idle: dict = self.__dict__.setdefault("_rtml_idle", {})
-        caught_up = assignment.active and all(
-            assignment.state_value(tp).highwater == offset
-            for tp, offset in ((TopicPartition(t, p), o) for t, p, o in key)
-        )
-        if woke or not caught_up:
-            idle.pop(node_id, None)
-        else:
-            idle[node_id] = (key, mark, sent)
+                if state is not None and (state.timestamp or 0) >= last.asked_ms:
+                    state.rtml_asked_ms = last.asked_ms
+        self.__dict__.setdefault("_rtml_last", {})[node_id] = last
         return woke
 
     async def sent(self: AIOKafkaProducer, topic: str, *args: Any, **kwargs: Any):
@@ -331,6 +326,30 @@ def _install() -> None:
     Fetcher._proc_fetch_request = fetched
     AIOKafkaProducer.send = sent
     AIOKafkaProducer.send_batch = batch_sent
+
+
+@dataclass(frozen=True, slots=True)
+class _LastFetch:
+    """A consumer's last fetch to a broker, and the rings it had heard before it."""
+
+    key: frozenset[tuple[str, int, int]]  # (topic, partition, offset) asked for
+    mark: int
+    sent: float  # monotonic
+    asked_ms: int  # wall clock
+
+    def caught_up_by(self, key: frozenset[tuple[str, int, int]], assignment: Any) -> bool:
+        """Whether a fetch of ``key`` would only ask again for what this one saw was
+        there: the same partitions, each from the high watermark this fetch's
+        response reported (its records, if any, handed out)."""
+        if {(t, p) for t, p, _ in key} != {(t, p) for t, p, _ in self.key}:
+            return False
+        for topic, partition, offset in key:
+            state = assignment.state_value(TopicPartition(topic, partition))
+            if state is None or state.highwater != offset:
+                return False
+            if getattr(state, "rtml_asked_ms", None) != self.asked_ms:
+                return False  # its high watermark is not this fetch's
+        return True
 
 
 def asked_at_ms(partition_state: Any) -> int | None:

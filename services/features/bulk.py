@@ -113,6 +113,10 @@ class BulkConsumer(CompatConsumer):
                         barrier.observe(self.bulk_fetches(), generation)
                         app.freshness_moved()
                         await self._release(barrier)
+                        if len(barrier):
+                            # their proof is a newer response: an idle consumer would
+                            # not ask for one before a ring
+                            app.fetch_soon()
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

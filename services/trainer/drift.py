@@ -14,11 +14,25 @@ percent.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from river import drift
+from river import drift, stats
 from rtml.shared.contracts import Trigger
+
+
+@dataclass(frozen=True)
+class Level:
+    """Where the watched error stood: its mean and spread (standard deviation) over
+    ADWIN's window of a champion's examples."""
+
+    mean: float
+    spread: float
+
+    def holds(self, mean: float, tolerance: float) -> bool:
+        """Whether a later mean is back within ``tolerance`` spreads of this one."""
+        return abs(mean - self.mean) <= tolerance * self.spread
 
 
 @dataclass(frozen=True)
@@ -27,6 +41,8 @@ class DriftSignal:
     trigger: Trigger
     at_ts: float
     observed: int  # examples seen by the detector when it fired
+    # the error before the drift: what the drift's episode adapts back to
+    reference: Level
 
 
 @dataclass
@@ -66,7 +82,10 @@ class DriftMonitor:
         return self._observed
 
     def observe(self, error: float, features: dict[str, float], ts: float) -> DriftSignal | None:
+        """``error``: the champion's on one example (RTML_DRIFT_ERROR_SIGNAL says which:
+        the metric's error or the signed residual)."""
         self._observed += 1
+        before, width, total = self._window(), self._error.width, self._error.total
         self._error.update(error)
         trigger = Trigger(kind="error_drift") if self._error.drift_detected else None
         for name, detector in self._features.items():
@@ -74,9 +93,19 @@ class DriftMonitor:
             detector.update((features[name] - mean) / std)
             if detector.drift_detected and trigger is None:
                 trigger = Trigger(kind="input_drift", feature=name)
-        if trigger is not None and self._observed >= self.min_examples:
-            return DriftSignal(trigger, ts, self._observed)
-        return None
+        if trigger is None or self._observed < self.min_examples:
+            return None
+        if self._error.drift_detected:
+            # ADWIN cut its window where the error changed: the part it dropped is the
+            # error before the drift, the window just before the cut its spread
+            dropped = width + 1 - self._error.width
+            mean = (total + error - self._error.total) / dropped
+            return DriftSignal(trigger, ts, self._observed, Level(mean, before.spread))
+        return DriftSignal(trigger, ts, self._observed, self._window())
+
+    def _window(self) -> Level:
+        width = max(self._error.width, 1.0)
+        return Level(self._error.estimation, math.sqrt(self._error.variance / width))
 
 
 def feature_baseline(
@@ -85,3 +114,48 @@ def feature_baseline(
     """Mean and std of the monitored columns of training data (std floored to avoid /0)."""
     columns = {name: X[:, names.index(name)] for name in monitored}
     return {name: (float(col.mean()), max(float(col.std()), 1e-6)) for name, col in columns.items()}
+
+
+def residual(prediction: float, label: float) -> float:
+    """The signed error of one example: a shift that biases every answer (a storm that
+    slows every ride) moves its mean, a busier hour mostly widens its spread."""
+    return label - prediction
+
+
+@dataclass
+class Episode:
+    """A drift's adaptation, across the champions it makes: after each of its fine-tunes
+    (kept or dropped by the holdout gate) it waits ``every`` labelled examples, then
+    either ends, the champion's error being back within ``tolerance`` spreads of the
+    error before the drift, or asks for another fine-tune; ``bound`` fine-tunes at most."""
+
+    trigger: Trigger  # what fired; a follow-up carries it with its number
+    reference: Level
+    every: int
+    tolerance: float
+    bound: int
+    fine_tunes: int = 0
+    # why it ended: recovered, or bound; None while it lasts
+    ended: str | None = None
+    # the champion's error since the episode's last fine-tune ended
+    _since: stats.Mean = field(default_factory=stats.Mean, init=False)
+
+    def fine_tuned(self) -> None:
+        """One of its fine-tunes ended, kept or not: the next count starts now."""
+        self.fine_tunes += 1
+        self._since = stats.Mean()
+
+    def observe(self, error: float) -> Trigger | None:
+        """The current champion's error on one labelled example; the trigger of the
+        episode's next fine-tune when it is due (until one starts, every later example
+        asks again)."""
+        self._since.update(error)
+        if self.ended is not None or self._since.n < self.every:
+            return None
+        if self.reference.holds(self._since.get(), self.tolerance):
+            self.ended = "recovered"
+        elif self.fine_tunes >= self.bound:
+            self.ended = "bound"
+        else:
+            return self.trigger.model_copy(update={"follow_up": self.fine_tunes})
+        return None

@@ -223,11 +223,11 @@ class Trainer:
             watched = [f for f in drift_features if f in table.feature_names]
             baseline = feature_baseline(table.X, table.feature_names, watched) if len(table) else {}
             booster, _ = self.store.load(champion.version)
-            error = (
-                residual
-                if self.settings.drift_error_signal == "residual"
-                else METRICS[task_spec(champion.task).model.metric].example_error
-            )
+            model = task_spec(champion.task).model
+            signal = self.settings.drift_error_signal
+            if signal is None:
+                signal = "residual" if model.kind == "regression" else "error"
+            error = residual if signal == "residual" else METRICS[model.metric].example_error
             self._watch = ChampionWatch(
                 champion.version, champion.feature_set, booster, error,
                 DriftMonitor(

@@ -33,20 +33,32 @@ async def never_announce(*_: object) -> None:
     raise AssertionError("nothing is trained here")
 
 
-@pytest.mark.parametrize("metric", ["logloss", "rmse", "auc"])
+@pytest.mark.parametrize(
+    ("model", "signal", "watched"),
+    [
+        (Model("binary", objective="binary:logistic", metric="logloss"), None, "error"),
+        (Model("binary", objective="binary:logistic", metric="rmse"), None, "error"),
+        (Model("binary", objective="binary:logistic", metric="auc"), None, "error"),
+        (Model("binary", objective="binary:logistic", metric="logloss"), "residual", "residual"),
+        (Model("regression", objective="reg:squarederror", metric="mae"), None, "residual"),
+        (Model("regression", objective="reg:squarederror", metric="mae"), "error", "error"),
+    ],
+)
 async def test_the_monitor_watches_the_champions_own_error_whoever_served_the_example(
-    tmp_path: Path, metric: str
+    tmp_path: Path, model: Model, signal: str | None, watched: str
 ) -> None:
     X, y = binary_task.examples(300, np.random.default_rng(1))
     store = ModelStore(tmp_path / "models")
-    with binary_task.loaded(Model("binary", objective="binary:logistic", metric=metric)) as spec:
+    with binary_task.loaded(model) as spec:
         run = train_from_scratch(X, y, list(spec.feature_names), spec.model, rounds=5)
         record = store.register(
             run.booster, task=spec.name, feature_set=spec.feature_set, data_range={},
             params=run.params, metrics={},
         )  # fmt: skip
         store.set_champion(spec.name, record.version)
-        settings = TrainerSettings(trainer_task=spec.name, drift_features=[])
+        settings = TrainerSettings(
+            trainer_task=spec.name, drift_features=[], drift_error_signal=signal
+        )
         trainer = Trainer(settings, store, Warehouse(tmp_path / "warehouse"), never_announce)
         # served by an older version, whose prediction (0.9) is not the champion's
         example = binary_task.training_example(
@@ -56,7 +68,9 @@ async def test_the_monitor_watches_the_champions_own_error_whoever_served_the_ex
         monitor = trainer._watch_of(record).monitor
     champions = float(run.booster.inplace_predict(X[:1])[0])
     assert not math.isclose(champions, 0.9)
-    assert monitor._error.estimation == pytest.approx(METRICS[metric].example_error(champions, 0))
+    # the label is 0: the residual is minus the champion's prediction
+    error = METRICS[model.metric].example_error(champions, 0) if watched == "error" else -champions
+    assert monitor._error.estimation == pytest.approx(error)
 
 
 async def test_a_vector_of_another_feature_set_is_not_scored(tmp_path: Path) -> None:

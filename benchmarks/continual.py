@@ -22,7 +22,7 @@ and the run deterministic for a seed.
 - none: the first model throughout;
 - scheduled-scratch (stage 2): a new model from every example, every hour;
 - scheduled-finetune (stage 3): a fine-tune of the deployed model, every hour;
-- drift-finetune (stage 4): a fine-tune when the drift monitor fires.
+- drift-finetune (stage 4): a fine-tune when the drift monitor fires, and its episode's follow-ups.
 
 Reported per strategy, each as its mean and 95% Student-t interval over the seeds
 (``--seeds N``, from ``--first-seed``): MAE before the drift; MAE after it (the area

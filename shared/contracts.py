@@ -253,8 +253,9 @@ class Trigger(BaseModel):
     kind: TriggerKind
     # input_drift: the feature that moved
     feature: str | None = Field(default=None, max_length=128)
-    # a drift's n-th follow-up fine-tune: the drift's previous fine-tune gained enough on
-    # its parent to say that the world is still moving (services/trainer/service.py)
+    # the n-th follow-up fine-tune of a drift's episode: after the episode's last fine-tune
+    # (kept or dropped) the champion's error was not yet back to its level before the drift
+    # (services/trainer/drift.py's Episode)
     follow_up: int = Field(default=0, ge=0)
 
     @property

@@ -48,14 +48,6 @@ class Metric:
         """Whether ``value`` is no worse than ``than`` (a candidate's against its parent's)."""
         return value >= than if self.higher_is_better else value <= than
 
-    def gain(self, value: float, than: float) -> float:
-        """How much better ``value`` is than ``than``, as a share of ``than`` (negative:
-        worse; 0 when ``than`` is 0)."""
-        if than == 0:
-            return 0.0
-        better_by = value - than if self.higher_is_better else than - value
-        return better_by / abs(than)
-
 
 METRICS: dict[str, Metric] = {
     metric.name: metric

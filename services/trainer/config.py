@@ -39,28 +39,40 @@ class TrainerSettings(BaseSettings):
         "error, JSON (unset: the task's model.drift_features)"
     )  # fmt: skip
     # the drift monitor's detectors (services/trainer/drift.py). The defaults and the
-    # follow-up's were chosen on benchmarks/continual.py's seeds 100 and 101, not on
-    # the seeds BENCHMARKS.md reports
+    # episode's were chosen on benchmarks/continual.py's seeds 100-104, not on the seeds
+    # BENCHMARKS.md reports
     drift_error_delta: float = Field(
-        default=0.002, gt=0, lt=1, description="ADWIN's confidence on the champion's error "
+        default=2e-5, gt=0, lt=1, description="ADWIN's confidence on the watched error "
         "(smaller: fewer, surer alarms)"
     )  # fmt: skip
     drift_feature_threshold: float = Field(
-        default=200.0, gt=0, description="Page-Hinkley's alarm level on a watched feature's "
+        default=500.0, gt=0, description="Page-Hinkley's alarm level on a watched feature's "
         "z-score"
     )  # fmt: skip
     drift_min_examples: int = Field(
         default=200, ge=1, description="labelled examples a monitor sees before any alarm counts"
     )
-    # the world a drift fine-tune adapts to may still be moving: a persistent shift is
-    # learnt as its labels come, not only at its onset
-    drift_follow_up_gain: float = Field(
-        default=0.2, ge=0, description="a drift fine-tune that beats its parent's holdout "
-        "metric by this share or more is followed by another (above 1: never)"
+    drift_error_signal: Literal["error", "residual"] | None = Field(
+        default=None, description="what ADWIN watches on each labelled example: the "
+        "champion's error of the task's metric, or its signed residual (label - prediction) "
+        "(unset: the residual for a regression task, whose drifts bias the answers; the "
+        "error for a binary one, whose classes may swap and leave the mean answer right)"
     )  # fmt: skip
+    # a drift episode: the world a drift fine-tune adapts to may still be moving, a lasting
+    # shift is learnt as its labels come, and a fine-tune the holdout gate dropped is tried
+    # again (services/trainer/drift.py's Episode)
     drift_follow_up_examples: int = Field(
-        default=600, ge=1, description="labelled examples after a drift fine-tune before its "
-        "follow-up"
+        default=600, ge=1, description="labelled examples after each fine-tune of a drift "
+        "episode (kept or dropped) before the episode checks the champion's error again"
+    )  # fmt: skip
+    drift_episode_tolerance: float = Field(
+        default=0.75, ge=0, description="a drift episode ends when the champion's mean error "
+        "over those examples is within this many standard deviations of the error before the "
+        "drift; otherwise it fine-tunes again"
+    )  # fmt: skip
+    drift_episode_fine_tunes: int = Field(
+        default=8, ge=1, description="fine-tunes a drift episode runs at most (the first "
+        "included)"
     )  # fmt: skip
     discard_after_use: bool = Field(
         default=False, description="delete the warehouse examples a kept fine-tune consumed"

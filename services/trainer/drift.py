@@ -1,24 +1,47 @@
-"""Drift detection on the live error of the champion and on feature distributions.
+"""Drift detection on the live error of the champion and on feature distributions,
+and the drift episode a detection starts.
 
 Detectors are river's (ADWIN for the error, whose mean shifts when the world
 changes; Page-Hinkley per feature for a shift in its mean). The error of an
-example is the one the task's metric defines (``shared/model_metrics.py``): the
-absolute error for ``mae``, the log loss of the probability for ``logloss``; the
-trainer computes it for every labelled example by re-scoring the example's logged
-features with the champion (``service.py``), whichever version served it.
+example is the signed residual (label - prediction) or the one the task's metric
+defines (``shared/model_metrics.py``: the absolute error for ``mae``, the log loss
+of the probability for ``logloss``), as RTML_DRIFT_ERROR_SIGNAL says; the trainer
+computes it for every labelled example by re-scoring the example's logged features
+with the champion (``service.py``), whichever version served it. A storm that slows
+every ride biases every answer: in benchmarks/continual.py's worlds it moves the
+residual's mean about twice as far as the dinner peak of a calm day does, while both
+move the mean absolute error alike (the peak widens the spread), so ADWIN on the
+residual fires sooner on the storm and less often on a calm day (BENCHMARKS.md).
 The design notes record that ADWIN finds large shifts in hundreds of events but
 misses small relative changes: it is chosen here because the drift that matters
 for a delivery time (storms, slow kitchens) moves the error by minutes, not by
 percent.
+
+A detection gives the level of the error before the drift; the ``Episode`` it starts
+fine-tunes again, across the champions it makes, until the error is back to it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from river import drift
+from river import drift, stats
 from rtml.shared.contracts import Trigger
+
+
+@dataclass(frozen=True)
+class Level:
+    """Where the watched error stood: its mean and spread (standard deviation) over
+    ADWIN's window of a champion's examples."""
+
+    mean: float
+    spread: float
+
+    def holds(self, mean: float, tolerance: float) -> bool:
+        """Whether a later mean is back within ``tolerance`` spreads of this one."""
+        return abs(mean - self.mean) <= tolerance * self.spread
 
 
 @dataclass(frozen=True)
@@ -27,6 +50,8 @@ class DriftSignal:
     trigger: Trigger
     at_ts: float
     observed: int  # examples seen by the detector when it fired
+    # the error before the drift: what the drift's episode adapts back to
+    reference: Level
 
 
 @dataclass
@@ -36,13 +61,15 @@ class DriftMonitor:
     # (mean, std) on the training data of each feature whose mean should hold
     # still; daily-cycle features (hour of day) do not belong here
     baseline: dict[str, tuple[float, float]]
-    error_delta: float = 0.002
+    # the trainer's RTML_DRIFT_ERROR_DELTA: 0.002 fired on the dinner peak of a calm day
+    # too (BENCHMARKS.md's exploration)
+    error_delta: float = 2e-5
     # Page-Hinkley on z-scores: delta 0.1 keeps the no-drift random walk's
     # excursions near 1/(2 delta) = 5, so 50 would be a false alarm in ~e^-10; a
-    # feature that follows the time of day moves on a calm day too, hence 200 (the
-    # trainer's RTML_DRIFT_FEATURE_THRESHOLD)
+    # feature that follows the time of day moves on a calm day too, hence 500 (the
+    # trainer's RTML_DRIFT_FEATURE_THRESHOLD; 200 fired on calm evenings)
     feature_delta: float = 0.1
-    feature_threshold: float = 200.0
+    feature_threshold: float = 500.0
     min_examples: int = 200
     _error: drift.ADWIN = field(init=False)
     _features: dict[str, drift.PageHinkley] = field(init=False)
@@ -66,7 +93,10 @@ class DriftMonitor:
         return self._observed
 
     def observe(self, error: float, features: dict[str, float], ts: float) -> DriftSignal | None:
+        """``error``: the champion's on one example (RTML_DRIFT_ERROR_SIGNAL says which:
+        the metric's error or the signed residual)."""
         self._observed += 1
+        before, width, total = self._window(), self._error.width, self._error.total
         self._error.update(error)
         trigger = Trigger(kind="error_drift") if self._error.drift_detected else None
         for name, detector in self._features.items():
@@ -74,9 +104,19 @@ class DriftMonitor:
             detector.update((features[name] - mean) / std)
             if detector.drift_detected and trigger is None:
                 trigger = Trigger(kind="input_drift", feature=name)
-        if trigger is not None and self._observed >= self.min_examples:
-            return DriftSignal(trigger, ts, self._observed)
-        return None
+        if trigger is None or self._observed < self.min_examples:
+            return None
+        if self._error.drift_detected:
+            # ADWIN cut its window where the error changed: the part it dropped is the
+            # error before the drift, the window just before the cut its spread
+            dropped = width + 1 - self._error.width
+            mean = (total + error - self._error.total) / dropped
+            return DriftSignal(trigger, ts, self._observed, Level(mean, before.spread))
+        return DriftSignal(trigger, ts, self._observed, self._window())
+
+    def _window(self) -> Level:
+        width = max(self._error.width, 1.0)
+        return Level(self._error.estimation, math.sqrt(self._error.variance / width))
 
 
 def feature_baseline(
@@ -85,3 +125,48 @@ def feature_baseline(
     """Mean and std of the monitored columns of training data (std floored to avoid /0)."""
     columns = {name: X[:, names.index(name)] for name in monitored}
     return {name: (float(col.mean()), max(float(col.std()), 1e-6)) for name, col in columns.items()}
+
+
+def residual(prediction: float, label: float) -> float:
+    """The signed error of one example: a shift that biases every answer (a storm that
+    slows every ride) moves its mean, a busier hour mostly widens its spread."""
+    return label - prediction
+
+
+@dataclass
+class Episode:
+    """A drift's adaptation, across the champions it makes: after each of its fine-tunes
+    (kept or dropped by the holdout gate) it waits ``every`` labelled examples, then
+    either ends, the champion's error being back within ``tolerance`` spreads of the
+    error before the drift, or asks for another fine-tune; ``bound`` fine-tunes at most."""
+
+    trigger: Trigger  # what fired; a follow-up carries it with its number
+    reference: Level
+    every: int
+    tolerance: float
+    bound: int
+    fine_tunes: int = 0
+    # why it ended: recovered, or bound; None while it lasts
+    ended: str | None = None
+    # the champion's error since the episode's last fine-tune ended
+    _since: stats.Mean = field(default_factory=stats.Mean, init=False)
+
+    def fine_tuned(self) -> None:
+        """One of its fine-tunes ended, kept or not: the next count starts now."""
+        self.fine_tunes += 1
+        self._since = stats.Mean()
+
+    def observe(self, error: float) -> Trigger | None:
+        """The current champion's error on one labelled example; the trigger of the
+        episode's next fine-tune when it is due (until one starts, every later example
+        asks again)."""
+        self._since.update(error)
+        if self.ended is not None or self._since.n < self.every:
+            return None
+        if self.reference.holds(self._since.get(), self.tolerance):
+            self.ended = "recovered"
+        elif self.fine_tunes >= self.bound:
+            self.ended = "bound"
+        else:
+            return self.trigger.model_copy(update={"follow_up": self.fine_tunes})
+        return None

@@ -21,7 +21,13 @@ import xgboost as xgb
 from prometheus_client import Counter
 from rtml.services.trainer.bootstrap import event_log_candidate
 from rtml.services.trainer.config import TrainerSettings
-from rtml.services.trainer.drift import DriftMonitor, DriftSignal, feature_baseline
+from rtml.services.trainer.drift import (
+    DriftMonitor,
+    DriftSignal,
+    Episode,
+    feature_baseline,
+    residual,
+)
 from rtml.services.trainer.jobs import (
     Candidate,
     NotEnoughData,
@@ -46,6 +52,9 @@ TRAININGS = Counter("rtml_trainer_runs_total", "training runs", ["trigger", "out
 # every firing, whether or not it starts a fine-tune (one may be running already, or
 # RTML_DRIFT_FINETUNE is off): many in a short time is a drift storm
 DRIFTS = Counter("rtml_trainer_drift_signals_total", "drift detector firings", ["source"])
+# how drift episodes ended: recovered (the error back to its level before the drift)
+# or bound (RTML_DRIFT_EPISODE_FINE_TUNES reached)
+EPISODES = Counter("rtml_trainer_drift_episodes_total", "drift episodes ended", ["end"])
 SEEN_IDS = 100_000
 # how stale the champion the drift monitor follows may be
 CHAMPION_REFRESH_S = 1.0
@@ -62,8 +71,8 @@ class Trainer:
         self.warehouse = warehouse
         self._announce = announce
         self._watch: ChampionWatch | None = None
-        # the drift whose adaptation goes on (_follow_up_of)
-        self._follow_up: Trigger | None = None
+        # the drift whose adaptation goes on, across the champions it makes
+        self._episode: Episode | None = None
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._training = asyncio.Lock()
         self._background: set[asyncio.Task[ModelRecord | None]] = set()
@@ -89,19 +98,39 @@ class Trainer:
             return
         error = watch.error(prediction, example.label)
         signal = watch.monitor.observe(error, values, example.label_ts)
-        if (
-            signal is None
-            and self._follow_up is not None
-            and watch.monitor.observed >= self.settings.drift_follow_up_examples
-        ):
-            signal = DriftSignal(self._follow_up, example.label_ts, watch.monitor.observed)
-        if signal is None:
-            return
-        DRIFTS.labels(signal.trigger.kind).inc()
-        if self.settings.drift_finetune and not self._training.locked():
-            task = asyncio.create_task(self.fine_tune(signal.trigger, signal))
+        if signal is not None:
+            DRIFTS.labels(signal.trigger.kind).inc()
+        trigger = self._next_fine_tune(signal, error)
+        if trigger is not None and not self._training.locked():
+            task = asyncio.create_task(self.fine_tune(trigger, drift=True))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    def _next_fine_tune(self, signal: DriftSignal | None, error: float) -> Trigger | None:
+        """The trigger of a drift fine-tune due now, if any: a firing starts an
+        episode; within one, its follow-ups are due by its count of labels (a firing
+        then is counted, not acted on: the episode is already adapting)."""
+        if not self.settings.drift_finetune:
+            return None
+        episode = self._episode
+        if episode is None:
+            if signal is None:
+                return None
+            self._episode = Episode(
+                signal.trigger, signal.reference, every=self.settings.drift_follow_up_examples,
+                tolerance=self.settings.drift_episode_tolerance,
+                bound=self.settings.drift_episode_fine_tunes,
+            )  # fmt: skip
+            log.info("drift_episode_started", trigger=signal.trigger.text,
+                     reference=signal.reference.mean, spread=signal.reference.spread)  # fmt: skip
+            return signal.trigger
+        trigger = episode.observe(error)
+        if episode.ended is not None:
+            EPISODES.labels(episode.ended).inc()
+            log.info("drift_episode_ended", trigger=episode.trigger.text, end=episode.ended,
+                     fine_tunes=episode.fine_tunes)  # fmt: skip
+            self._episode = None
+        return trigger
 
     def _recent_champion(self) -> ModelRecord | None:
         # every example asks; on object storage each read of the pointer is a round trip
@@ -132,9 +161,8 @@ class Trainer:
         else:
             await self.fine_tune(trigger)
 
-    async def fine_tune(
-        self, trigger: Trigger, signal: DriftSignal | None = None
-    ) -> ModelRecord | None:
+    async def fine_tune(self, trigger: Trigger, drift: bool = False) -> ModelRecord | None:
+        """A fine-tune of the champion; ``drift``: one of the drift episode's."""
         champion = self.store.champion(self.settings.task)
         if champion is None:
             log.info("fine_tune_skipped", trigger=trigger.text, reason="no champion yet")
@@ -142,24 +170,14 @@ class Trainer:
         record = await self._train(
             trigger, lambda: fine_tune_candidate(self.warehouse, self.store, champion.version)
         )
-        if signal is not None:
-            self._follow_up = self._follow_up_of(signal.trigger, record)
-            if record is not None:
-                self._watch = None  # the new model's error is the new normal
+        if drift and self._episode is not None:
+            self._episode.fine_tuned()
+        if record is not None:
+            # whoever crowns it (the router, or the announcement's receiver in a replay)
+            # may have done so already: read the champion again at the next example, whose
+            # monitor starts afresh (the new model's error is the new normal)
+            self._champion_read_at = -math.inf
         return record
-
-    def _follow_up_of(self, trigger: Trigger, record: ModelRecord | None) -> Trigger | None:
-        """The next fine-tune of a drift, if its last one gained enough on its parent."""
-        if record is None:
-            return None
-        metric = task_spec(record.task).model.metric
-        mine = record.metrics.get(f"holdout_{metric}")
-        parents = record.metrics.get(f"parent_holdout_{metric}")
-        if mine is None or parents is None:
-            return None
-        if METRICS[metric].gain(mine, parents) < self.settings.drift_follow_up_gain:
-            return None
-        return trigger.model_copy(update={"follow_up": trigger.follow_up + 1})
 
     async def _train(self, trigger: Trigger, make: Callable[[], Candidate]) -> ModelRecord | None:
         async with self._training:
@@ -205,9 +223,13 @@ class Trainer:
             watched = [f for f in drift_features if f in table.feature_names]
             baseline = feature_baseline(table.X, table.feature_names, watched) if len(table) else {}
             booster, _ = self.store.load(champion.version)
-            metric = METRICS[task_spec(champion.task).model.metric]
+            model = task_spec(champion.task).model
+            signal = self.settings.drift_error_signal
+            if signal is None:
+                signal = "residual" if model.kind == "regression" else "error"
+            error = residual if signal == "residual" else METRICS[model.metric].example_error
             self._watch = ChampionWatch(
-                champion.version, champion.feature_set, booster, metric.example_error,
+                champion.version, champion.feature_set, booster, error,
                 DriftMonitor(
                     baseline,
                     error_delta=self.settings.drift_error_delta,
@@ -233,7 +255,8 @@ class ChampionWatch:
     version: str
     feature_set: str
     booster: xgb.Booster
-    # (prediction, label) -> the error of one example, of the task's metric
+    # (prediction, label) -> the error of one example the monitor watches: of the
+    # task's metric, or the signed residual (RTML_DRIFT_ERROR_SIGNAL)
     error: Callable[[float, float], float]
     monitor: DriftMonitor
 

@@ -25,13 +25,6 @@ def test_a_candidate_is_kept_when_its_metric_is_no_worse_in_the_metrics_directio
     assert not judge.at_least_as_good(worse, than=better)
 
 
-def test_the_gain_is_a_share_of_the_parents_figure_in_the_metrics_direction() -> None:
-    assert METRICS["mae"].gain(4.0, than=5.0) == pytest.approx(0.2)
-    assert METRICS["mae"].gain(6.0, than=5.0) == pytest.approx(-0.2)
-    assert METRICS["auc"].gain(0.9, than=0.75) == pytest.approx(0.2)
-    assert METRICS["rmse"].gain(0.1, than=0.0) == 0.0
-
-
 def test_the_errors_per_example() -> None:
     assert METRICS["mae"].example_error(28.0, 31.0) == 3.0
     assert METRICS["rmse"].example_error(0.25, 1.0) == pytest.approx(0.5625)

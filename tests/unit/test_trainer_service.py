@@ -33,20 +33,32 @@ async def never_announce(*_: object) -> None:
     raise AssertionError("nothing is trained here")
 
 
-@pytest.mark.parametrize("metric", ["logloss", "rmse", "auc"])
+@pytest.mark.parametrize(
+    ("model", "signal", "watched"),
+    [
+        (Model("binary", objective="binary:logistic", metric="logloss"), None, "error"),
+        (Model("binary", objective="binary:logistic", metric="rmse"), None, "error"),
+        (Model("binary", objective="binary:logistic", metric="auc"), None, "error"),
+        (Model("binary", objective="binary:logistic", metric="logloss"), "residual", "residual"),
+        (Model("regression", objective="reg:squarederror", metric="mae"), None, "residual"),
+        (Model("regression", objective="reg:squarederror", metric="mae"), "error", "error"),
+    ],
+)
 async def test_the_monitor_watches_the_champions_own_error_whoever_served_the_example(
-    tmp_path: Path, metric: str
+    tmp_path: Path, model: Model, signal: str | None, watched: str
 ) -> None:
     X, y = binary_task.examples(300, np.random.default_rng(1))
     store = ModelStore(tmp_path / "models")
-    with binary_task.loaded(Model("binary", objective="binary:logistic", metric=metric)) as spec:
+    with binary_task.loaded(model) as spec:
         run = train_from_scratch(X, y, list(spec.feature_names), spec.model, rounds=5)
         record = store.register(
             run.booster, task=spec.name, feature_set=spec.feature_set, data_range={},
             params=run.params, metrics={},
         )  # fmt: skip
         store.set_champion(spec.name, record.version)
-        settings = TrainerSettings(trainer_task=spec.name, drift_features=[])
+        settings = TrainerSettings(
+            trainer_task=spec.name, drift_features=[], drift_error_signal=signal
+        )
         trainer = Trainer(settings, store, Warehouse(tmp_path / "warehouse"), never_announce)
         # served by an older version, whose prediction (0.9) is not the champion's
         example = binary_task.training_example(
@@ -56,7 +68,9 @@ async def test_the_monitor_watches_the_champions_own_error_whoever_served_the_ex
         monitor = trainer._watch_of(record).monitor
     champions = float(run.booster.inplace_predict(X[:1])[0])
     assert not math.isclose(champions, 0.9)
-    assert monitor._error.estimation == pytest.approx(METRICS[metric].example_error(champions, 0))
+    # the label is 0: the residual is minus the champion's prediction
+    error = METRICS[model.metric].example_error(champions, 0) if watched == "error" else -champions
+    assert monitor._error.estimation == pytest.approx(error)
 
 
 async def test_a_vector_of_another_feature_set_is_not_scored(tmp_path: Path) -> None:
@@ -156,27 +170,44 @@ async def test_a_drift_fine_tunes_the_champion_and_the_version_records_what_fire
         assert trainer.store.record(version).trigger == trigger  # in the version's lineage, on disk
 
 
-@pytest.mark.parametrize(("follow_up_gain", "follow_ups"), [(0.05, 1), (2.0, 0)])
-async def test_a_drift_fine_tune_that_gained_enough_is_followed_by_another(
-    tmp_path: Path, follow_up_gain: float, follow_ups: int
+@pytest.mark.parametrize(
+    ("tolerance", "fine_tunes", "end"),
+    [
+        # the error never gets back to its level before the swap: the bound ends it
+        (0.0, 3, "bound"),
+        # any error is within 100 spreads of it: the first check ends it
+        (100.0, 1, "recovered"),
+    ],
+)
+async def test_a_drift_episode_fine_tunes_until_the_error_is_back_or_its_bound(
+    tmp_path: Path, tolerance: float, fine_tunes: int, end: str
 ) -> None:
     rng = np.random.default_rng(2)
     with binary_task.loaded() as spec:
         trainer, announced, champion = trainer_with_a_champion(
-            tmp_path, spec.name, rng, drift_features=[], drift_follow_up_gain=follow_up_gain,
-            drift_follow_up_examples=200,
+            tmp_path, spec.name, rng, drift_features=[], drift_follow_up_examples=150,
+            drift_episode_tolerance=tolerance, drift_episode_fine_tunes=3,
         )  # fmt: skip
-        X_new, y_new = binary_task.examples(1000, rng)
+        X_new, y_new = binary_task.examples(1400, rng)
         y_new[300:] = 1.0 - y_new[300:]  # a lasting swap: each fine-tune still has much to learn
         later = examples(X_new, y_new, T_LABEL + 10_000, champion.version)
         store_in(trainer.warehouse, later, 600)
-        await observe_until(trainer, later, versions=2)
+        ended = REGISTRY.get_sample_value("rtml_trainer_drift_episodes_total", {"end": end}) or 0
+        references = []
+        for example in later:
+            await trainer.observe(example)
+            await asyncio.gather(*trainer._background)
+            if trainer._episode is not None:
+                references.append(trainer._episode.reference)
     triggers = [record.trigger for record in announced.registered]
     drift = Trigger(kind="error_drift")
-    assert triggers == [drift, drift.model_copy(update={"follow_up": 1})][: 1 + follow_ups]
-    assert triggers[-1] is not None and triggers[-1].text == (
-        "error drift, follow-up 1" if follow_ups else "error drift"
-    )
+    assert triggers == [drift.model_copy(update={"follow_up": n}) for n in range(fine_tunes)]
+    assert [t.text for t in triggers if t is not None][1:] == [
+        f"error drift, follow-up {n}" for n in range(1, fine_tunes)
+    ]
+    # one episode, whose level before the drift stayed the same across its champions
+    assert len(set(references)) == 1
+    assert REGISTRY.get_sample_value("rtml_trainer_drift_episodes_total", {"end": end}) == ended + 1
 
 
 async def test_a_drift_firing_counts_even_when_it_starts_no_fine_tune(tmp_path: Path) -> None:

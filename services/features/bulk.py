@@ -281,8 +281,10 @@ class BulkApp(CompatApp):
                     after_ms = max(f.fetched_at_ms for f in live.values())  # type: ignore[type-var]
                     self.fetch_soon()  # an idle consumer would not ask again by itself
                 if (
-                    after_ms is not None and self.barrier.fresh_as_of_ms > after_ms
-                ) or self.barrier.proven_since(live, wall_ms, after_ms):
+                    self.barrier.asked_fresh_as_of_ms > wall_ms
+                    or (after_ms is not None and self.barrier.fresh_as_of_ms > after_ms)
+                    or self.barrier.proven_since(live, wall_ms, after_ms)
+                ):
                     return True
                 remaining = deadline - loop.time()
                 if remaining <= 0:

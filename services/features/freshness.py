@@ -77,9 +77,13 @@ class FreshnessBarrier(Generic[Record]):
         self.wait_s = wait_s
         self._held: deque[_Held[Record]] = deque()
         self._applied_as_of: dict[object, int] = {}
-        # per partition: (fetched at ms, high watermark) of responses not yet applied in full
-        self._seen: dict[object, deque[tuple[int, int]]] = {}
+        # per partition: (fetched at ms, high watermark, asked at ms) of responses not yet
+        # applied in full
+        self._seen: dict[object, deque[tuple[int, int, int | None]]] = {}
         self.fresh_as_of_ms: float = -math.inf
+        # per partition: when the newest response applied in full was asked for
+        self._applied_asked: dict[object, int] = {}
+        self.asked_fresh_as_of_ms: float = -math.inf
         # per partition: the position when last observed, every record below it applied
         self._applied_to: dict[object, int] = {}
         self._generation = 0
@@ -106,19 +110,30 @@ class FreshnessBarrier(Generic[Record]):
             self._generation = generation
             self._seen.clear()
             self._applied_as_of.clear()
+            self._applied_asked.clear()
             self._held = deque(h for h in self._held if h.generation == generation)
         seen = {tp: self._seen.get(tp, deque(maxlen=_RESPONSES_KEPT)) for tp in partitions}
         applied = {tp: at for tp, at in self._applied_as_of.items() if tp in partitions}
+        asked = {tp: at for tp, at in self._applied_asked.items() if tp in partitions}
         for tp, fetch in partitions.items():
             responses = seen[tp]
             if fetch.fetched_at_ms is None or fetch.highwater is None or fetch.position is None:
                 continue
             if not responses or responses[-1][0] != fetch.fetched_at_ms:
-                responses.append((fetch.fetched_at_ms, fetch.highwater))
+                responses.append((fetch.fetched_at_ms, fetch.highwater, fetch.asked_at_ms))
             while responses and responses[0][1] <= fetch.position:
-                applied[tp] = max(applied.get(tp, -1), responses.popleft()[0])
+                fetched_at, _, asked_at = responses.popleft()
+                applied[tp] = max(applied.get(tp, -1), fetched_at)
+                if asked_at is not None:
+                    asked[tp] = max(asked.get(tp, -1), asked_at)
         self._seen = seen
         self._applied_as_of = applied
+        self._applied_asked = asked
+        # a reader that arrived before this was asked for is fresh (known where the
+        # broker's doorbell stamps when a fetch was asked for)
+        self.asked_fresh_as_of_ms = (
+            min(asked.get(tp, -math.inf) for tp in partitions) if partitions else math.inf
+        )
         self._applied_to = {
             tp: fetch.position for tp, fetch in partitions.items() if fetch.position is not None
         }

@@ -121,3 +121,18 @@ def test_a_reader_between_observations_is_proven_by_a_fetch_asked_for_after_it()
     # a partition not fetched (paused, or no position yet) proves nothing
     assert not barrier.proven_since({P0: asked(110), P1: UNFETCHED}, wall_ms=100, after_ms=0)
     assert not barrier.proven_since({}, wall_ms=100, after_ms=0)
+
+
+def test_a_reader_is_fresh_once_a_response_asked_for_after_it_is_applied() -> None:
+    barrier: FreshnessBarrier[str] = FreshnessBarrier(wait_s=1.0)
+    barrier.observe({P0: PartitionFetch(104, 10, 10, asked_at_ms=99)})
+    assert barrier.asked_fresh_as_of_ms == 99  # a reader that came at 100 waits
+    # asked for at 101, its records (to 12) not applied yet
+    barrier.observe({P0: PartitionFetch(106, 12, 10, asked_at_ms=101)})
+    assert barrier.asked_fresh_as_of_ms == 99
+    barrier.observe({P0: PartitionFetch(106, 12, 12, asked_at_ms=101)})
+    assert barrier.asked_fresh_as_of_ms == 101
+    # without the stamp (a broker without the doorbell) nothing is known this way
+    fresh: FreshnessBarrier[str] = FreshnessBarrier(wait_s=1.0)
+    fresh.observe({P0: caught_up(120)})
+    assert fresh.asked_fresh_as_of_ms == float("-inf")

@@ -252,6 +252,10 @@ def report(summary: Summary) -> list[str]:
             f"  latency, ingestion -> scored   p50 {summary.latency_ms['p50']:.1f} ms   "
             f"p99 {summary.latency_ms['p99']:.1f} ms"
         )
+    if summary.hops_ms:
+        lines.append("    per hop, p50 / p99 ms: " + ", ".join(
+            f"{hop} {q['p50']:.1f} / {q['p99']:.1f}" for hop, q in summary.hops_ms.items()
+        ))  # fmt: skip
     lines.append("  mean absolute error (minutes):")
     for phase, value in summary.mae.items():
         lines.append(f"    {phase:<48} {'—' if value is None else f'{value:.2f}'}")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rtml.shared.contracts import DlqRecord, Message, ModelAnnouncement, Prediction, TrainingExample
+from rtml.shared.timings import hops
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Summary:
     predictions: int = 0
     examples: int = 0
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # per hop of the predict chain (shared/timings.py): where the latency went
+    hops_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     mae: dict[str, float | None] = field(default_factory=dict)
     models: list[ModelAnnouncement] = field(default_factory=list)
     traffic_share: dict[str, float] = field(default_factory=dict)
@@ -44,6 +47,7 @@ def summarize(
 ) -> Summary:  # fmt: skip
     summary = Summary(events=events, predictions=len(predictions), examples=len(examples))
     summary.latency_ms = latency_percentiles(predictions)
+    summary.hops_ms = hop_percentiles(predictions)
     fine_tuned = {
         a.model_version for a in announcements if a.action == "registered" and a.parent_version
     }
@@ -59,6 +63,18 @@ def latency_percentiles(predictions: Sequence[Prediction]) -> dict[str, float]:
     if not totals:
         return {}
     return {f"p{q}": float(np.percentile(totals, q)) for q in (50, 99)}
+
+
+def hop_percentiles(predictions: Sequence[Prediction]) -> dict[str, dict[str, float]]:
+    """p50 and p99 of each hop of the predictions' timings, in the chain's order."""
+    spent: dict[str, list[float]] = {}
+    for prediction in predictions:
+        for hop, ms in hops(prediction.timings_ms).items():
+            spent.setdefault(hop, []).append(ms)
+    return {
+        hop: {f"p{q}": float(np.percentile(values, q)) for q in (50, 99)}
+        for hop, values in spent.items()
+    }
 
 
 def mae_by_phase(

@@ -9,7 +9,14 @@ from rtml.shared.contracts import (
     Trigger,
 )
 
-from rtml.demo_summary import Phases, lineage_lines, mae_by_phase, summarize, traffic_share
+from rtml.demo_summary import (
+    Phases,
+    hop_percentiles,
+    lineage_lines,
+    mae_by_phase,
+    summarize,
+    traffic_share,
+)
 
 T0 = 1_717_412_400.0
 STORM = T0 + 3600
@@ -102,3 +109,18 @@ def test_summary_names_the_fine_tuned_versions() -> None:
         10, [], [], [announcement("v1", None), announcement("v2", "v1")], [], Phases(STORM, None)
     )
     assert [a.model_version for a in summary.fine_tuned] == ["v2"] and summary.events == 10
+
+
+def test_hops_are_summarised_in_the_order_of_the_chain() -> None:
+    def prediction(to_features: float, scoring: float) -> Prediction:
+        timings = {"scoring": scoring, "to_features": to_features, "total": to_features + scoring}
+        return Prediction(
+            ts=T0, task="eta", request_ts=T0, features=FEATURES, model_version="v1",
+            prediction=1.0, timings_ms=timings,
+        )  # fmt: skip
+
+    found = hop_percentiles([prediction(float(i), 1.0) for i in range(1, 101)])
+    assert list(found) == ["to_features", "scoring"]  # no total: it is not a hop
+    assert found["to_features"]["p50"] == pytest.approx(50.5)
+    assert found["to_features"]["p99"] == pytest.approx(99.01)
+    assert found["scoring"] == {"p50": 1.0, "p99": 1.0}

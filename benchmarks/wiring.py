@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 import tempfile
@@ -318,6 +319,32 @@ async def run_wiring(wiring: Wiring, plan: Plan, workdir: Path) -> WiringResult:
     return result
 
 
+async def run_against(ingestion_url: str, plan: Plan) -> WiringResult:
+    """The event-driven stream, steady phase only, against an ingestion already deployed
+    (a real Kafka on Kubernetes: the settings of this process, RTML_KAFKA_*, name it);
+    nothing is started or stopped, so no outage and no CPU figures."""
+    steady = Plan(plan.rate, plan.steady_s, 0.0, 0.0, 0.0, plan.wait_ms)
+    url = f"{ingestion_url.rstrip('/')}/v1/predict?wait_ms={plan.wait_ms}"
+    stream = Stream("event", url, steady)
+    timeout = aiohttp.ClientTimeout(total=plan.wait_ms / 1000 + 15)
+    connector = aiohttp.TCPConnector(limit=MAX_CLIENT_CONNECTIONS)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+        await warm_up(http, url)
+        await stream.run(http, _no_phase_action)
+    ids = set(stream.outcomes)
+    landed = await read_predictions(Settings(), ids, ids, DRAIN_IDLE_S, DRAIN_MAX_S)
+    for request_id, prediction in landed.items():
+        outcome = stream.outcomes[request_id]
+        outcome.timings_ms = prediction.timings_ms
+        if outcome.done_at is None:
+            outcome.done_at = prediction.at
+    return summarise("event", steady, stream.outcomes)
+
+
+async def _no_phase_action(phase: str) -> None:
+    return None
+
+
 def progress(line: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
 
@@ -539,6 +566,12 @@ def main() -> None:
         "--quick", action="store_true", help="100/s, 8 s steady, 4 s burst, 5 s outage, 8 s after"
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--against",
+        metavar="INGESTION_URL",
+        help="only the event-driven steady phase, against a deployed ingestion "
+        "(RTML_KAFKA_* name its Kafka, to read the predictions' timings)",
+    )
     args = parser.parse_args()
     plan = (
         Plan(100.0, 8.0, 4.0, 5.0, 8.0, args.wait_ms)
@@ -549,6 +582,17 @@ def main() -> None:
     )
     # this process's own logs (topic creation, a service killed after its grace) on stderr
     configure_logging("benchmark", "WARNING")
+    if args.against:
+        result = asyncio.run(run_against(args.against, plan))
+        steady = result.phases.get("steady", {})
+        print(f"{plan.rate:g}/s for {plan.steady_s:g} s against {args.against}: "
+              f"p50 {steady.get('p50_ms', math.nan):.1f} ms, "
+              f"p99 {steady.get('p99_ms', math.nan):.1f} ms, "
+              f"{result.failed} of {result.requests} not predicted (target p99 <= "
+              f"{TARGET_P99_MS:g} ms at 500/s)")  # fmt: skip
+        for line in hop_table(result):
+            print(line)
+        return
     workdir = Path(tempfile.mkdtemp(prefix="rtml-bench-wiring-"))
     load_before = os.getloadavg()[0]
     event = asyncio.run(run_wiring("event", plan, workdir))

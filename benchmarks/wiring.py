@@ -185,6 +185,16 @@ class Stream:
             task.add_done_callback(sending.discard)
         await asyncio.gather(*sending)
 
+    def landed(self, landed: dict[str, Landed]) -> None:
+        """Take the timings of the predictions read off rtml.predictions."""
+        for request_id, prediction in landed.items():
+            outcome = self.outcomes[request_id]
+            outcome.timings_ms = prediction.timings_ms
+            # event-driven: answered 202 (or not at all), predicted later; a
+            # request-driven request is done only when answered
+            if self.wiring == "event" and outcome.done_at is None:
+                outcome.done_at = prediction.at
+
     async def _send(self, http: aiohttp.ClientSession, request_id: str, body: dict) -> None:
         outcome = self.outcomes[request_id]
         try:
@@ -305,13 +315,7 @@ async def run_wiring(wiring: Wiring, plan: Plan, workdir: Path) -> WiringResult:
                 progress("reading rtml.predictions for the timings")
                 answered = {i for i, o in stream.outcomes.items() if o.status == 200}
                 landed = await read_predictions(settings, ids, answered, DRAIN_IDLE_S, DRAIN_MAX_S)
-    for request_id, prediction in landed.items():
-        outcome = stream.outcomes[request_id]
-        outcome.timings_ms = prediction.timings_ms
-        # event-driven: answered 202 (or not at all), predicted later; a request-driven
-        # request is done only when answered
-        if wiring == "event" and outcome.done_at is None:
-            outcome.done_at = prediction.at
+    stream.landed(landed)
     result = summarise(wiring, plan, stream.outcomes)
     result.service_cpu_s, result.broker_cpu_s = services.spent, broker_cpu.spent
     result.prediction_exit_s, result.prediction_down_s = outage.exit_s, outage.down_s
@@ -332,12 +336,7 @@ async def run_against(ingestion_url: str, plan: Plan) -> WiringResult:
         await warm_up(http, url)
         await stream.run(http, _no_phase_action)
     ids = set(stream.outcomes)
-    landed = await read_predictions(Settings(), ids, ids, DRAIN_IDLE_S, DRAIN_MAX_S)
-    for request_id, prediction in landed.items():
-        outcome = stream.outcomes[request_id]
-        outcome.timings_ms = prediction.timings_ms
-        if outcome.done_at is None:
-            outcome.done_at = prediction.at
+    stream.landed(await read_predictions(Settings(), ids, ids, DRAIN_IDLE_S, DRAIN_MAX_S))
     return summarise("event", steady, stream.outcomes)
 
 

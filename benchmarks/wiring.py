@@ -323,10 +323,10 @@ async def run_wiring(wiring: Wiring, plan: Plan, workdir: Path) -> WiringResult:
     return result
 
 
-async def run_against(ingestion_url: str, plan: Plan) -> WiringResult:
+async def run_against(ingestion_url: str, plan: Plan, settings: Settings) -> WiringResult:
     """The event-driven stream, steady phase only, against an ingestion already deployed
-    (a real Kafka on Kubernetes: the settings of this process, RTML_KAFKA_*, name it);
-    nothing is started or stopped, so no outage and no CPU figures."""
+    (a real Kafka on Kubernetes, which ``settings`` name: RTML_KAFKA_*); nothing is
+    started or stopped, so no outage and no CPU figures."""
     steady = Plan(plan.rate, plan.steady_s, 0.0, 0.0, 0.0, plan.wait_ms)
     url = f"{ingestion_url.rstrip('/')}/v1/predict?wait_ms={plan.wait_ms}"
     stream = Stream("event", url, steady)
@@ -336,7 +336,7 @@ async def run_against(ingestion_url: str, plan: Plan) -> WiringResult:
         await warm_up(http, url)
         await stream.run(http, _no_phase_action)
     ids = set(stream.outcomes)
-    stream.landed(await read_predictions(Settings(), ids, ids, DRAIN_IDLE_S, DRAIN_MAX_S))
+    stream.landed(await read_predictions(settings, ids, ids, DRAIN_IDLE_S, DRAIN_MAX_S))
     return summarise("event", steady, stream.outcomes)
 
 
@@ -582,7 +582,7 @@ def main() -> None:
     # this process's own logs (topic creation, a service killed after its grace) on stderr
     configure_logging("benchmark", "WARNING")
     if args.against:
-        result = asyncio.run(run_against(args.against, plan))
+        result = asyncio.run(run_against(args.against, plan, Settings()))
         steady = result.phases.get("steady", {})
         print(f"{plan.rate:g}/s for {plan.steady_s:g} s against {args.against}: "
               f"p50 {steady.get('p50_ms', math.nan):.1f} ms, "

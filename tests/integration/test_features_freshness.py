@@ -23,7 +23,13 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiohttp
 import pytest
 from rtml.shared import topics
-from rtml.shared.contracts import Message, PredictEnriched, PredictRequest, encode
+from rtml.shared.contracts import (
+    FeatureVector,
+    Message,
+    PredictEnriched,
+    PredictRequest,
+    encode,
+)
 from rtml.shared.features.definitions import Outcome
 from rtml.shared.features.reference import ReferenceFeatures
 from rtml.shared.kafka import start_producer
@@ -89,20 +95,31 @@ async def drive(
     return sent_at
 
 
-def test_a_request_sees_the_events_sent_before_it(
-    own_broker: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    log = [m for m in simulate(SIM, 0.5 * 3600) if isinstance(m, (PredictRequest, *ETA.events))]
+def log_and_reference(
+    seconds: float,
+) -> tuple[list[Message], list[PredictRequest], dict[str, FeatureVector]]:
+    """A simulated log of eta events and requests, its requests, and each request's
+    vector by the point-in-time reference (every event of the log accepted)."""
+    log = [m for m in simulate(SIM, seconds) if isinstance(m, (PredictRequest, *ETA.events))]
     requests = [m for m in log if isinstance(m, PredictRequest) and m.task == "eta"]
     reference = ReferenceFeatures(LATENESS_S, {})
     outcomes = [reference.apply(m) for m in log if not isinstance(m, PredictRequest)]
     assert outcomes.count(Outcome.ACCEPTED) == len(outcomes)
-    expected = {r.id: reference.vector(r) for r in requests}
-    assert len(requests) >= 200
+    return log, requests, {r.id: reference.vector(r) for r in requests}
 
+
+def generous_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     # the worker inherits the environment; an explicit setting (e.g. 0) is kept
     wait_ms = os.environ.get("RTML_FEATURES_FRESHNESS_WAIT_MS", str(FRESHNESS_WAIT_MS))
     monkeypatch.setenv("RTML_FEATURES_FRESHNESS_WAIT_MS", wait_ms)
+
+
+def test_a_request_sees_the_events_sent_before_it(
+    own_broker: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, requests, expected = log_and_reference(0.5 * 3600)
+    assert len(requests) >= 200
+    generous_wait(monkeypatch)
     with features_worker(own_broker) as (_, url):
         asyncio.run(drive(own_broker, log))
         enriched = asyncio.run(
@@ -123,17 +140,9 @@ def test_a_lookup_over_http_sees_the_events_sent_before_it(
     """The same log, each request asked over ``POST /v1/enrich`` once the events before
     it are acknowledged: the worker proves them applied by a fetch asked for after
     the lookup arrived (``BulkApp.applied_as_of``)."""
-    log = [m for m in simulate(SIM, 0.25 * 3600) if isinstance(m, (PredictRequest, *ETA.events))]
-    requests = [m for m in log if isinstance(m, PredictRequest) and m.task == "eta"]
-    reference = ReferenceFeatures(LATENESS_S, {})
-    for message in log:
-        if not isinstance(message, PredictRequest):
-            reference.apply(message)
-    expected = {r.id: reference.vector(r) for r in requests}
+    log, requests, expected = log_and_reference(0.25 * 3600)
     assert len(requests) >= 100
-
-    wait_ms = os.environ.get("RTML_FEATURES_FRESHNESS_WAIT_MS", str(FRESHNESS_WAIT_MS))
-    monkeypatch.setenv("RTML_FEATURES_FRESHNESS_WAIT_MS", wait_ms)
+    generous_wait(monkeypatch)
     vectors = {}
 
     async def drive_over_http(url: str) -> None:

@@ -20,8 +20,8 @@ from rtml.shared import broker_compat_doorbell
 # Tansu does not wake a waiting fetch when data arrives, and a consumer on the
 # embedded broker fetches when the doorbell rings (broker_compat_doorbell.py),
 # that is when data is already there: the wait is only what a fetch that finds
-# nothing costs (the freshness barrier's proof, a ring for records another
-# consumer took). Shorter is not safe: at 1 ms Tansu stopped answering the
+# nothing costs (a ring for records another consumer of the group took, the
+# interval fetch of an idle one). Shorter is not safe: at 1 ms Tansu stopped answering the
 # features worker under a burst (benchmarks/wiring.py, 2 partitions: a third of
 # the requests never served); 0 never answers at all.
 EMBEDDED_FETCH_MAX_WAIT_MS = 5

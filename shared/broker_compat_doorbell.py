@@ -10,9 +10,9 @@ fetch for that node until a producer of this machine rings for one of the
 partitions in it, its position changes (seek, reset, new assignment, resume), or
 ``IDLE_FETCH_INTERVAL_S`` has passed. So a fetch that brought records is not
 followed by an empty one that would wait out the fetch wait on the broker (and
-hold up the next record behind it); a reader that needs a response newer than
-the one it has (the features worker's freshness barrier) asks with
-``fetch_soon``.
+hold up the next record behind it); a reader that knows of records its
+consumer has not fetched (the features worker, from a read of the partitions'
+ends) asks with ``fetch_soon``.
 
 The guarantee: a record acknowledged by the broker is fetched without waiting
 for the interval. A producer rings only after the broker acknowledged the
@@ -89,9 +89,9 @@ def attach(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
 
 
 def fetch_soon(consumer: AIOKafkaConsumer) -> None:
-    """Have ``consumer`` fetch now even if it is idle: for a reader that needs a
-    fetch response newer than this instant without a record to bring one (the
-    features worker's HTTP lookups). Any thread; nothing without a doorbell."""
+    """Have ``consumer`` fetch now even if it is idle: for a reader that knows of
+    records appended without a ring (a producer outside rtml). Any thread; nothing
+    without a doorbell."""
     doorbell: Doorbell | None = getattr(consumer._client, "_rtml_doorbell", None)
     if doorbell is not None:
         doorbell.heard({channel(tp.topic, tp.partition) for tp in consumer.assignment()})

@@ -254,7 +254,7 @@ class CompatApp(WatchedApp):
 
     def fetch_soon(self) -> None:
         """Fetch now even if idle (an idle consumer on the embedded broker fetches
-        only when rung): for a reader that needs a fetch newer than this instant."""
+        only when rung): for a reader that knows of records not fetched yet."""
         broker_compat_doorbell.fetch_soon(cast(Any, self.consumer)._thread._ensure_consumer())
 
     @cached_property

@@ -61,6 +61,8 @@ class SideServices(Service):
         worker.batch = BatchFeatureCache(reader, settings.embedded)
         await worker.batch.start()
         self._cleanups.append(worker.batch.stop)
+        await worker.app.watermarks.start()
+        self._cleanups.append(worker.app.watermarks.close)
         http = aiohttp.ClientSession()
         self._cleanups.append(http.close)
         # faust notices a lost or hung broker late, and an idle consumer looks healthy

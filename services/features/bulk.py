@@ -31,21 +31,24 @@ positions to the committed offsets, and they come again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 from weakref import WeakKeyDictionary
 
+from aiokafka.errors import KafkaError
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message, TopicT
 from mode import Service
 from rtml.services.features import metrics
 from rtml.services.features.freshness import UNFETCHED, FreshnessBarrier, PartitionFetch
-from rtml.shared.broker_compat_doorbell import asked_at_ms
 from rtml.shared.broker_compat_faust import CompatApp, CompatConsumer, CompatTransport
+from rtml.shared.logging import get_logger
+from rtml.shared.watermarks import WatermarkReader, Watermarks
+
+log = get_logger(__name__)
 
 BulkHandler = Callable[[list[Message]], Awaitable[None]]
 
@@ -58,8 +61,6 @@ _YIELD_EVERY = 100
 # response is looked at
 _POLL_S = 0.05
 _POLL_WHILE_HOLDING_S = 0.002
-# how often a lookup over HTTP looks at the fetch state itself while it waits
-_LOOKUP_CHECK_S = 0.001
 
 
 class BulkConsumer(CompatConsumer):
@@ -96,13 +97,10 @@ class BulkConsumer(CompatConsumer):
                             # table recovery reads state, not the events: nothing to wait for
                             await self.wait_first(self.callback(message), self.suspend_flow.wait())
                         else:
-                            barrier.hold(
-                                message,
-                                self._fetched_at_ms(tp),
-                                time.monotonic(),
-                                app.consumer_generation_id,
-                            )
+                            barrier.hold(message, time.monotonic(), app.consumer_generation_id)
                         set_read_offset(tp, offset)
+                    # the read that proves held records goes out while the events apply
+                    app.prove_held()
                     delivered = [
                         await self._deliver_bulk(handlers[topic], messages)
                         for topic, messages in bulk.items()
@@ -113,10 +111,7 @@ class BulkConsumer(CompatConsumer):
                         barrier.observe(self.bulk_fetches(), generation)
                         app.freshness_moved()
                         await self._release(barrier)
-                        if len(barrier):
-                            # their proof is a newer response: an idle consumer would
-                            # not ask for one before a ring
-                            app.fetch_soon()
+                        app.prove_held()
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -175,20 +170,9 @@ class BulkConsumer(CompatConsumer):
             state = assignment.state_value(tp)
             fetching = state.has_valid_position and not state.paused
             fetches[TP(tp.topic, tp.partition)] = (
-                PartitionFetch(state.timestamp, state.highwater, state.position, asked_at_ms(state))
-                if fetching
-                else UNFETCHED
+                PartitionFetch(state.highwater, state.position) if fetching else UNFETCHED
             )
         return fetches
-
-    def _fetched_at_ms(self, tp: TP) -> int:
-        # a partition is not fetched again while the consumer buffers its records, so
-        # this is the response that brought them (or, conservatively, a newer one)
-        assignment = self._assignment()
-        state = assignment.state_value(tp) if assignment is not None else None
-        if state is None or state.timestamp is None:
-            return int(time.time() * 1000)
-        return cast(int, state.timestamp)
 
     def _assignment(self) -> Any:
         # aiokafka's per-partition fetch state (TopicPartition and TP are equal tuples);
@@ -221,7 +205,14 @@ class BulkApp(CompatApp):
 
     Transport: ClassVar[type[faust_aiokafka.Transport]] = BulkTransport
 
-    def __init__(self, id: str, *, freshness_wait_s: float, **options: Any) -> None:
+    def __init__(
+        self,
+        id: str,
+        *,
+        freshness_wait_s: float,
+        watermark_client: dict[str, Any],
+        **options: Any,
+    ) -> None:
         self.bulk_handlers: dict[str, BulkHandler] = {}
         self.barrier: FreshnessBarrier[Message] = FreshnessBarrier(freshness_wait_s)
         # released records on their way to their agent; weak, so that one a flow stop
@@ -230,9 +221,8 @@ class BulkApp(CompatApp):
         self._freshness_moved = asyncio.Event()
         # lookups in applied_as_of now: the consumer then observes every fetch response
         self.lookups_waiting = 0
-        # what they read: the bulk partitions' fetch state, refreshed while they wait
-        self._live_fetches: dict[TP, PartitionFetch] = {}
-        self._fetch_watch: asyncio.Task[None] | None = None
+        self.watermarks = WatermarkReader(**watermark_client)
+        self._proving: asyncio.Future[None] | None = None
         super().__init__(id, **options)
 
     def bulk_topic(self, topic: TopicT, handler: BulkHandler) -> None:
@@ -254,61 +244,54 @@ class BulkApp(CompatApp):
         self._freshness_moved.set()
         self._freshness_moved = asyncio.Event()
 
-    async def applied_as_of(self, wall_ms: int) -> bool:
-        """Wait until the bulk topics are applied as of a fetch requested after ``wall_ms``.
-
-        For lookups that did not come through the consumer (HTTP): False when the
-        barrier's wait ran out first. A response's time is when it came back, so one
-        that came after ``wall_ms`` may have been asked for before it; the next one
-        after it was asked for later (one fetch in flight per broker): that is the
-        proof, as a record read from Kafka needs a response newer than its own.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.barrier.wait_s
-        # when every partition had a response after wall_ms (the last of them)
-        after_ms: int | None = None
-        self._live_fetches = cast(BulkConsumer, self.consumer).bulk_fetches()
-        if not self._live_fetches:
+    async def applied_as_of(self, instant: float) -> bool:
+        """Wait until the bulk topics are applied up to their ends as of a read sent
+        after ``instant`` (``time.monotonic``): for lookups that did not come through
+        the consumer (HTTP). False when the barrier's wait ran out first, or the read
+        failed."""
+        consumer = cast(BulkConsumer, self.consumer)
+        if not consumer.bulk_fetches():
             return True  # no bulk partition here: nothing to wait for
-        self.fetch_soon()
         self.lookups_waiting += 1
-        if self._fetch_watch is None or self._fetch_watch.done():
-            self._fetch_watch = asyncio.create_task(self._watch_fetches())
         try:
-            while True:
-                live = self._live_fetches
-                if after_ms is None and _all_fetched_after(live, wall_ms):
-                    after_ms = max(f.fetched_at_ms for f in live.values())  # type: ignore[type-var]
-                    self.fetch_soon()  # an idle consumer would not ask again by itself
-                if (
-                    self.barrier.asked_fresh_as_of_ms > wall_ms
-                    or (after_ms is not None and self.barrier.fresh_as_of_ms > after_ms)
-                    or self.barrier.proven_since(live, wall_ms, after_ms)
-                ):
-                    return True
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._freshness_moved.wait(), remaining)
+            async with asyncio.timeout(self.barrier.wait_s):
+                await self._prove(instant)
+                while self.barrier.fresh_as_of <= instant:
+                    await self._freshness_moved.wait()
+            return True
+        except TimeoutError:
+            return False
+        except KafkaError as exc:
+            log.warning("watermark_read_failed", error=str(exc))
+            return False
         finally:
             self.lookups_waiting -= 1
 
-    async def _watch_fetches(self) -> None:
-        """While lookups wait: read the fetch state every millisecond, for all of them.
+    def prove_held(self) -> None:
+        """Have the records the barrier holds proven by a read of the bulk topics' ends,
+        unless one is on its way."""
+        instant = self.barrier.unproven_since()
+        if instant is None or (self._proving is not None and not self._proving.done()):
+            return
+        self._proving = asyncio.ensure_future(self._prove_held(instant))
 
-        The consumer's loop observes the partitions once per poll; between two polls
-        a new fetch response may already prove them applied."""
-        consumer = cast(BulkConsumer, self.consumer)
-        while self.lookups_waiting:
-            live = consumer.bulk_fetches()
-            if live != self._live_fetches:
-                self._live_fetches = live
-                self.freshness_moved()
-            await asyncio.sleep(_LOOKUP_CHECK_S)
+    async def _prove_held(self, instant: float) -> None:
+        try:
+            await self._prove(instant)
+        except KafkaError as exc:  # the held records wait out their time
+            log.warning("watermark_read_failed", error=str(exc))
 
+    async def _prove(self, instant: float) -> Watermarks:
+        generation = self.consumer_generation_id
+        read = await self.watermarks.after(instant, self._highwaters)
+        self.barrier.proved(read, generation)
+        if self.barrier.behind(read):
+            # records appended since the consumer's last fetch: a ring brings them,
+            # unless their producer has no doorbell
+            self.fetch_soon()
+        self.freshness_moved()
+        return read
 
-def _all_fetched_after(live: dict[TP, PartitionFetch], wall_ms: int) -> bool:
-    return bool(live) and all(
-        f.fetched_at_ms is not None and f.fetched_at_ms > wall_ms for f in live.values()
-    )
+    def _highwaters(self) -> dict[TP, int]:
+        fetches = cast(BulkConsumer, self.consumer).bulk_fetches()
+        return {tp: f.highwater for tp, f in fetches.items() if f.highwater is not None}

@@ -9,21 +9,14 @@ the request (aiokafka leaves out a partition whose records it still buffers).
 Served then, the vector misses events the client knew had happened: skew
 between serving and the point-in-time reference that ``rtml skew`` finds.
 
-How, without a broker round trip. The consumer has one fetch in flight per
-broker, so a fetch response received after the one that brought a record was
-built after that record, and every record appended before it, was in the log.
-A bulk partition is *applied as of* a response when the handler has applied
-it up to that response's high watermark. A held record is handed on once every
-bulk partition is applied as of a response newer than the record's own, or
-once it has waited ``wait_s`` (counted: under a backlog freshness gives way to
-latency). Records are released in the order they came, a poll at a time, so
-a stream of requests pays a couple of fetch round trips (a response's high
-watermark often runs ahead of the records it carries; the next response brings
-the rest), not a wait per request.
-
-On a multi-broker Kafka the events and request partitions can have different
-leaders; "newer" (milliseconds, wall clock) is then a close approximation, and
-a miss would show in ``rtml skew``.
+How. A held record goes on once every bulk partition is applied up to its
+high watermark as of a read sent after the record was handed out (the
+request was in the log by then, and every event appended before it:
+``shared/watermarks.py``), or once it has waited ``wait_s`` (counted: under a
+backlog freshness gives way to latency). A lookup over HTTP waits the same way
+for a read sent after it arrived. A read costs one round trip that the broker
+answers at once; many held records and lookups share one. Records are
+released in the order they came.
 """
 
 from __future__ import annotations
@@ -34,25 +27,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from rtml.shared.watermarks import Watermarks
+
 Record = TypeVar("Record")
-# responses remembered per partition until applied; forgetting the oldest only
-# makes the proof wait for a newer one
-_RESPONSES_KEPT = 64
 
 
 @dataclass(frozen=True, slots=True)
 class PartitionFetch:
-    """What the consumer knows of a bulk partition: its last fetch response and position."""
+    """What the consumer knows of a bulk partition: the high watermark of its last
+    fetch response (where a read of its end looks) and its position."""
 
-    fetched_at_ms: int | None
     highwater: int | None
-    position: int | None
-    # when that response was asked for, where known (the embedded broker's doorbell)
-    asked_at_ms: int | None = None
+    position: int | None  # None: not being fetched (no position yet, or paused)
 
 
 # a partition assigned but not being fetched (no position yet, or paused)
-UNFETCHED = PartitionFetch(None, None, None)
+UNFETCHED = PartitionFetch(None, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,106 +55,83 @@ class Released(Generic[Record]):
 @dataclass(frozen=True, slots=True)
 class _Held(Generic[Record]):
     record: Record
-    fetched_at_ms: int
     since: float
     generation: int
 
 
 class FreshnessBarrier(Generic[Record]):
-    """Records waiting for the bulk partitions to be applied as of a newer fetch."""
+    """Records waiting for the bulk partitions to be applied up to a read of their ends."""
 
     def __init__(self, wait_s: float) -> None:
         self.wait_s = wait_s
         self._held: deque[_Held[Record]] = deque()
-        self._applied_as_of: dict[object, int] = {}
-        # per partition: (fetched at ms, high watermark, asked at ms) of responses not yet
-        # applied in full
-        self._seen: dict[object, deque[tuple[int, int, int | None]]] = {}
-        self.fresh_as_of_ms: float = -math.inf
-        # per partition: when the newest response applied in full was asked for
-        self._applied_asked: dict[object, int] = {}
-        self.asked_fresh_as_of_ms: float = -math.inf
-        # per partition: the position when last observed, every record below it applied
-        self._applied_to: dict[object, int] = {}
+        # per bulk partition: the position when last observed, every record below it
+        # applied (None: not being fetched)
+        self._applied_to: dict[object, int | None] = {}
+        # reads of the partitions' ends (asked at, marks) not yet applied, oldest first
+        self._reads: deque[Watermarks] = deque()
+        # every record appended before this instant (time.monotonic) is applied
+        self.fresh_as_of: float = -math.inf
         self._generation = 0
 
     def __len__(self) -> int:
         return len(self._held)
 
-    def hold(self, record: Record, fetched_at_ms: int, now: float, generation: int = 0) -> None:
-        """Hold ``record``, fetched in the consumer group's ``generation``."""
-        self._held.append(_Held(record, fetched_at_ms, now, generation))
+    def hold(self, record: Record, now: float, generation: int = 0) -> None:
+        """Hold ``record``, handed out at ``now`` in the consumer group's ``generation``."""
+        self._held.append(_Held(record, now, generation))
+
+    def unproven_since(self) -> float | None:
+        """When the newest held record came, if no read after it is applied yet: a read
+        sent after this instant would prove every held record."""
+        if not self._held or self._held[-1].since < self.fresh_as_of:
+            return None
+        return self._held[-1].since
 
     def observe(self, partitions: Mapping[object, PartitionFetch], generation: int = 0) -> None:
-        """Note the bulk partitions' state, taken after their handlers applied all handed out.
-
-        The consumer fetches ahead while the handlers work, so a partition is often
-        seen with a newer response's records still to hand out. Each response seen is
-        remembered until the position passes its high watermark: the partition is
-        applied as of it then, even if a newer one has come meanwhile.
+        """Note the bulk partitions' positions, taken after their handlers applied all
+        handed out.
 
         A new ``generation`` (a rebalance) resets positions to the committed offsets:
-        what was seen before is void, and records held from before come again.
+        what was proven before is void, and records held from before come again.
         """
         if generation != self._generation:
             self._generation = generation
-            self._seen.clear()
-            self._applied_as_of.clear()
-            self._applied_asked.clear()
+            self._reads.clear()
+            self.fresh_as_of = -math.inf
             self._held = deque(h for h in self._held if h.generation == generation)
-        seen = {tp: self._seen.get(tp, deque(maxlen=_RESPONSES_KEPT)) for tp in partitions}
-        applied = {tp: at for tp, at in self._applied_as_of.items() if tp in partitions}
-        asked = {tp: at for tp, at in self._applied_asked.items() if tp in partitions}
-        for tp, fetch in partitions.items():
-            responses = seen[tp]
-            if fetch.fetched_at_ms is None or fetch.highwater is None or fetch.position is None:
-                continue
-            if not responses or responses[-1][0] != fetch.fetched_at_ms:
-                responses.append((fetch.fetched_at_ms, fetch.highwater, fetch.asked_at_ms))
-            while responses and responses[0][1] <= fetch.position:
-                fetched_at, _, asked_at = responses.popleft()
-                applied[tp] = max(applied.get(tp, -1), fetched_at)
-                if asked_at is not None:
-                    asked[tp] = max(asked.get(tp, -1), asked_at)
-        self._seen = seen
-        self._applied_as_of = applied
-        self._applied_asked = asked
-        # a reader that arrived before this was asked for is fresh (known where the
-        # broker's doorbell stamps when a fetch was asked for)
-        self.asked_fresh_as_of_ms = (
-            min(asked.get(tp, -math.inf) for tp in partitions) if partitions else math.inf
-        )
-        self._applied_to = {
-            tp: fetch.position for tp, fetch in partitions.items() if fetch.position is not None
-        }
-        if partitions:
-            self.fresh_as_of_ms = min(applied.get(tp, -math.inf) for tp in partitions)
-        else:
-            self.fresh_as_of_ms = math.inf
+        self._applied_to = {tp: fetch.position for tp, fetch in partitions.items()}
+        self._settle()
 
-    def proven_since(
-        self, live: Mapping[object, PartitionFetch], wall_ms: int, after_ms: int | None
-    ) -> bool:
-        """Whether ``live`` (the bulk partitions' fetch state now, read between two
-        observations) proves them applied as of a fetch asked for after ``wall_ms``:
-        each partition's last response was, with a high watermark the last observed
-        position had reached. A response was asked for after ``wall_ms`` if its
-        ``asked_at_ms`` says so, or if it came back after ``after_ms``, when every
-        partition had had a response back after ``wall_ms`` (one fetch in flight per
-        broker). For a reader outside the consumer's loop (a lookup over HTTP), which
-        need not wait for the loop's next turn."""
-        return bool(live) and all(
-            fetch.highwater is not None
-            and fetch.highwater <= self._applied_to.get(tp, -1)
-            and (
-                (fetch.asked_at_ms is not None and fetch.asked_at_ms > wall_ms)
-                or (
-                    after_ms is not None
-                    and fetch.fetched_at_ms is not None
-                    and fetch.fetched_at_ms > after_ms
-                )
-            )
-            for tp, fetch in live.items()
+    def proved(self, read: Watermarks, generation: int = 0) -> None:
+        """A read of the partitions' ends, asked for in ``generation``."""
+        if generation == self._generation and read.asked_at > self.fresh_as_of:
+            self._reads.append(read)
+            self._settle()
+
+    def behind(self, read: Watermarks) -> bool:
+        """Whether a bulk partition's position is short of ``read``'s mark: its records
+        are still to fetch."""
+        return any(
+            position is None or position < read.marks.get(tp, 0)  # type: ignore[call-overload]
+            for tp, position in self._applied_to.items()
+        )
+
+    def _settle(self) -> None:
+        if not self._applied_to:
+            self.fresh_as_of = math.inf  # no bulk partition here: nothing to wait for
+            return
+        for read in reversed(self._reads):
+            if self._applied(read):
+                self.fresh_as_of = max(self.fresh_as_of, read.asked_at)
+                break
+        while self._reads and self._reads[0].asked_at <= self.fresh_as_of:
+            self._reads.popleft()
+
+    def _applied(self, read: Watermarks) -> bool:
+        return all(
+            position is not None and tp in read.marks and position >= read.marks[tp]  # type: ignore[index]
+            for tp, position in self._applied_to.items()
         )
 
     def release(self, now: float) -> list[Released[Record]]:
@@ -172,7 +139,7 @@ class FreshnessBarrier(Generic[Record]):
         released: list[Released[Record]] = []
         while self._held:
             held = self._held[0]
-            proven = held.fetched_at_ms < self.fresh_as_of_ms
+            proven = held.since < self.fresh_as_of
             if not proven and now - held.since < self.wait_s:
                 break
             self._held.popleft()

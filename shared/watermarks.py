@@ -1,0 +1,142 @@
+"""The end of each partition as of a request sent now: one round trip, on any broker.
+
+Why. A reader that must have applied every record acknowledged before some
+instant (the features worker's read-your-writes) needs each partition's high
+watermark as of a request sent after that instant, and then to apply that far.
+Its own consumer's next fetch would do, but a fetch that finds nothing new waits
+out the fetch wait on the broker first: Tansu holds it for its 5 ms whatever
+arrives (EMBEDDED_BROKER.md), and faust's consumer asks a real Kafka for 1.5 s.
+
+How. A fetch that asks each partition for its last record, one offset below the
+high watermark last seen, finds data at once, so the broker answers without
+waiting, with each partition's high watermark as of that fetch; the records are
+not read. ListOffsets would be the usual request for the end of a partition, but
+Tansu answers it wrongly (the first offset of the last batch + 1, see
+``broker_compat.end_offsets``); this fetch is right on both brokers. Concurrent
+readers share reads: ``after`` gives every caller the first read sent after its
+instant, one read in flight at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka import errors as kafka_errors
+from aiokafka.client import AIOKafkaClient
+from aiokafka.protocol.fetch import FetchRequest
+
+# A partition with no record yet has nothing to answer with: the broker holds that
+# fetch this long (Tansu delivers nothing at 0: EMBEDDED_BROKER.md).
+EMPTY_PARTITION_WAIT_MS = 5
+_READ_UNCOMMITTED = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Watermarks:
+    """The high watermark of each partition as of a read sent at ``asked_at``
+    (``time.monotonic``)."""
+
+    asked_at: float
+    marks: Mapping[TopicPartition, int]
+
+
+class WatermarkReader:
+    """Reads partitions' high watermarks through a client of its own."""
+
+    def __init__(self, **client_kwargs: Any) -> None:
+        self._client_kwargs = client_kwargs
+        self._client: AIOKafkaClient | None = None
+        self._latest: Watermarks | None = None
+        self._reading: asyncio.Future[Watermarks] | None = None
+
+    async def start(self) -> None:
+        self._client = AIOKafkaClient(**self._client_kwargs)  # on the loop that reads
+        await self._client.bootstrap()
+
+    async def close(self) -> None:
+        if self._reading is not None and not self._reading.done():
+            self._reading.cancel()
+        if self._client is not None:
+            await self._client.close()
+
+    async def after(
+        self, instant: float, last_seen: Callable[[], Mapping[TopicPartition, int]]
+    ) -> Watermarks:
+        """The first read sent after ``instant`` (``time.monotonic``), of the
+        partitions ``last_seen`` names then, each with the high watermark last seen
+        (0 when none): shared by every caller whose instant it follows."""
+        while True:
+            if self._latest is not None and self._latest.asked_at > instant:
+                return self._latest
+            if self._reading is None or self._reading.done():
+                self._reading = asyncio.ensure_future(self._read(last_seen()))
+            await asyncio.shield(self._reading)
+
+    async def _read(self, last_seen: Mapping[TopicPartition, int]) -> Watermarks:
+        asked_at = time.monotonic()
+        marks = await self.read(last_seen)
+        self._latest = Watermarks(asked_at, marks)
+        return self._latest
+
+    async def read(self, last_seen: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Each partition's high watermark as of a request sent now. Raises
+        ``KafkaError`` when a partition's leader is unknown or errs."""
+        assert self._client is not None, "start() first"
+        for topic in {tp.topic for tp in last_seen}:
+            await self._client.add_topic(topic)
+        by_leader: dict[int, list[tuple[TopicPartition, int]]] = defaultdict(list)
+        for tp, highwater in last_seen.items():
+            leader = self._client.cluster.leader_for_partition(tp)
+            if leader is None or leader == -1:
+                self._client.force_metadata_update()
+                raise kafka_errors.LeaderNotAvailableError(f"no leader for {tp}")
+            by_leader[leader].append((tp, max(highwater - 1, 0)))
+        marks: dict[TopicPartition, int] = {}
+        emptied = await self._ask(by_leader, marks)
+        if emptied:
+            # retention removed every record (the hint is the end): nothing to answer
+            # with, the broker waits; a hint older than that errs
+            again: dict[int, list[tuple[TopicPartition, int]]] = defaultdict(list)
+            for leader, tp in emptied:
+                again[leader].append((tp, last_seen[tp]))
+            if gone := await self._ask(again, marks):
+                raise kafka_errors.OffsetOutOfRangeError(str([tp for _, tp in gone]))
+        return marks
+
+    async def _ask(
+        self,
+        by_leader: Mapping[int, list[tuple[TopicPartition, int]]],
+        marks: dict[TopicPartition, int],
+    ) -> list[tuple[int, TopicPartition]]:
+        """Fill ``marks``; the partitions whose offset asked for is gone, with their leader."""
+        assert self._client is not None, "start() first"
+        leaders = list(by_leader)
+        responses = await asyncio.gather(
+            *(self._client.send(leader, _fetch(by_leader[leader])) for leader in leaders)
+        )
+        gone = []
+        for leader, response in zip(leaders, responses, strict=True):
+            for topic, partitions in response.topics:
+                for partition, error_code, highwater, *_ in partitions:
+                    tp = TopicPartition(topic, partition)
+                    if error_code == kafka_errors.OffsetOutOfRangeError.errno:
+                        gone.append((leader, tp))
+                    elif error_code:
+                        raise kafka_errors.for_code(error_code)(str(tp))
+                    else:
+                        marks[tp] = highwater
+        return gone
+
+
+def _fetch(wanted: list[tuple[TopicPartition, int]]) -> FetchRequest:
+    by_topic: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for tp, offset in wanted:
+        # a byte: the broker still answers with one whole batch, never less
+        by_topic[tp.topic].append((tp.partition, offset, 1))
+    return FetchRequest(EMPTY_PARTITION_WAIT_MS, 1, 1, _READ_UNCOMMITTED, list(by_topic.items()))

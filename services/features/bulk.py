@@ -46,7 +46,7 @@ from rtml.services.features import metrics
 from rtml.services.features.freshness import UNFETCHED, FreshnessBarrier, PartitionFetch
 from rtml.shared.broker_compat_faust import CompatApp, CompatConsumer, CompatTransport
 from rtml.shared.logging import get_logger
-from rtml.shared.watermarks import WatermarkReader, Watermarks
+from rtml.shared.watermarks import WatermarkReader
 
 log = get_logger(__name__)
 
@@ -255,9 +255,12 @@ class BulkApp(CompatApp):
         self.lookups_waiting += 1
         try:
             async with asyncio.timeout(self.barrier.wait_s):
-                await self._prove(instant)
+                generation = await self._prove(instant)
                 while self.barrier.fresh_as_of <= instant:
                     await self._freshness_moved.wait()
+                    if self.consumer_generation_id != generation:
+                        # a rebalance voided the read: the positions went back to the commits
+                        generation = await self._prove(instant)
             return True
         except TimeoutError:
             return False
@@ -281,7 +284,9 @@ class BulkApp(CompatApp):
         except KafkaError as exc:  # the held records wait out their time
             log.warning("watermark_read_failed", error=str(exc))
 
-    async def _prove(self, instant: float) -> Watermarks:
+    async def _prove(self, instant: float) -> int:
+        """Read the bulk partitions' ends after ``instant`` for the barrier; the
+        consumer group's generation the read counts in."""
         generation = self.consumer_generation_id
         read = await self.watermarks.after(instant, self._highwaters)
         self.barrier.proved(read, generation)
@@ -290,7 +295,7 @@ class BulkApp(CompatApp):
             # unless their producer has no doorbell
             self.fetch_soon()
         self.freshness_moved()
-        return read
+        return generation
 
     def _highwaters(self) -> dict[TP, int]:
         fetches = cast(BulkConsumer, self.consumer).bulk_fetches()

@@ -21,9 +21,9 @@ from rtml.shared import broker_compat_doorbell
 # embedded broker fetches when the doorbell rings (broker_compat_doorbell.py),
 # that is when data is already there: the wait is only what a fetch that finds
 # nothing costs (a ring for records another consumer of the group took, the
-# interval fetch of an idle one). Shorter is not safe: at 1 ms Tansu stopped answering the
-# features worker under a burst (benchmarks/wiring.py, 2 partitions: a third of
-# the requests never served); 0 never answers at all.
+# interval fetch of an idle one). It is also how long Tansu may spend listing the
+# batches of a partition for a fetch, so a fetch for records known to be there
+# waits longer (KNOWN_RECORDS_FETCH_WAIT_MS); 0 never answers at all.
 EMBEDDED_FETCH_MAX_WAIT_MS = 5
 # Tansu holds every JoinGroup for about half the session timeout: short
 # sessions make joins and takeovers take seconds instead of a minute.

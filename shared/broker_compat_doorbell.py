@@ -62,6 +62,13 @@ from rtml.shared.logging import get_logger
 
 log = get_logger(__name__)
 
+# The fetch wait of a fetch for records the consumer knows are there (its position
+# below the high watermark its last response reported). Tansu answers it as soon as
+# it has read them, so a long wait costs nothing, but it reads a partition by listing
+# every batch in it and stops listing when the fetch wait runs out: past ~10k batches
+# in a partition that takes longer than the usual 5 ms, and every such fetch came back
+# empty: the consumer never got past that point (tests/broker).
+KNOWN_RECORDS_FETCH_WAIT_MS = 500
 # The longest an idle consumer goes without a fetch: what a record written by a
 # producer without the doorbell (a user's own client) may wait, per hop.
 IDLE_FETCH_INTERVAL_S = 1.0
@@ -293,6 +300,8 @@ def _install() -> None:
                 or doorbell.mark(partitions) != last.mark
                 or now - last.sent >= IDLE_FETCH_INTERVAL_S
             ):
+                if _asks_for_known_records(key, assignment):
+                    request._max_wait_ms = KNOWN_RECORDS_FETCH_WAIT_MS
                 kept.append((node_id, request))
                 continue
             # nothing new since the last fetch: sleep until a ring or the interval
@@ -350,6 +359,14 @@ class _LastFetch:
             if asked_at_ms(state) != self.asked_ms:
                 return False  # its high watermark is not this fetch's
         return True
+
+
+def _asks_for_known_records(key: frozenset[tuple[str, int, int]], assignment: Any) -> bool:
+    for topic, partition, offset in key:
+        state = assignment.state_value(TopicPartition(topic, partition))
+        if state is not None and state.highwater is not None and offset < state.highwater:
+            return True
+    return False
 
 
 def asked_at_ms(partition_state: Any) -> int | None:

@@ -7,11 +7,14 @@ Its own consumer's next fetch would do, but a fetch that finds nothing new waits
 out the fetch wait on the broker first: Tansu holds it for its 5 ms whatever
 arrives (EMBEDDED_BROKER.md), and faust's consumer asks a real Kafka for 1.5 s.
 
-How. A fetch that asks each partition for its last record, one offset below the
-high watermark last seen, finds data at once, so the broker answers without
-waiting, with each partition's high watermark as of that fetch; the records are
-not read. ListOffsets would be the usual request for the end of a partition, but
-Tansu answers it wrongly (the first offset of the last batch + 1, see
+How. A fetch of each partition from the high watermark last seen, with the
+shortest wait a broker honours, answers with each partition's high watermark
+as of that fetch; the records it may bring are not read. Asking where the
+partition ended last time keeps the read cheap on the embedded broker, which
+lists every batch of a partition for a fetch that finds data (its cost grows
+with the log) but answers one that finds none from its watermark alone.
+ListOffsets would be the usual request for the end of a partition, but Tansu
+answers it wrongly (the first offset of the last batch + 1, see
 ``broker_compat.end_offsets``); this fetch is right on both brokers. Concurrent
 readers share reads: ``after`` gives every caller the first read sent after its
 instant, one read in flight at a time.
@@ -31,9 +34,9 @@ from aiokafka import errors as kafka_errors
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.fetch import FetchRequest
 
-# A partition with no record yet has nothing to answer with: the broker holds that
-# fetch this long (Tansu delivers nothing at 0: EMBEDDED_BROKER.md).
-EMPTY_PARTITION_WAIT_MS = 5
+# How long the broker may hold a read that finds nothing new: the shortest wait Tansu
+# answers at all (at 0 its answer names no partition).
+READ_WAIT_MS = 1
 _READ_UNCOMMITTED = 0
 
 
@@ -96,47 +99,27 @@ class WatermarkReader:
             if leader is None or leader == -1:
                 self._client.force_metadata_update()
                 raise kafka_errors.LeaderNotAvailableError(f"no leader for {tp}")
-            by_leader[leader].append((tp, max(highwater - 1, 0)))
-        marks: dict[TopicPartition, int] = {}
-        emptied = await self._ask(by_leader, marks)
-        if emptied:
-            # retention removed every record (the hint is the end): nothing to answer
-            # with, the broker waits; a hint older than that errs
-            again: dict[int, list[tuple[TopicPartition, int]]] = defaultdict(list)
-            for leader, tp in emptied:
-                again[leader].append((tp, last_seen[tp]))
-            if gone := await self._ask(again, marks):
-                raise kafka_errors.OffsetOutOfRangeError(str([tp for _, tp in gone]))
-        return marks
-
-    async def _ask(
-        self,
-        by_leader: Mapping[int, list[tuple[TopicPartition, int]]],
-        marks: dict[TopicPartition, int],
-    ) -> list[tuple[int, TopicPartition]]:
-        """Fill ``marks``; the partitions whose offset asked for is gone, with their leader."""
-        assert self._client is not None, "start() first"
+            by_leader[leader].append((tp, highwater))
         leaders = list(by_leader)
         responses = await asyncio.gather(
             *(self._client.send(leader, _fetch(by_leader[leader])) for leader in leaders)
         )
-        gone = []
-        for leader, response in zip(leaders, responses, strict=True):
+        marks = {}
+        for response in responses:
             for topic, partitions in response.topics:
                 for partition, error_code, highwater, *_ in partitions:
                     tp = TopicPartition(topic, partition)
-                    if error_code == kafka_errors.OffsetOutOfRangeError.errno:
-                        gone.append((leader, tp))
-                    elif error_code:
+                    if error_code:
                         raise kafka_errors.for_code(error_code)(str(tp))
-                    else:
-                        marks[tp] = highwater
-        return gone
+                    marks[tp] = highwater
+        if missing := set(last_seen) - set(marks):
+            raise kafka_errors.KafkaError(f"no answer for {sorted(missing)}")
+        return marks
 
 
 def _fetch(wanted: list[tuple[TopicPartition, int]]) -> FetchRequest:
     by_topic: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
     for tp, offset in wanted:
-        # a byte: the broker still answers with one whole batch, never less
+        # a byte: should there be records, one batch is all the broker sends
         by_topic[tp.topic].append((tp.partition, offset, 1))
-    return FetchRequest(EMPTY_PARTITION_WAIT_MS, 1, 1, _READ_UNCOMMITTED, list(by_topic.items()))
+    return FetchRequest(READ_WAIT_MS, 1, 1, _READ_UNCOMMITTED, list(by_topic.items()))

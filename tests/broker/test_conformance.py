@@ -104,6 +104,34 @@ async def test_a_produced_message_is_fetched_within_tens_of_milliseconds(
     )
 
 
+async def test_a_consumer_reads_the_end_of_a_long_partition(settings: Settings) -> None:
+    # Tansu lists every batch of a partition for a fetch and stops when the fetch wait
+    # runs out: past ~10k batches a 5 ms fetch came back empty every time
+    topic = scratch_topic(1)
+    await ensure_topics(settings, [topic])
+    tp = TopicPartition(topic.name, 0)
+    producers = [await start_producer(settings) for _ in range(8)]
+    try:
+
+        async def send_one_batch_at_a_time(producer, count: int) -> None:
+            for _ in range(count):
+                await producer.send_and_wait(topic.name, b"filler", partition=0)
+
+        await asyncio.gather(*(send_one_batch_at_a_time(p, 2500) for p in producers))
+        last = await producers[0].send_and_wait(topic.name, b"last", partition=0)
+    finally:
+        for producer in producers:
+            await producer.stop()
+    consumer = await start_consumer(settings, group_id=None)
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, last.offset)
+        records = await consumer.getmany(tp, timeout_ms=10_000)
+    finally:
+        await consumer.stop()
+    assert [r.value for r in records.get(tp, [])] == [b"last"]
+
+
 async def test_committed_offsets_survive_a_consumer_restart(settings: Settings) -> None:
     topic = scratch_topic(1)
     await ensure_topics(settings, [topic])

@@ -1,5 +1,5 @@
-"""Reading partitions' ends: the high watermark as of a request sent now, from a fetch of
-each partition's last record, right where ListOffsets is wrong on the embedded broker."""
+"""Reading partitions' ends: the high watermark as of a request sent now, from a fetch at
+the end last seen, right where ListOffsets is wrong on the embedded broker."""
 
 from __future__ import annotations
 

@@ -71,12 +71,18 @@ class WatermarkReader:
     async def after(
         self, instant: float, last_seen: Callable[[], Mapping[TopicPartition, int]]
     ) -> Watermarks:
-        """The first read sent after ``instant`` (``time.monotonic``), of the
-        partitions ``last_seen`` names then, each with the high watermark last seen
-        (0 when none): shared by every caller whose instant it follows."""
+        """A read sent after ``instant`` (``time.monotonic``) of every partition
+        ``last_seen`` names, each with the high watermark last seen: the newest read,
+        shared by every caller whose instant it follows and whose partitions it
+        covers."""
         while True:
-            if self._latest is not None and self._latest.asked_at > instant:
-                return self._latest
+            latest = self._latest
+            if (
+                latest is not None
+                and latest.asked_at > instant
+                and latest.marks.keys() >= last_seen().keys()
+            ):
+                return latest
             if self._reading is None or self._reading.done():
                 self._reading = asyncio.ensure_future(self._read(last_seen()))
             await asyncio.shield(self._reading)

@@ -255,13 +255,13 @@ class BulkApp(CompatApp):
         self.lookups_waiting += 1
         try:
             async with asyncio.timeout(self.barrier.wait_s):
-                generation = await self._prove(instant)
-                while self.barrier.fresh_as_of <= instant:
+                while True:
+                    # the same read each turn, unless a rebalance voided it or a partition
+                    # it could not cover has been fetched since
+                    await self._prove(instant)
+                    if self.barrier.fresh_as_of > instant:
+                        return True
                     await self._freshness_moved.wait()
-                    if self.consumer_generation_id != generation:
-                        # a rebalance voided the read: the positions went back to the commits
-                        generation = await self._prove(instant)
-            return True
         except TimeoutError:
             return False
         except KafkaError as exc:
@@ -284,9 +284,8 @@ class BulkApp(CompatApp):
         except KafkaError as exc:  # the held records wait out their time
             log.warning("watermark_read_failed", error=str(exc))
 
-    async def _prove(self, instant: float) -> int:
-        """Read the bulk partitions' ends after ``instant`` for the barrier; the
-        consumer group's generation the read counts in."""
+    async def _prove(self, instant: float) -> None:
+        """Have the barrier know the bulk partitions' ends as of a read after ``instant``."""
         generation = self.consumer_generation_id
         read = await self.watermarks.after(instant, self._highwaters)
         self.barrier.proved(read, generation)
@@ -295,7 +294,6 @@ class BulkApp(CompatApp):
             # unless their producer has no doorbell
             self.fetch_soon()
         self.freshness_moved()
-        return generation
 
     def _highwaters(self) -> dict[TP, int]:
         fetches = cast(BulkConsumer, self.consumer).bulk_fetches()

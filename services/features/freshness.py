@@ -105,9 +105,11 @@ class FreshnessBarrier(Generic[Record]):
 
     def proved(self, read: Watermarks, generation: int = 0) -> None:
         """A read of the partitions' ends, asked for in ``generation``."""
-        if generation == self._generation and read.asked_at > self.fresh_as_of:
-            self._reads.append(read)
-            self._settle()
+        if generation != self._generation or read.asked_at <= self.fresh_as_of:
+            return
+        if not self._reads or self._reads[-1].asked_at < read.asked_at:
+            self._reads.append(read)  # reads come in the order they were asked for
+        self._settle()
 
     def behind(self, read: Watermarks) -> bool:
         """Whether a bulk partition's position is short of ``read``'s mark: its records

@@ -66,5 +66,9 @@ async def test_callers_share_a_read_sent_after_their_instant(
         assert later.asked_at > reads[0].asked_at and later.marks == {tp: 2}
         # an instant the last read follows is answered by it, without a new read
         assert await reader.after(instant, lambda: {tp: 1}) is later
+        # ... unless it does not cover a partition the caller names now
+        other = TopicPartition(topic, 1)
+        wider = await reader.after(instant, lambda: {tp: 2, other: 0})
+        assert wider.asked_at > later.asked_at and wider.marks == {tp: 2, other: 0}
     finally:
         await producer.stop()

@@ -288,12 +288,15 @@ class BulkApp(CompatApp):
         """Have the barrier know the bulk partitions' ends as of a read after ``instant``."""
         generation = self.consumer_generation_id
         read = await self.watermarks.after(instant, self._highwaters)
+        fresh_as_of = self.barrier.fresh_as_of
         self.barrier.proved(read, generation)
         if self.barrier.behind(read):
             # records appended since the consumer's last fetch: a ring brings them,
             # unless their producer has no doorbell
             self.fetch_soon()
-        self.freshness_moved()
+        if self.barrier.fresh_as_of != fresh_as_of:
+            # only then: the lookups it wakes prove again, and would wake each other
+            self.freshness_moved()
 
     def _highwaters(self) -> dict[TP, int]:
         fetches = cast(BulkConsumer, self.consumer).bulk_fetches()

@@ -6,9 +6,10 @@ each fetch that finds records (``shared/broker_compat_doorbell.py``,
 the partition's watermark alone. In this one invocation, on a fresh embedded
 broker: one partition is filled with single-record batches (a producer that sends
 one record at a time, as rtml's services do at low rates) in steps; at each step,
-the broker's CPU (psutil, user + system) and the wall time per fetch of the last
-record, and per fetch at the end (nothing new), each averaged over FETCHES
-fetches, and the broker's RSS.
+the broker's CPU (psutil, user + system) and the wall time per fetch, averaged
+over FETCHES fetches: of the last record, at the end (nothing new), and from
+beyond the end (how the features worker reads a partition's end on the embedded
+broker, ``shared/watermarks.py``); and the broker's RSS.
 
 Usage: python -m benchmarks.broker_log [--steps 1000,5000,20000] [--fetches 200]
 """
@@ -55,7 +56,8 @@ async def fill(settings: Settings, count: int) -> None:
 async def per_fetch(
     broker: psutil.Process, reader: WatermarkReader, offset: int, fetches: int
 ) -> tuple[float, float]:
-    """Broker CPU µs and wall ms per fetch of the partition from ``offset``."""
+    """Broker CPU µs and wall ms per fetch of the partition by ``reader``, from
+    ``offset`` unless it reads from beyond the end."""
     tp = TopicPartition(TOPIC.name, 0)
     cpu = sum(broker.cpu_times()[:2])
     started = time.perf_counter()
@@ -72,27 +74,34 @@ async def run(steps: list[int], fetches: int) -> None:
         broker = psutil.Process(embedded.process.pid)
         settings = Settings(kafka_port=embedded.port, kafka_flavor="embedded")
         await ensure_topics(settings, [TOPIC])
-        reader = WatermarkReader(**client_kwargs(settings))
-        await reader.start()
+        # a reader that asks from the offset it is given, as on a real Kafka
+        at_offset = WatermarkReader(embedded=False, **client_kwargs(settings))
+        beyond_the_end = WatermarkReader(embedded=True, **client_kwargs(settings))
+        await at_offset.start()
+        await beyond_the_end.start()
         print(
             f"{'batches':>8}  {'last record: CPU us':>19}  {'wall ms':>7}  "
-            f"{'at the end: CPU us':>18}  {'wall ms':>7}  {'broker RSS':>10}"
+            f"{'at the end: CPU us':>18}  {'wall ms':>7}  "
+            f"{'beyond it: CPU us':>17}  {'wall ms':>7}  {'broker RSS':>10}"
         )
         written = 0
         try:
             for step in steps:
                 await fill(settings, step - written)
                 written = step
-                last_cpu, last_wall = await per_fetch(broker, reader, written - 1, fetches)
-                end_cpu, end_wall = await per_fetch(broker, reader, written, fetches)
+                last_cpu, last_wall = await per_fetch(broker, at_offset, written - 1, fetches)
+                end_cpu, end_wall = await per_fetch(broker, at_offset, written, fetches)
+                far_cpu, far_wall = await per_fetch(broker, beyond_the_end, written, fetches)
                 rss = broker.memory_info().rss / 2**20
                 print(
                     f"{written:>8,}  {last_cpu:>19,.0f}  {last_wall:>7.2f}  "
-                    f"{end_cpu:>18,.0f}  {end_wall:>7.2f}  {rss:>7.0f} MiB",
+                    f"{end_cpu:>18,.0f}  {end_wall:>7.2f}  "
+                    f"{far_cpu:>17,.0f}  {far_wall:>7.2f}  {rss:>7.0f} MiB",
                     flush=True,
                 )
         finally:
-            await reader.close()
+            await at_offset.close()
+            await beyond_the_end.close()
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

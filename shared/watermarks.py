@@ -7,17 +7,16 @@ Its own consumer's next fetch would do, but a fetch that finds nothing new waits
 out the fetch wait on the broker first: Tansu holds it for its 5 ms whatever
 arrives (EMBEDDED_BROKER.md), and faust's consumer asks a real Kafka for 1.5 s.
 
-How. A fetch of each partition from the high watermark last seen, with the
-shortest wait a broker honours, answers with each partition's high watermark
-as of that fetch; the records it may bring are not read. Asking where the
-partition ended last time keeps the read cheap on the embedded broker, which
-lists every batch of a partition for a fetch that finds data (its cost grows
-with the log) but answers one that finds none from its watermark alone.
-ListOffsets would be the usual request for the end of a partition, but Tansu
-answers it wrongly (the first offset of the last batch + 1, see
-``broker_compat.end_offsets``); this fetch is right on both brokers. Concurrent
-readers share reads: ``after`` gives every caller the first read sent after its
-instant, one read in flight at a time.
+How. A fetch of each partition with the shortest wait a broker honours answers
+with each partition's high watermark as of that fetch; the records it may bring
+are not read. It asks from the high watermark last seen on a real Kafka, from
+beyond the end on the embedded broker, where that keeps it from listing the
+partition's batches (``broker_compat.watermark_read_offset``). ListOffsets
+would be the usual request for the end of a partition, but Tansu answers it
+wrongly (the first offset of the last batch + 1, see
+``broker_compat.end_offsets``). Concurrent readers share reads: ``after`` gives
+every caller the first read sent after its instant, one read in flight at a
+time.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from aiokafka import TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.fetch import FetchRequest
+from rtml.shared.broker_compat import watermark_read_offset
 
 # How long the broker may hold a read that finds nothing new: the shortest wait Tansu
 # answers at all (at 0 its answer names no partition).
@@ -52,7 +52,8 @@ class Watermarks:
 class WatermarkReader:
     """Reads partitions' high watermarks through a client of its own."""
 
-    def __init__(self, **client_kwargs: Any) -> None:
+    def __init__(self, *, embedded: bool, **client_kwargs: Any) -> None:
+        self._embedded = embedded
         self._client_kwargs = client_kwargs
         self._client: AIOKafkaClient | None = None
         self._latest: Watermarks | None = None
@@ -105,7 +106,7 @@ class WatermarkReader:
             if leader is None or leader == -1:
                 self._client.force_metadata_update()
                 raise kafka_errors.LeaderNotAvailableError(f"no leader for {tp}")
-            by_leader[leader].append((tp, highwater))
+            by_leader[leader].append((tp, watermark_read_offset(highwater, self._embedded)))
         leaders = list(by_leader)
         responses = await asyncio.gather(
             *(self._client.send(leader, _fetch(by_leader[leader])) for leader in leaders)

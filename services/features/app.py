@@ -87,6 +87,7 @@ from rtml.shared.logging import bind_request, get_logger, unbind_request
 from rtml.shared.settings import Settings
 from rtml.shared.tasks.registry import tasks
 from rtml.shared.timings import FEATURES, LOOKUP_FORWARD
+from rtml.shared.watermarks import WatermarkReader
 
 SERVICE = "features"
 log = get_logger(__name__)
@@ -218,7 +219,7 @@ class FeaturesWorker:
             embedded=settings.embedded,
             fetch_max_wait_ms=settings.features_fetch_max_wait_ms,
             freshness_wait_s=settings.features_freshness_wait_ms / 1000,
-            watermark_client=client_kwargs(settings),
+            watermarks=WatermarkReader(embedded=settings.embedded, **client_kwargs(settings)),
             **faust_options(settings),
             # the side port serves HTTP (shared health kit); faust's assignor still
             # tells every worker where the others' side ports are (table routing)

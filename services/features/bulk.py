@@ -210,7 +210,7 @@ class BulkApp(CompatApp):
         id: str,
         *,
         freshness_wait_s: float,
-        watermark_client: dict[str, Any],
+        watermarks: WatermarkReader,
         **options: Any,
     ) -> None:
         self.bulk_handlers: dict[str, BulkHandler] = {}
@@ -221,7 +221,7 @@ class BulkApp(CompatApp):
         self._freshness_moved = asyncio.Event()
         # lookups in applied_as_of now: the consumer then observes every fetch response
         self.lookups_waiting = 0
-        self.watermarks = WatermarkReader(**watermark_client)
+        self.watermarks = watermarks
         self._proving: asyncio.Future[None] | None = None
         super().__init__(id, **options)
 

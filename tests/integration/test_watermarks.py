@@ -24,7 +24,7 @@ async def topic(settings: Settings) -> str:
 
 @pytest.fixture
 async def reader(settings: Settings):
-    reader = WatermarkReader(**client_kwargs(settings))
+    reader = WatermarkReader(embedded=settings.embedded, **client_kwargs(settings))
     await reader.start()
     yield reader
     await reader.close()

@@ -7,9 +7,10 @@ the partition's watermark alone. In this one invocation, on a fresh embedded
 broker: one partition is filled with single-record batches (a producer that sends
 one record at a time, as rtml's services do at low rates) in steps; at each step,
 the broker's CPU (psutil, user + system) and the wall time per fetch, averaged
-over FETCHES fetches: of the last record, at the end (nothing new), and from
-beyond the end (how the features worker reads a partition's end on the embedded
-broker, ``shared/watermarks.py``); and the broker's RSS.
+over FETCHES fetches: of the last record, at the end (nothing new), and a read of
+the partition's end as the features worker makes it on the embedded broker
+(``shared/watermarks.py``: from beyond the end, with the anchor's record); and
+the broker's RSS.
 
 Usage: python -m benchmarks.broker_log [--steps 1000,5000,20000] [--fetches 200]
 """
@@ -18,16 +19,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import time
+from collections.abc import Awaitable, Callable
 
 import psutil
 from aiokafka import TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.protocol.fetch import FetchRequest
 from rtml.shared import topics
 from rtml.shared.embedded_broker import EmbeddedBroker, free_port
 from rtml.shared.kafka import client_kwargs, ensure_topics, start_producer
 from rtml.shared.settings import Settings
-from rtml.shared.watermarks import WatermarkReader
+from rtml.shared.watermarks import READ_WAIT_MS, WatermarkReader
 
 from benchmarks._common import machine
 
@@ -54,15 +59,13 @@ async def fill(settings: Settings, count: int) -> None:
 
 
 async def per_fetch(
-    broker: psutil.Process, reader: WatermarkReader, offset: int, fetches: int
+    broker: psutil.Process, fetch: Callable[[], Awaitable[object]], fetches: int
 ) -> tuple[float, float]:
-    """Broker CPU µs and wall ms per fetch of the partition by ``reader``, from
-    ``offset`` unless it reads from beyond the end."""
-    tp = TopicPartition(TOPIC.name, 0)
+    """Broker CPU µs and wall ms per ``fetch()``."""
     cpu = sum(broker.cpu_times()[:2])
     started = time.perf_counter()
     for _ in range(fetches):
-        await reader.read({tp: offset})
+        await fetch()
     wall = time.perf_counter() - started
     return (sum(broker.cpu_times()[:2]) - cpu) / fetches * 1e6, wall / fetches * 1e3
 
@@ -74,34 +77,44 @@ async def run(steps: list[int], fetches: int) -> None:
         broker = psutil.Process(embedded.process.pid)
         settings = Settings(kafka_port=embedded.port, kafka_flavor="embedded")
         await ensure_topics(settings, [TOPIC])
-        # a reader that asks from the offset it is given, as on a real Kafka
-        at_offset = WatermarkReader(embedded=False, **client_kwargs(settings))
-        beyond_the_end = WatermarkReader(embedded=True, **client_kwargs(settings))
-        await at_offset.start()
-        await beyond_the_end.start()
+        client = AIOKafkaClient(**client_kwargs(settings))
+        await client.bootstrap()
+        await client.add_topic(TOPIC.name)
+        tp = TopicPartition(TOPIC.name, 0)
+        leader = client.cluster.leader_for_partition(tp)
+
+        def fetch_from(offset: int) -> Callable[[], Awaitable[object]]:
+            # one byte: one batch at most; the 1 ms wait of a read
+            request = FetchRequest(READ_WAIT_MS, 1, 1, 0, [(TOPIC.name, [(0, offset, 1)])])
+            return lambda: client.send(leader, request)
+
+        reader = WatermarkReader(settings)
+        await reader.start()
         print(
             f"{'batches':>8}  {'last record: CPU us':>19}  {'wall ms':>7}  "
             f"{'at the end: CPU us':>18}  {'wall ms':>7}  "
-            f"{'beyond it: CPU us':>17}  {'wall ms':>7}  {'broker RSS':>10}"
+            f"{'read: CPU us':>12}  {'wall ms':>7}  {'broker RSS':>10}"
         )
         written = 0
         try:
             for step in steps:
                 await fill(settings, step - written)
                 written = step
-                last_cpu, last_wall = await per_fetch(broker, at_offset, written - 1, fetches)
-                end_cpu, end_wall = await per_fetch(broker, at_offset, written, fetches)
-                far_cpu, far_wall = await per_fetch(broker, beyond_the_end, written, fetches)
+                last_cpu, last_wall = await per_fetch(broker, fetch_from(written - 1), fetches)
+                end_cpu, end_wall = await per_fetch(broker, fetch_from(written), fetches)
+                far_cpu, far_wall = await per_fetch(
+                    broker, functools.partial(reader.read, {tp: written}), fetches
+                )
                 rss = broker.memory_info().rss / 2**20
                 print(
                     f"{written:>8,}  {last_cpu:>19,.0f}  {last_wall:>7.2f}  "
                     f"{end_cpu:>18,.0f}  {end_wall:>7.2f}  "
-                    f"{far_cpu:>17,.0f}  {far_wall:>7.2f}  {rss:>7.0f} MiB",
+                    f"{far_cpu:>12,.0f}  {far_wall:>7.2f}  {rss:>7.0f} MiB",
                     flush=True,
                 )
         finally:
-            await at_offset.close()
-            await beyond_the_end.close()
+            await reader.close()
+            await client.close()
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

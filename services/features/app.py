@@ -82,7 +82,7 @@ from rtml.shared.contracts import PredictRequest, decode, encode
 from rtml.shared.errors import ContractError
 from rtml.shared.faust_worker import recovered_and_assigned, tables_recovered
 from rtml.shared.features.records import BatchFeatureRecord
-from rtml.shared.kafka import DlqWriter, client_kwargs, partition_of
+from rtml.shared.kafka import DlqWriter, partition_of
 from rtml.shared.logging import bind_request, get_logger, unbind_request
 from rtml.shared.settings import Settings
 from rtml.shared.tasks.registry import tasks
@@ -219,7 +219,7 @@ class FeaturesWorker:
             embedded=settings.embedded,
             fetch_max_wait_ms=settings.features_fetch_max_wait_ms,
             freshness_wait_s=settings.features_freshness_wait_ms / 1000,
-            watermarks=WatermarkReader(embedded=settings.embedded, **client_kwargs(settings)),
+            watermarks=WatermarkReader(settings),
             **faust_options(settings),
             # the side port serves HTTP (shared health kit); faust's assignor still
             # tells every worker where the others' side ports are (table routing)

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from aiokafka import TopicPartition
 from rtml.shared import topics
-from rtml.shared.kafka import client_kwargs, ensure_topics, start_producer
+from rtml.shared.kafka import ensure_topics, start_producer
 from rtml.shared.settings import Settings
 from rtml.shared.watermarks import WatermarkReader
 
@@ -24,7 +24,7 @@ async def topic(settings: Settings) -> str:
 
 @pytest.fixture
 async def reader(settings: Settings):
-    reader = WatermarkReader(embedded=settings.embedded, **client_kwargs(settings))
+    reader = WatermarkReader(settings)
     await reader.start()
     yield reader
     await reader.close()

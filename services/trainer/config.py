@@ -65,10 +65,15 @@ class TrainerSettings(BaseSettings):
         default=600, ge=1, description="labelled examples after each fine-tune of a drift "
         "episode (kept or dropped) before the episode checks the champion's error again"
     )  # fmt: skip
-    drift_episode_tolerance: float = Field(
-        default=0.75, ge=0, description="a drift episode ends when the champion's mean error "
-        "over those examples is within this many standard deviations of the error before the "
-        "drift; otherwise it fine-tunes again"
+    drift_episode_significance: float = Field(
+        default=0.01, gt=0, lt=1, description="a drift episode fine-tunes again while a "
+        "one-sided Welch test says the champion's mean error over those examples is off the "
+        "error before the drift (by more than RTML_DRIFT_EPISODE_MARGIN) with a p-value below "
+        "this; otherwise it ends"
+    )  # fmt: skip
+    drift_episode_margin: float = Field(
+        default=0.0, ge=0, description="standard deviations of the error before the drift "
+        "within which a drift episode's champion counts as back whatever the test says"
     )  # fmt: skip
     drift_episode_fine_tunes: int = Field(
         default=8, ge=1, description="fine-tunes a drift episode runs at most (the first "

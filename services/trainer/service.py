@@ -118,7 +118,8 @@ class Trainer:
                 return None
             self._episode = Episode(
                 signal.trigger, signal.reference, every=self.settings.drift_follow_up_examples,
-                tolerance=self.settings.drift_episode_tolerance,
+                margin=self.settings.drift_episode_margin,
+                significance=self.settings.drift_episode_significance,
                 bound=self.settings.drift_episode_fine_tunes,
             )  # fmt: skip
             log.info("drift_episode_started", trigger=signal.trigger.text,

@@ -158,6 +158,8 @@ class Episode:
 
     trigger: Trigger  # what fired; a follow-up carries it with its number
     reference: Level
+    # the label time of the firing: a follow-up fine-tunes on every example since
+    since_ts: float
     every: int
     margin: float
     significance: float

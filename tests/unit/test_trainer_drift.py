@@ -51,8 +51,8 @@ def test_the_residual_is_signed() -> None:
 
 def episode(bound: int = 5, every: int = 3, margin: float = 0.0) -> Episode:
     return Episode(
-        DRIFT, Level(mean=1.0, spread=2.0, count=2000), every=every, margin=margin,
-        significance=0.01, bound=bound,
+        DRIFT, Level(mean=1.0, spread=2.0, count=2000), since_ts=0.0, every=every,
+        margin=margin, significance=0.01, bound=bound,
     )  # fmt: skip
 
 

@@ -208,6 +208,11 @@ async def test_a_drift_episode_fine_tunes_until_the_error_is_back_or_its_bound(
     ]
     # one episode, whose level before the drift stayed the same across its champions
     assert len(set(references)) == 1
+    # its follow-ups learn from every example since the firing, the first fine-tune's too
+    first, *follow_ups = (record.data_range for record in announced.registered)
+    for data in follow_ups:
+        assert first["since_label_ts"] < data["since_label_ts"] < first["until_label_ts"]
+    assert len({data["since_label_ts"] for data in follow_ups}) <= 1
     assert REGISTRY.get_sample_value("rtml_trainer_drift_episodes_total", {"end": end}) == ended + 1
 
 

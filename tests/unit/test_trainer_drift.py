@@ -56,6 +56,10 @@ def episode(bound: int = 5, every: int = 3, margin: float = 0.0) -> Episode:
     )  # fmt: skip
 
 
+def follow_up(number: int) -> Trigger:
+    return DRIFT.model_copy(update={"follow_up": number})
+
+
 def feed(episode: Episode, errors: list[float]) -> list[Trigger | None]:
     return [episode.observe(error) for error in errors]
 
@@ -66,12 +70,12 @@ def test_an_episode_fine_tunes_again_every_so_many_labels_while_the_error_stays_
     assert feed(adapting, [5.0, 5.1, 4.9]) == [
         None,
         None,
-        DRIFT.model_copy(update={"follow_up": 1}),
+        follow_up(1),
     ]
     # until a fine-tune starts and ends, every example asks again
-    assert adapting.observe(5.0) == DRIFT.model_copy(update={"follow_up": 1})
+    assert adapting.observe(5.0) == follow_up(1)
     adapting.fine_tuned()  # kept or dropped by the holdout gate: the count starts again
-    assert feed(adapting, [-4.0, -4.1, -3.9])[-1] == DRIFT.model_copy(update={"follow_up": 2})
+    assert feed(adapting, [-4.0, -4.1, -3.9])[-1] == follow_up(2)
     assert adapting.ended is None
 
 
@@ -79,7 +83,7 @@ def test_a_dropped_fine_tune_is_retried_after_the_same_count() -> None:
     adapting = episode()
     adapting.fine_tuned()  # dropped: the champion, and its error, are the same
     assert feed(adapting, [5.0, 5.1]) == [None, None]
-    assert adapting.observe(4.9) == DRIFT.model_copy(update={"follow_up": 1})
+    assert adapting.observe(4.9) == follow_up(1)
 
 
 def residuals(shift: float, labels: int, seed: int) -> list[float]:
@@ -92,9 +96,7 @@ def test_a_biased_error_keeps_the_episode_going_and_an_unbiased_one_ends_it(seed
     # a quarter of a spread over 600 labels: ~6 standard errors off, far outside chance
     biased = episode(every=600)
     biased.fine_tuned()
-    assert feed(biased, residuals(0.5, 600, seed))[-1] == DRIFT.model_copy(
-        update={"follow_up": 1}
-    )
+    assert feed(biased, residuals(0.5, 600, seed))[-1] == follow_up(1)
     unbiased = episode(every=600)
     unbiased.fine_tuned()
     assert feed(unbiased, residuals(0.0, 600, seed)) == [None] * 600
@@ -111,7 +113,7 @@ def test_the_evidence_grows_with_the_labels_averaged() -> None:
     assert few.ended == "recovered"
     many = episode(every=2000)
     many.fine_tuned()
-    assert feed(many, shift * 100)[-1] == DRIFT.model_copy(update={"follow_up": 1})
+    assert feed(many, shift * 100)[-1] == follow_up(1)
 
 
 def test_a_shift_within_the_margin_ends_the_episode_however_many_labels() -> None:
@@ -121,9 +123,7 @@ def test_a_shift_within_the_margin_ends_the_episode_however_many_labels() -> Non
     assert adapting.ended == "recovered"
     beyond = episode(every=5000, margin=0.5)
     beyond.fine_tuned()
-    assert feed(beyond, residuals(-1.4, 5000, 3))[-1] == DRIFT.model_copy(
-        update={"follow_up": 1}
-    )
+    assert feed(beyond, residuals(-1.4, 5000, 3))[-1] == follow_up(1)
 
 
 def test_an_episode_that_ended_asks_for_nothing_more() -> None:
@@ -137,7 +137,7 @@ def test_an_episode_that_ended_asks_for_nothing_more() -> None:
 def test_an_episode_ends_at_its_bound_of_fine_tunes() -> None:
     adapting = episode(bound=2)
     adapting.fine_tuned()
-    assert feed(adapting, [9.0, 9.1, 8.9])[-1] == DRIFT.model_copy(update={"follow_up": 1})
+    assert feed(adapting, [9.0, 9.1, 8.9])[-1] == follow_up(1)
     adapting.fine_tuned()
     assert feed(adapting, [9.0, 9.1, 8.9]) == [None, None, None]
     assert adapting.ended == "bound"

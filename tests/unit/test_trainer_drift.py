@@ -105,8 +105,8 @@ def test_a_biased_error_keeps_the_episode_going_and_an_unbiased_one_ends_it(seed
 
 def test_the_evidence_grows_with_the_labels_averaged() -> None:
     # the same mean shift: within chance over 20 labels, far outside it over 2,000
-    shift = [1.5 + e for e in residuals(0.0, 20, 7)]
-    shift = [e - np.mean(shift) + 1.5 for e in shift]  # mean exactly 1.5: half a spread off
+    noise = np.random.default_rng(7).normal(0.0, 2.0, 20)
+    shift = list(noise - noise.mean() + 1.5)  # mean exactly 1.5: a quarter of a spread off
     few = episode(every=20)
     few.fine_tuned()
     feed(few, shift)

@@ -166,8 +166,8 @@ class Trainer:
     async def fine_tune(self, trigger: Trigger, drift: bool = False) -> ModelRecord | None:
         """A fine-tune of the champion on the examples newer than its own; ``drift``: one
         of the drift episode's, whose follow-ups fine-tune on every example labelled since
-        the drift fired (the episode's window: one follow-up's 600 labels alone made a
-        noisier model, BENCHMARKS.md)."""
+        the drift fired (on the labels since their parent alone, 600 a follow-up, the
+        episodes did worse on the exploration seeds: BENCHMARKS.md)."""
         champion = self.store.champion(self.settings.task)
         if champion is None:
             log.info("fine_tune_skipped", trigger=trigger.text, reason="no champion yet")

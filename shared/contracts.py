@@ -254,8 +254,8 @@ class Trigger(BaseModel):
     # input_drift: the feature that moved
     feature: str | None = Field(default=None, max_length=128)
     # the n-th follow-up fine-tune of a drift's episode: after the episode's last fine-tune
-    # (kept or dropped) the champion's error was not yet back to its level before the drift
-    # (services/trainer/drift.py's Episode)
+    # (kept or dropped) the champion's error was still off its level before the drift, by
+    # the episode's test (services/trainer/drift.py's Episode)
     follow_up: int = Field(default=0, ge=0)
 
     @property

@@ -60,15 +60,25 @@ class TrainerSettings(BaseSettings):
     )  # fmt: skip
     # a drift episode: the world a drift fine-tune adapts to may still be moving, a lasting
     # shift is learnt as its labels come, and a fine-tune the holdout gate dropped is tried
-    # again (services/trainer/drift.py's Episode)
+    # again, while the error is off its level before the drift by more than chance
+    # (services/trainer/drift.py's Episode)
     drift_follow_up_examples: int = Field(
-        default=600, ge=1, description="labelled examples after each fine-tune of a drift "
-        "episode (kept or dropped) before the episode checks the champion's error again"
+        default=600, ge=2, description="labelled examples after each fine-tune of a drift "
+        "episode (kept or dropped) before the episode tests the champion's error again; a "
+        "follow-up fine-tunes on every example labelled since the drift fired"
     )  # fmt: skip
-    drift_episode_tolerance: float = Field(
-        default=0.75, ge=0, description="a drift episode ends when the champion's mean error "
-        "over those examples is within this many standard deviations of the error before the "
-        "drift; otherwise it fine-tunes again"
+    drift_episode_significance: float = Field(
+        default=0.01, gt=0, lt=1, description="a drift episode fine-tunes again while a "
+        "one-sided Welch test says the champion's mean error over those examples is off the "
+        "error before the drift (by more than RTML_DRIFT_EPISODE_MARGIN) with a p-value below "
+        "this; otherwise it ends"
+    )  # fmt: skip
+    # 0.5: a calm day's dinner peak biases a model that never saw one by 0.25-0.4 of a
+    # spread, a real bias that a margin of 0.25 fine-tuned for (2.8 calm trainings of 7
+    # on the exploration seeds against 1.4; BENCHMARKS.md)
+    drift_episode_margin: float = Field(
+        default=0.5, ge=0, description="standard deviations of the error before the drift "
+        "within which a drift episode's champion counts as back whatever the test says"
     )  # fmt: skip
     drift_episode_fine_tunes: int = Field(
         default=8, ge=1, description="fine-tunes a drift episode runs at most (the first "

@@ -18,7 +18,10 @@ for a delivery time (storms, slow kitchens) moves the error by minutes, not by
 percent.
 
 A detection gives the level of the error before the drift; the ``Episode`` it starts
-fine-tunes again, across the champions it makes, until the error is back to it.
+fine-tunes again, across the champions it makes, while the champion's error stays off
+that level by more than chance: a Welch test of the mean of the labels since its last
+fine-tune against the level's, so the evidence grows with the labels it averages (600
+labels average one delivery's noise down ~25-fold).
 """
 
 from __future__ import annotations
@@ -29,19 +32,30 @@ from dataclasses import dataclass, field
 import numpy as np
 from river import drift, stats
 from rtml.shared.contracts import Trigger
+from scipy.stats import ttest_ind_from_stats
 
 
 @dataclass(frozen=True)
 class Level:
     """Where the watched error stood: its mean and spread (standard deviation) over
-    ADWIN's window of a champion's examples."""
+    ``count`` of a champion's examples in ADWIN's window."""
 
     mean: float
     spread: float
+    count: float
 
-    def holds(self, mean: float, tolerance: float) -> bool:
-        """Whether a later mean is back within ``tolerance`` spreads of this one."""
-        return abs(mean - self.mean) <= tolerance * self.spread
+    def departed(self, later: stats.Var, margin: float, significance: float) -> bool:
+        """Whether the mean of ``later`` errors is off this level by more than ``margin``
+        spreads, with a one-sided Welch test's p-value below ``significance``."""
+        above = later.mean.get() > self.mean
+        # the edge of the band of ``margin`` spreads around the level on the side the
+        # later mean moved to
+        edge = self.mean + (margin if above else -margin) * self.spread
+        test = ttest_ind_from_stats(
+            later.mean.get(), math.sqrt(later.get()), later.mean.n, edge, self.spread,
+            self.count, equal_var=False, alternative="greater" if above else "less",
+        )  # fmt: skip
+        return bool(test.pvalue < significance)
 
 
 @dataclass(frozen=True)
@@ -111,12 +125,13 @@ class DriftMonitor:
             # error before the drift, the window just before the cut its spread
             dropped = width + 1 - self._error.width
             mean = (total + error - self._error.total) / dropped
-            return DriftSignal(trigger, ts, self._observed, Level(mean, before.spread))
+            level = Level(mean, before.spread, dropped)
+            return DriftSignal(trigger, ts, self._observed, level)
         return DriftSignal(trigger, ts, self._observed, self._window())
 
     def _window(self) -> Level:
         width = max(self._error.width, 1.0)
-        return Level(self._error.estimation, math.sqrt(self._error.variance / width))
+        return Level(self._error.estimation, math.sqrt(self._error.variance / width), width)
 
 
 def feature_baseline(
@@ -137,33 +152,37 @@ def residual(prediction: float, label: float) -> float:
 class Episode:
     """A drift's adaptation, across the champions it makes: after each of its fine-tunes
     (kept or dropped by the holdout gate) it waits ``every`` labelled examples, then
-    either ends, the champion's error being back within ``tolerance`` spreads of the
-    error before the drift, or asks for another fine-tune; ``bound`` fine-tunes at most."""
+    asks for another fine-tune while the champion's mean error over them is off the
+    error before the drift (``Level.departed``: by more than ``margin`` spreads, at
+    ``significance``), or else ends; ``bound`` fine-tunes at most."""
 
     trigger: Trigger  # what fired; a follow-up carries it with its number
     reference: Level
+    # the label time of the firing: a follow-up fine-tunes on every example since
+    since_ts: float
     every: int
-    tolerance: float
+    margin: float
+    significance: float
     bound: int
     fine_tunes: int = 0
     # why it ended: recovered, or bound; None while it lasts
     ended: str | None = None
     # the champion's error since the episode's last fine-tune ended
-    _since: stats.Mean = field(default_factory=stats.Mean, init=False)
+    _since: stats.Var = field(default_factory=stats.Var, init=False)
 
     def fine_tuned(self) -> None:
         """One of its fine-tunes ended, kept or not: the next count starts now."""
         self.fine_tunes += 1
-        self._since = stats.Mean()
+        self._since = stats.Var()
 
     def observe(self, error: float) -> Trigger | None:
         """The current champion's error on one labelled example; the trigger of the
         episode's next fine-tune when it is due (until one starts, every later example
         asks again)."""
         self._since.update(error)
-        if self.ended is not None or self._since.n < self.every:
+        if self.ended is not None or self._since.mean.n < self.every:
             return None
-        if self.reference.holds(self._since.get(), self.tolerance):
+        if not self.reference.departed(self._since, self.margin, self.significance):
             self.ended = "recovered"
         elif self.fine_tunes >= self.bound:
             self.ended = "bound"

@@ -98,12 +98,14 @@ def table_candidate(
 
 
 def fine_tune_candidate(
-    warehouse: Warehouse, store: ModelStore, parent_version: str, rounds: int | None = None
-) -> Candidate:
-    """Stage 3/4: warm-start from ``parent_version`` on examples newer than its range only."""
+    warehouse: Warehouse, store: ModelStore, parent_version: str,
+    since_ts: float | None = None, rounds: int | None = None,
+) -> Candidate:  # fmt: skip
+    """Stage 3/4: warm-start from ``parent_version`` on the examples labelled since
+    ``since_ts``, by default those newer than its range only."""
     parent, record = store.load(parent_version)
     model = task_spec(record.task).model
-    since = record.data_range.get("until_label_ts")
+    since = record.data_range.get("until_label_ts") if since_ts is None else since_ts
     table = _enough(warehouse.read(record.task, since_ts=since), record.task)
     train, holdout = split_holdout(len(table))
     run = fine_tune(

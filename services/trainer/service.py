@@ -117,8 +117,10 @@ class Trainer:
             if signal is None:
                 return None
             self._episode = Episode(
-                signal.trigger, signal.reference, every=self.settings.drift_follow_up_examples,
-                tolerance=self.settings.drift_episode_tolerance,
+                signal.trigger, signal.reference, signal.at_ts,
+                every=self.settings.drift_follow_up_examples,
+                margin=self.settings.drift_episode_margin,
+                significance=self.settings.drift_episode_significance,
                 bound=self.settings.drift_episode_fine_tunes,
             )  # fmt: skip
             log.info("drift_episode_started", trigger=signal.trigger.text,
@@ -162,13 +164,19 @@ class Trainer:
             await self.fine_tune(trigger)
 
     async def fine_tune(self, trigger: Trigger, drift: bool = False) -> ModelRecord | None:
-        """A fine-tune of the champion; ``drift``: one of the drift episode's."""
+        """A fine-tune of the champion on the examples newer than its own; ``drift``: one
+        of the drift episode's, whose follow-ups fine-tune on every example labelled since
+        the drift fired (on the labels since their parent alone, 600 a follow-up, the
+        episodes did worse on the exploration seeds: BENCHMARKS.md)."""
         champion = self.store.champion(self.settings.task)
         if champion is None:
             log.info("fine_tune_skipped", trigger=trigger.text, reason="no champion yet")
             return None
+        episode = self._episode if drift and trigger.follow_up else None
+        since = episode.since_ts if episode is not None else None
         record = await self._train(
-            trigger, lambda: fine_tune_candidate(self.warehouse, self.store, champion.version)
+            trigger,
+            lambda: fine_tune_candidate(self.warehouse, self.store, champion.version, since),
         )
         if drift and self._episode is not None:
             self._episode.fine_tuned()

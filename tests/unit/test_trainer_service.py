@@ -171,22 +171,23 @@ async def test_a_drift_fine_tunes_the_champion_and_the_version_records_what_fire
 
 
 @pytest.mark.parametrize(
-    ("tolerance", "fine_tunes", "end"),
+    ("margin", "significance", "fine_tunes", "end"),
     [
-        # the error never gets back to its level before the swap: the bound ends it
-        (0.0, 3, "bound"),
+        # any error off its level before the swap passes the test: the bound ends it
+        (0.0, 0.999, 3, "bound"),
         # any error is within 100 spreads of it: the first check ends it
-        (100.0, 1, "recovered"),
+        (100.0, 0.01, 1, "recovered"),
     ],
 )
 async def test_a_drift_episode_fine_tunes_until_the_error_is_back_or_its_bound(
-    tmp_path: Path, tolerance: float, fine_tunes: int, end: str
+    tmp_path: Path, margin: float, significance: float, fine_tunes: int, end: str
 ) -> None:
     rng = np.random.default_rng(2)
     with binary_task.loaded() as spec:
         trainer, announced, champion = trainer_with_a_champion(
             tmp_path, spec.name, rng, drift_features=[], drift_follow_up_examples=150,
-            drift_episode_tolerance=tolerance, drift_episode_fine_tunes=3,
+            drift_episode_margin=margin, drift_episode_significance=significance,
+            drift_episode_fine_tunes=3,
         )  # fmt: skip
         X_new, y_new = binary_task.examples(1400, rng)
         y_new[300:] = 1.0 - y_new[300:]  # a lasting swap: each fine-tune still has much to learn
@@ -207,6 +208,11 @@ async def test_a_drift_episode_fine_tunes_until_the_error_is_back_or_its_bound(
     ]
     # one episode, whose level before the drift stayed the same across its champions
     assert len(set(references)) == 1
+    # its follow-ups learn from every example since the firing, the first fine-tune's too
+    first, *follow_ups = (record.data_range for record in announced.registered)
+    for data in follow_ups:
+        assert first["since_label_ts"] < data["since_label_ts"] < first["until_label_ts"]
+    assert len({data["since_label_ts"] for data in follow_ups}) <= 1
     assert REGISTRY.get_sample_value("rtml_trainer_drift_episodes_total", {"end": end}) == ended + 1
 
 

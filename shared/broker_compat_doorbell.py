@@ -14,6 +14,11 @@ hold up the next record behind it); a reader that knows of records its
 consumer has not fetched (the features worker, from a read of the partitions'
 ends) asks with ``fetch_soon``.
 
+While the doorbell plans a consumer's fetches, it also gives a fetch for records
+the consumer knows are there a long wait (``KNOWN_RECORDS_FETCH_WAIT_MS``): Tansu
+stops reading a partition when the wait runs out, and a long partition takes it
+longer than the usual 5 ms to read.
+
 The guarantee: a record acknowledged by the broker is fetched without waiting
 for the interval. A producer rings only after the broker acknowledged the
 send, and a consumer takes its mark of the rings before it sends a fetch; so a
@@ -356,7 +361,7 @@ class _LastFetch:
             state = assignment.state_value(TopicPartition(topic, partition))
             if state is None or state.highwater != offset:
                 return False
-            if asked_at_ms(state) != self.asked_ms:
+            if getattr(state, "rtml_asked_ms", None) != self.asked_ms:
                 return False  # its high watermark is not this fetch's
         return True
 
@@ -367,12 +372,6 @@ def _asks_for_known_records(key: frozenset[tuple[str, int, int]], assignment: An
         if state is not None and state.highwater is not None and offset < state.highwater:
             return True
     return False
-
-
-def asked_at_ms(partition_state: Any) -> int | None:
-    """When the fetch of a partition's last response was asked for (wall clock, ms),
-    where the doorbell runs; aiokafka itself keeps only when it came back."""
-    return getattr(partition_state, "rtml_asked_ms", None)
 
 
 def _fetch_key(request: Any) -> tuple[frozenset[tuple[str, int, int]], frozenset[str]]:

@@ -95,15 +95,15 @@ class WatermarkReader:
         shared by every caller whose instant it follows and whose partitions it
         covers."""
         while True:
-            latest = self._latest
+            latest, wanted = self._latest, last_seen()
             if (
                 latest is not None
                 and latest.asked_at > instant
-                and latest.marks.keys() >= last_seen().keys()
+                and latest.marks.keys() >= wanted.keys()
             ):
                 return latest
             if self._reading is None or self._reading.done():
-                self._reading = asyncio.ensure_future(self._read(last_seen()))
+                self._reading = asyncio.ensure_future(self._read(wanted))
             await asyncio.shield(self._reading)
 
     async def _read(self, last_seen: Mapping[TopicPartition, int]) -> Watermarks:

@@ -134,8 +134,14 @@ class Doorbell:
         directory.mkdir(mode=0o700, exist_ok=True)
         self._lock = threading.Lock()
         self._rings: Counter[str] = Counter()
-        # partitions -> the futures (with their loops) to resolve on a ring for one of them
-        self._waiters: list[tuple[frozenset[str], asyncio.AbstractEventLoop, asyncio.Future]] = []
+        # the futures to resolve on the next ring for one of their partitions, one per
+        # (partitions, mark, loop): a fetcher plans again on every wake-up of its loop,
+        # and each plan of an idle consumer asks for the same future, so there is one
+        # per idle consumer, not one per plan piling up until a ring (an idle topic's
+        # never came: the list grew by the second and each ring walked it all)
+        self._waiters: dict[
+            tuple[frozenset[str], int, asyncio.AbstractEventLoop], asyncio.Future
+        ] = {}
         self._listening: Path | None = None
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
@@ -179,9 +185,9 @@ class Doorbell:
         consumers of them (any thread)."""
         with self._lock:
             self._rings.update(partitions)
-            woken = [w for w in self._waiters if w[0] & partitions]
-            self._waiters = [w for w in self._waiters if not w[0] & partitions]
-        for _, loop, future in woken:
+            woken = [key for key in self._waiters if key[0] & partitions]
+            futures = [(key[2], self._waiters.pop(key)) for key in woken]
+        for loop, future in futures:
             with contextlib.suppress(RuntimeError):  # that loop has closed
                 loop.call_soon_threadsafe(_resolve, future)
 
@@ -194,13 +200,13 @@ class Doorbell:
         """A future of the running loop, done at the first ring for ``partitions``
         after ``mark`` (at once if there was one)."""
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        key = (partitions, mark, loop)
         with self._lock:
             if sum(self._rings[partition] for partition in partitions) != mark:
+                future = loop.create_future()
                 future.set_result(None)
-            else:
-                self._waiters = [w for w in self._waiters if not w[2].done()]
-                self._waiters.append((partitions, loop, future))
+            elif (future := self._waiters.get(key)) is None or future.done():
+                future = self._waiters[key] = loop.create_future()
         return future
 
     # -- ringing --------------------------------------------------------------

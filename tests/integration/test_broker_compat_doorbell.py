@@ -117,6 +117,25 @@ async def test_a_seek_fetches_without_a_ring(
         await consumer.stop()
 
 
+async def test_an_idle_consumer_waits_on_one_future_however_often_it_plans(
+    settings: Settings, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every interval fetch and every getmany wakes the fetcher, which plans again: each
+    # plan used to add a future that only a ring removed, so an idle topic's piled up
+    monkeypatch.setattr(broker_compat_doorbell, "IDLE_FETCH_INTERVAL_S", 0.02)
+    consumer = await idle_consumer(settings, topic)
+    doorbell = broker_compat_doorbell.doorbell_for(settings.bootstrap)
+    try:
+        fetches = FetchCounter(consumer)
+        for _ in range(20):
+            await consumer.getmany(timeout_ms=50)
+        assert fetches.count >= 10  # it planned, fetched and slept again that often
+        mine = [key for key in doorbell._waiters if key[0] & {f"{topic}:0", f"{topic}:1"}]
+        assert len(mine) == 1
+    finally:
+        await consumer.stop()
+
+
 def test_a_socket_nobody_reads_is_removed_by_the_next_ring(settings: Settings) -> None:
     doorbell = broker_compat_doorbell.doorbell_for(settings.bootstrap)
     dead = doorbell.directory / "dead-process.sock"

@@ -101,10 +101,16 @@ class Trainer:
         if signal is not None:
             DRIFTS.labels(signal.trigger.kind).inc()
         trigger = self._next_fine_tune(signal, error)
-        if trigger is not None and not self._training.locked():
+        if trigger is not None and not self._fine_tuning():
             task = asyncio.create_task(self.fine_tune(trigger, drift=True))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    def _fine_tuning(self) -> bool:
+        """Whether a training runs, or a drift fine-tune is started and not running yet:
+        the examples of a batch are observed without a pause between them, so an episode's
+        due follow-up, asked again by each, would otherwise start once per example."""
+        return self._training.locked() or bool(self._background)
 
     def _next_fine_tune(self, signal: DriftSignal | None, error: float) -> Trigger | None:
         """The trigger of a drift fine-tune due now, if any: a firing starts an

@@ -216,6 +216,31 @@ async def test_a_drift_episode_fine_tunes_until_the_error_is_back_or_its_bound(
     assert REGISTRY.get_sample_value("rtml_trainer_drift_episodes_total", {"end": end}) == ended + 1
 
 
+async def test_a_batch_of_examples_starts_one_fine_tune_at_a_time(tmp_path: Path) -> None:
+    # the service observes a fetched batch's examples one after another with no pause,
+    # so a follow-up that is due stays due for the rest of the batch
+    rng = np.random.default_rng(2)
+    with binary_task.loaded() as spec:
+        trainer, announced, champion = trainer_with_a_champion(
+            tmp_path, spec.name, rng, drift_features=[], drift_follow_up_examples=150,
+            drift_episode_margin=0.0, drift_episode_significance=0.999,
+            drift_episode_fine_tunes=3,
+        )  # fmt: skip
+        X_new, y_new = binary_task.examples(1400, rng)
+        y_new[300:] = 1.0 - y_new[300:]
+        later = examples(X_new, y_new, T_LABEL + 10_000, champion.version)
+        store_in(trainer.warehouse, later, 600)
+        most_started = 0
+        for start in range(0, len(later), 100):
+            for example in later[start : start + 100]:
+                await trainer.observe(example)
+                most_started = max(most_started, len(trainer._background))
+            await asyncio.gather(*trainer._background)
+    assert most_started == 1
+    follow_ups = [record.trigger.follow_up for record in announced.registered if record.trigger]
+    assert follow_ups == [0, 1, 2]
+
+
 async def test_a_drift_firing_counts_even_when_it_starts_no_fine_tune(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     with binary_task.loaded() as spec:

@@ -198,7 +198,8 @@ class Doorbell:
 
     def rung_future(self, partitions: frozenset[str], mark: int) -> asyncio.Future:
         """A future of the running loop, done at the first ring for ``partitions``
-        after ``mark`` (at once if there was one)."""
+        after ``mark`` (at once if there was one); the same one for every ask until
+        then."""
         loop = asyncio.get_running_loop()
         key = (partitions, mark, loop)
         with self._lock:

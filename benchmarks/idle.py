@@ -7,7 +7,9 @@ every service as processes), every ``/readyz`` waited for, then two windows:
 
   quiet  nothing sent at all, after SETTLE_S of rest
   load   ``rtml simulate`` driving the marketplace through ingestion: its events
-         plus RATE predict requests/s (one per order), measured after SETTLE_S
+         plus RATE predict requests/s (one per order), measured after
+         LOAD_RAMP_S (fixed, whatever SETTLE_S: the marketplace's order rate
+         follows its simulated hour, which the ramp moves on at 60x)
 
 Reported per window and per process (broker, supervisor, each service): user +
 system CPU in % of one core (psutil, process tree of ``rtml up``) and RSS at the
@@ -45,6 +47,9 @@ from rtml.tasks.eta.simulator.world import SimConfig, demand_multiplier
 READY_TIMEOUT_S = 180.0
 # the simulator's clock runs this much faster than the wall clock while it drives the load
 SPEEDUP = 60.0
+# from the start of the load to its window: the stack takes up the traffic, and the
+# marketplace (10 simulated minutes on) is still near the hour RATE is set for
+LOAD_RAMP_S = 10.0
 
 
 @dataclass
@@ -204,7 +209,7 @@ async def run(args: argparse.Namespace) -> list[Window]:
             # one predict request per order; the marketplace's demand follows the hour of day
             start = SimConfig().start_ts
             orders_per_hour = args.rate * 3600 / SPEEDUP / demand_multiplier(start)
-            hours = (args.settle_s + args.load_s + 30) * SPEEDUP / 3600
+            hours = (LOAD_RAMP_S + args.load_s + 30) * SPEEDUP / 3600
             load = subprocess.Popen(
                 rtml(
                     "simulate", "--seed", "1", "--speedup", str(SPEEDUP),
@@ -212,7 +217,7 @@ async def run(args: argparse.Namespace) -> list[Window]:
                 ),
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            await asyncio.sleep(args.settle_s)
+            await asyncio.sleep(LOAD_RAMP_S)
             loaded = await measure("load", root, args.load_s, env)
             return [quiet, loaded]
         finally:
@@ -230,7 +235,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quiet-s", type=float, default=20.0)
     parser.add_argument("--load-s", type=float, default=30.0)
-    parser.add_argument("--settle-s", type=float, default=10.0)
+    parser.add_argument("--settle-s", type=float, default=10.0,
+                        help="rest between every /readyz and the quiet window")  # fmt: skip
     parser.add_argument("--rate", type=float, default=10.0, help="predict requests per second")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -42,12 +42,16 @@ two hops of latency for nothing.
 
 Batch features are small and read whole by every worker (``batch_cache.py``).
 
-Failure handling. faust acks a record whose agent raises, so every agent
-catches per record and sends it to ``rtml.dlq`` with the reason (decode,
-schema, handler); events older than the allowed lateness go there with reason
-``late``. Processing is at least once (faust's exactly_once is not used):
-offsets are committed after the producer is flushed, and state absorbs
-redelivered events by id.
+Requests and lookup records are held until the events appended before them
+are applied (``freshness.py``), then handled a release at a time
+(``bulk.py``), like the events a fetch at a time: no faust agent is involved.
+
+Failure handling. A batch's records are acked together once its handler
+returns, so the handlers catch per record and send what fails to
+``rtml.dlq`` with the reason (decode, schema, handler); events older than the
+allowed lateness go there with reason ``late``. Processing is at least once
+(faust's exactly_once is not used): offsets are committed after the producer
+is flushed, and state absorbs redelivered events by id.
 """
 
 from __future__ import annotations
@@ -58,10 +62,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from faust.tables.table import Table
-from faust.types import TP, EventT, Message, StreamT
+from faust.types import TP, EventT, Message
 from rtml.services.features import metrics
 from rtml.services.features.batch_cache import BatchFeatureCache
-from rtml.services.features.bulk import BulkApp
+from rtml.services.features.bulk import BulkApp, HeldHandler, HeldRecord
 from rtml.services.features.handlers import (
     Lookup,
     account,
@@ -243,11 +247,10 @@ class FeaturesWorker:
             kind: self.app.topic(topic.name, **raw)
             for kind, topic in lookup_topics(settings).items()
         }
-        self.app.agent(self.app.topic(topics.PREDICT_REQUESTS.name, **raw), name="requests")(
-            self._agent(self._on_request)
-        )
-        for kind, topic in self.lookup_topics.items():
-            self.app.agent(topic, name=f"lookup-{kind}")(self._agent(self._on_lookup))
+        requests = self.app.topic(topics.PREDICT_REQUESTS.name, **raw)
+        self.app.held_topic(requests, self._each(self._on_request))
+        for topic in self.lookup_topics.values():
+            self.app.held_topic(topic, self._each(self._on_lookup))
         self.app.task(self._mark_started)
 
     # --- readiness ---------------------------------------------------------------------
@@ -298,41 +301,39 @@ class FeaturesWorker:
 
     # --- requests ----------------------------------------------------------------------
 
-    def _agent(
-        self, handle: Callable[[Message], Awaitable[None]]
-    ) -> Callable[[StreamT], Awaitable[None]]:
-        """An agent body that handles each record and sends what it cannot handle to the DLQ."""
+    def _each(self, handle: Callable[[HeldRecord], Awaitable[None]]) -> HeldHandler:
+        """A handler of released records that handles each in turn and sends what it
+        cannot handle to the DLQ."""
 
-        async def agent(stream: StreamT) -> None:
-            async for event in stream.events():
+        async def handle_each(records: list[HeldRecord]) -> None:
+            for record in records:
                 try:
-                    await handle(event.message)
+                    await handle(record)
                 except ContractError as exc:
-                    await self._dead_letter(event.message, exc, "schema" if exc.field else "decode")
-                except Exception as exc:  # faust would ack and drop it: keep it in the DLQ
-                    log.exception("request_failed", offset=event.message.offset)
-                    await self._dead_letter(event.message, exc, "handler")
+                    reason = "schema" if exc.field else "decode"
+                    await self._dead_letter(record.message, exc, reason)
+                except Exception as exc:  # acked with its batch: keep it in the DLQ
+                    log.exception("request_failed", offset=record.message.offset)
+                    await self._dead_letter(record.message, exc, "handler")
                 finally:
                     # the handler bound the id of the request it decoded (the lines above too)
                     unbind_request()
 
-        return agent
+        return handle_each
 
-    async def _on_request(self, message: Message) -> None:
-        request = decode(message.value or b"", PredictRequest)
+    async def _on_request(self, record: HeldRecord) -> None:
+        request = decode(record.message.value or b"", PredictRequest)
         assert isinstance(request, PredictRequest)
         bind_request(request.id)
-        arrival = self.app.arrival(message)
-        await self._continue(held(plan(request, arrival.seen_at), arrival.held_s))
+        await self._continue(held(plan(request, record.seen_at), record.held_s))
 
-    async def _on_lookup(self, message: Message) -> None:
+    async def _on_lookup(self, record: HeldRecord) -> None:
         # the lookup topics are partitioned like rtml.events: the entity lives here
-        lookup = Lookup.from_bytes(message.value or b"")
+        lookup = Lookup.from_bytes(record.message.value or b"")
         bind_request(lookup.request.id)
         if lookup.next_entity is None:
             raise ContractError("pending", "a lookup record with nothing left to look up")
-        arrival = self.app.arrival(message)
-        lookup = held(account(lookup, LOOKUP_FORWARD, arrival.seen_at), arrival.held_s)
+        lookup = held(account(lookup, LOOKUP_FORWARD, record.seen_at), record.held_s)
         await self._continue(self._look_up_here(lookup, "kafka"))
 
     async def _continue(self, lookup: Lookup) -> None:

@@ -5,27 +5,27 @@ stream and an event object, with two asyncio tasks per record to watch for a
 flow stop; measured on the embedded broker that caps an agent at 5-7k
 records/s even when it only decodes (``stream.take_events`` included), against
 100k+/s for a plain aiokafka loop that decodes the same records
-(``benchmarks/features.py``). The events topic of the features service carries
-most of the traffic and needs none of that per-record machinery: its handler
-works on batches anyway.
+(``benchmarks/features.py``). The features service's handlers work on batches
+anyway, and need none of that per-record machinery.
 
 What. ``BulkConsumer`` is faust's aiokafka consumer with two changes to its
 drain loop. Records of a topic registered with ``BulkApp.bulk_topic`` are
 collected while a fetched batch is drained and then given to that topic's
-handler in one call. Records of every other topic take faust's usual path,
-but only once the bulk topics are applied past them (``freshness.py``): a
-request never overtakes the events appended before it; when each was seen and
-how long it was held waits for its agent (``BulkApp.arrival``), whose timings
-tell that wait from the work. Table changelogs
-(recovery) are the exception: they go on at once. After the handler
-returns, each record is acked through faust's own bookkeeping, so commits
-(only of handled records, after the producer is flushed), rebalances, recovery
-and shutdown behave as for any agent: at least once. A flow stop (rebalance)
-cancels a running handler like it cancels a blocked agent; its records are not
-acked and come again, so a handler must make each state change and the record
-of it (a changelog send) in one step with no await between, and absorb repeats
-by id. Held records of an earlier generation are dropped: the rebalance reset the
-positions to the committed offsets, and they come again.
+handler in one call. Records of a topic registered with ``BulkApp.held_topic``
+are held until the bulk topics are applied past them (``freshness.py``): a
+request never overtakes the events appended before it. The barrier then
+releases them in the order they came, and they go to their topic's handler a
+release at a time, each with how long it was held, which tells that wait from
+the work. Table changelogs (recovery) take faust's usual path at once. After a
+handler returns, each of its records is acked through faust's own
+bookkeeping, so commits (only of handled records, after the producer is
+flushed), rebalances, recovery and shutdown behave as for any agent: at least
+once. A flow stop (rebalance) cancels a running handler like it cancels a
+blocked agent; its records are not acked and come again, so a handler must
+make each state change and the record of it (a changelog send) in one step
+with no await between, and absorb repeats by id. Held records of an earlier
+generation are dropped: the rebalance reset the positions to the committed
+offsets, and they come again.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
-from weakref import WeakKeyDictionary
 
 from aiokafka.errors import KafkaError
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -51,6 +50,19 @@ from rtml.shared.watermarks import WatermarkReader
 log = get_logger(__name__)
 
 BulkHandler = Callable[[list[Message]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRecord:
+    """A record the freshness barrier released: when the consumer handed it out of its
+    fetch (wall clock, epoch s), and how long the barrier then held it."""
+
+    message: Message
+    seen_at: float
+    held_s: float
+
+
+HeldHandler = Callable[[list[HeldRecord]], Awaitable[None]]
 
 # let other tasks run this often while draining a large batch, as faust does
 _YIELD_EVERY = 100
@@ -74,8 +86,8 @@ class BulkConsumer(CompatConsumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         app = cast(BulkApp, self.app)
         handlers = app.bulk_handlers
+        held = app.held_handlers
         barrier = app.barrier
-        changelogs = app.tables.changelog_topics
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
@@ -93,16 +105,16 @@ class BulkConsumer(CompatConsumer):
                             await self._add_gap(tp, r_offset + 1, offset)
                         if message.topic in handlers:
                             bulk.setdefault(message.topic, []).append(message)
-                        elif message.topic in changelogs:
+                        elif message.topic in held:
+                            barrier.hold(message, time.monotonic(), app.consumer_generation_id)
+                        else:
                             # table recovery reads state, not the events: nothing to wait for
                             await self.wait_first(self.callback(message), self.suspend_flow.wait())
-                        else:
-                            barrier.hold(message, time.monotonic(), app.consumer_generation_id)
                         set_read_offset(tp, offset)
                     # the read that proves held records goes out while the events apply
                     app.prove_held()
                     delivered = [
-                        await self._deliver_bulk(handlers[topic], messages)
+                        await self._deliver(handlers[topic](messages), messages)
                         for topic, messages in bulk.items()
                     ]
                     # a batch cut by a flow stop (rebalance) comes again: release nothing
@@ -129,8 +141,8 @@ class BulkConsumer(CompatConsumer):
         waiting = len(barrier) or cast(BulkApp, self.app).lookups_waiting
         return _POLL_WHILE_HOLDING_S if waiting else _POLL_S
 
-    async def _deliver_bulk(self, handler: BulkHandler, messages: list[Message]) -> bool:
-        handling = handler(messages)
+    async def _deliver(self, handling: Awaitable[None], messages: list[Message]) -> bool:
+        """Await a handler of ``messages``, then ack them; False when a flow stop cut it."""
         outcome = await self.wait_first(handling, self.suspend_flow.wait())
         if handling not in outcome.done:
             return False  # the flow stopped: nothing acked, the records come again
@@ -142,16 +154,23 @@ class BulkConsumer(CompatConsumer):
         return True
 
     async def _release(self, barrier: FreshnessBarrier[Message]) -> None:
-        app = cast(BulkApp, self.app)
-        for index, released in enumerate(barrier.release(time.monotonic())):
-            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
-                await asyncio.sleep(0)
+        """Hand the records the barrier lets go to their topics' handlers, in the order
+        they came, ``_YIELD_EVERY`` at most per call so that other tasks run between."""
+        released_at = time.time()
+        by_topic: dict[str, list[HeldRecord]] = {}
+        for released in barrier.release(time.monotonic()):
             metrics.HELD.labels("fresh" if released.proven else "waited_out").observe(
                 released.held_s
             )
-            app.arrived(released.record, released.held_s)
-            await self._maybe_commit()
-            await self.wait_first(self.callback(released.record), self.suspend_flow.wait())
+            record = HeldRecord(released.record, released_at - released.held_s, released.held_s)
+            by_topic.setdefault(record.message.topic, []).append(record)
+        handlers = cast(BulkApp, self.app).held_handlers
+        for topic, records in by_topic.items():
+            for start in range(0, len(records), _YIELD_EVERY):
+                chunk = records[start : start + _YIELD_EVERY]
+                handling = handlers[topic](chunk)
+                if not await self._deliver(handling, [record.message for record in chunk]):
+                    return  # the flow stopped: the rest comes again too
 
     def bulk_fetches(self) -> dict[TP, PartitionFetch]:
         """The fetch state of every bulk partition assigned now.
@@ -187,15 +206,6 @@ class BulkConsumer(CompatConsumer):
             await self.commit()
 
 
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """When the consumer handed a record out of its fetch (wall clock, epoch s), and how
-    long the freshness barrier then held it."""
-
-    seen_at: float
-    held_s: float
-
-
 class BulkTransport(CompatTransport):
     Consumer: ClassVar[type[faust_aiokafka.Consumer]] = BulkConsumer
 
@@ -214,10 +224,8 @@ class BulkApp(CompatApp):
         **options: Any,
     ) -> None:
         self.bulk_handlers: dict[str, BulkHandler] = {}
+        self.held_handlers: dict[str, HeldHandler] = {}
         self.barrier: FreshnessBarrier[Message] = FreshnessBarrier(freshness_wait_s)
-        # released records on their way to their agent; weak, so that one a flow stop
-        # keeps from its agent is forgotten with it
-        self._arrivals: WeakKeyDictionary[Message, Arrival] = WeakKeyDictionary()
         self._freshness_moved = asyncio.Event()
         # lookups in applied_as_of now: the consumer then observes every fetch response
         self.lookups_waiting = 0
@@ -227,18 +235,17 @@ class BulkApp(CompatApp):
 
     def bulk_topic(self, topic: TopicT, handler: BulkHandler) -> None:
         """Subscribe to ``topic`` and hand its records to ``handler`` a fetch at a time."""
+        self._subscribe(topic, self.bulk_handlers, handler)
+
+    def held_topic(self, topic: TopicT, handler: HeldHandler) -> None:
+        """Subscribe to ``topic``; hold its records until the bulk topics are applied
+        past them, then hand them to ``handler`` a release at a time."""
+        self._subscribe(topic, self.held_handlers, handler)
+
+    def _subscribe(self, topic: TopicT, handlers: dict[str, Any], handler: Any) -> None:
         for name in topic.topics:
-            self.bulk_handlers[name] = handler
+            handlers[name] = handler
         self.topics.add(topic)
-
-    def arrived(self, message: Message, held_s: float) -> None:
-        """Note that the barrier releases ``message`` now, after holding it ``held_s``."""
-        self._arrivals[message] = Arrival(time.time() - held_s, held_s)
-
-    def arrival(self, message: Message) -> Arrival:
-        """When the agent's ``message`` was seen and how long it was held. Only records
-        the barrier released reach the agents; any other counts as seen now."""
-        return self._arrivals.pop(message, None) or Arrival(time.time(), 0.0)
 
     def freshness_moved(self) -> None:
         self._freshness_moved.set()

@@ -64,7 +64,8 @@ class HeldRecord:
 
 HeldHandler = Callable[[list[HeldRecord]], Awaitable[None]]
 
-# let other tasks run this often while draining a large batch, as faust does
+# released records per handler call at most: between calls other tasks run (the side
+# port's lookups), as faust lets them every 100 records of a large batch
 _YIELD_EVERY = 100
 # how long a poll waits for records (faust's is a second): short, so that a lookup
 # over HTTP that arrives mid-poll learns soon that the bulk topics are applied (at

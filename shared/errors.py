@@ -17,6 +17,12 @@ class ContractError(RtmlError):
         where = f"{schema}." if schema else ""
         super().__init__(f"{where}{field or '<message>'}: {reason}")
 
+    @property
+    def dlq_reason(self) -> str:
+        """The reason ``rtml.dlq`` files it under: ``schema`` when a field broke its
+        contract, ``decode`` when the message could not be read at all."""
+        return "schema" if self.field else "decode"
+
 
 class BrokerUnavailable(RtmlError):
     """The Kafka bootstrap address never answered within the retry budget."""

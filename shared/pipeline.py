@@ -153,8 +153,7 @@ class Pipeline:
         try:
             return Incoming(decode(record.value, self._expect), record, seen_at)
         except ContractError as exc:
-            reason = "schema" if exc.field else "decode"
-            await self._dead_letter(record, exc, reason)
+            await self._dead_letter(record, exc, exc.dlq_reason)
             return None
 
     async def _handle(self, incoming: list[Incoming]) -> list[Outgoing]:

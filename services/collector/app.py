@@ -197,7 +197,7 @@ class CollectorWorker:
                 try:
                     rekeyed = rekey(message.value or b"")
                 except ContractError as exc:
-                    await self._dead_letter(message, exc, "schema" if exc.field else "decode")
+                    await self._dead_letter(message, exc, exc.dlq_reason)
                 except Exception as exc:  # faust would ack and drop it: keep it in the DLQ
                     log.exception("rekey_failed", source=source, offset=message.offset)
                     await self._dead_letter(message, exc, "handler")
@@ -228,7 +228,7 @@ class CollectorWorker:
             try:
                 await self._apply(message.partition, message.value or b"")
             except ContractError as exc:
-                await self._dead_letter(message, exc, "schema" if exc.field else "decode")
+                await self._dead_letter(message, exc, exc.dlq_reason)
             except Exception as exc:  # faust would ack and drop it: keep it in the DLQ
                 # the partition's state may hold half of this record: rebuild it from the tables
                 self._joins.pop(message.partition, None)

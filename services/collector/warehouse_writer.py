@@ -118,8 +118,7 @@ class WarehouseWriter:
             try:
                 example = decode(record.value or b"", TrainingExample)
             except ContractError as exc:
-                reason = "schema" if exc.field else "decode"
-                await self.dlq.send_record(record, exc, reason)
+                await self.dlq.send_record(record, exc, exc.dlq_reason)
                 continue
             assert isinstance(example, TrainingExample)
             located.append(Located(example, source_of(tp), record.offset))

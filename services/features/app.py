@@ -310,8 +310,7 @@ class FeaturesWorker:
                 try:
                     await handle(record)
                 except ContractError as exc:
-                    reason = "schema" if exc.field else "decode"
-                    await self._dead_letter(record.message, exc, reason)
+                    await self._dead_letter(record.message, exc, exc.dlq_reason)
                 except Exception as exc:  # acked with its batch: keep it in the DLQ
                     log.exception("request_failed", offset=record.message.offset)
                     await self._dead_letter(record.message, exc, "handler")

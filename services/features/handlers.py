@@ -75,7 +75,7 @@ def admit_events(states: EntityStates, raw_events: Sequence[bytes]) -> AdmittedB
             event = decode(raw, events)
             outcome = states.apply(event)
         except ContractError as exc:
-            batch.rejected.append(Rejected(index, "schema" if exc.field else "decode", str(exc)))
+            batch.rejected.append(Rejected(index, exc.dlq_reason, str(exc)))
             continue
         except Exception as exc:  # a bug on one event must not stop its partition
             batch.rejected.append(Rejected(index, "handler", f"{type(exc).__name__}: {exc}"))

@@ -114,8 +114,7 @@ class RewardFollower:
             try:
                 reward = cast(Reward, decode(record.value or b"", Reward))
             except ContractError as exc:
-                reason = "schema" if exc.field else "decode"  # as the shared Pipeline says
-                await self._reject(record, exc, reason, task="unknown")
+                await self._reject(record, exc, exc.dlq_reason, task="unknown")
                 continue
             try:
                 outcome = self._router.on_reward(

@@ -233,7 +233,7 @@ async def test_both_wirings_return_equal_predictions(tmp_path: Path) -> None:
             )
             # the benchmark's mode for a deployed stack, against this one
             against = await run_against(
-                by_name["ingestion"].url, Plan(20.0, 1.0, 0.0, 0.0, 0.0, 20000), settings
+                by_name["ingestion"].url, Plan(20.0, 1.0, 0.0, 0.0, 0.0, 0.0, 20000), settings
             )
 
     for wiring, answered in answers.items():

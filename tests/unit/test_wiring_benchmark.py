@@ -7,7 +7,16 @@ from dataclasses import asdict
 
 import pytest
 
-from benchmarks.wiring import Outcome, WiringResult, hop_table, hops_by_phase
+from benchmarks.wiring import (
+    PHASES,
+    Outcome,
+    Plan,
+    WiringResult,
+    burst_verdict,
+    hop_table,
+    hops_by_phase,
+    summarise,
+)
 
 
 def outcome(phase: str, timings_ms: dict[str, float] | None) -> Outcome:
@@ -64,3 +73,40 @@ def test_the_hop_table_has_a_row_per_hop_and_a_column_per_phase() -> None:
         json.loads(json.dumps(asdict(result)))["hops"]["recovery"]["lookup_forward"]["p50_ms"]
         == 3.0
     )
+
+
+def test_a_burst_is_judged_on_what_it_got_through_before_it_ended() -> None:
+    # 10/s steady for 2 s, 30/s burst for 1 s, then cooldown, outage, recovery
+    plan = Plan(10.0, 2.0, 1.0, 1.0, 1.0, 1.0, 3000)
+    assert [phase for phase, _, _ in plan.phases()] == list(PHASES)
+    outcomes = {}
+    for index, (offset, phase) in enumerate(plan.schedule()):
+        # every request takes 50 ms, but the last five of the burst are held by the
+        # outage and complete 3 s after it began
+        held = phase == "burst" and offset >= 2.0 + 25 / 30
+        done = 4.0 + 3.0 if held else offset + 0.05
+        outcomes[str(index)] = Outcome(phase, scheduled=100.0 + offset, status=202,
+                                       done_at=100.0 + done)  # fmt: skip
+
+    burst = summarise("event", plan, outcomes).phases["burst"]
+
+    assert burst["within/s"] == pytest.approx(25.0)  # 25 of its 30 in its one second
+    assert burst["left_at_end"] == 5
+    # the throughput to the last completion is stretched by the outage
+    assert burst["requests/s"] == pytest.approx(30 / 5.0)
+
+
+@pytest.mark.parametrize(
+    ("within", "left", "p99_ms", "verdict"),
+    [
+        (290.0, 60, 400.0, "met"),  # 60 in flight: 300/s x 0.4 s holds 120
+        (290.0, 150, 400.0, "MISSED"),  # more left than its p99 keeps in flight: a backlog
+        (240.0, 10, 400.0, "MISSED"),
+        (290.0, 10, 600.0, "MISSED"),
+    ],
+)
+def test_the_burst_verdict(within: float, left: int, p99_ms: float, verdict: str) -> None:
+    burst = {"within/s": within, "left_at_end": left, "p99_ms": p99_ms}
+    line = burst_verdict(Plan(100.0, 30.0, 10.0, 5.0, 10.0, 20.0, 3000), burst)
+    assert line.split(": ", 1)[1].startswith(verdict + " (")
+    assert "not measured" in burst_verdict(Plan(500.0, 1, 1, 1, 1, 1, 3000), burst)

@@ -630,6 +630,17 @@ async def paced(
     return n_events, n_requests
 
 
+def by_quarter(latencies: Sequence[float]) -> str:
+    """p50 / p99 of each quarter of ``latencies`` (in the order they completed): on the
+    embedded broker a fetch costs more the longer the partition (BENCHMARKS.md), so a
+    latency that grows through a run is the broker's, not the worker's."""
+    size = len(latencies) // 4
+    if size == 0:
+        return "-"
+    quarters = [latencies[i * size : (i + 1) * size] for i in range(4)]
+    return ", ".join(f"{statistics.median(q):.0f} / {percentile(q, 0.99):.0f}" for q in quarters)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
@@ -759,6 +770,7 @@ def full_run(
             f"p99 {percentile(ms, 0.99):.1f} ms ({len(ms):,} requests at {rq:.0f}/s, "
             f"events at {ev:.0f}/s)"
         )
+        print(f"  over the run, p50 / p99 ms by quarter: {by_quarter(ms)}")
     print(f"features worker peak RSS after the latency runs: {worker_rss:.1f} MiB")
 
 

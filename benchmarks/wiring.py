@@ -410,12 +410,12 @@ def summarise(wiring: str, plan: Plan, outcomes: dict[str, Outcome]) -> WiringRe
         # the throughput above runs to the phase's last completion, so one request held
         # over into the outage stretches it over the outage; what the phase itself got
         # through is what completed before it ended, and what it left is its backlog
-        end = first + starts[phase] + plan.durations()[PHASES.index(phase)]
+        duration = plan.durations()[PHASES.index(phase)]
         sent = [o for o in outcomes.values() if o.phase == phase]
-        in_time = sum(1 for o in mine if o.done_at <= end)  # type: ignore[operator]
+        in_time = sum(1 for o in mine if o.done_at <= first + starts[phase] + duration)  # type: ignore[operator]
         result.phases[phase] = {
             "requests/s": len(mine) / elapsed if elapsed > 0 else 0.0,
-            "within/s": in_time / plan.durations()[PHASES.index(phase)],
+            "within/s": in_time / duration if duration > 0 else 0.0,
             "left_at_end": len(sent) - in_time,
             "p50_ms": float(p50),
             "p95_ms": float(p95),

@@ -110,3 +110,16 @@ def test_the_burst_verdict(within: float, left: int, p99_ms: float, verdict: str
     line = burst_verdict(Plan(100.0, 30.0, 10.0, 5.0, 10.0, 20.0, 3000), burst)
     assert line.split(": ", 1)[1].startswith(verdict + " (")
     assert "not measured" in burst_verdict(Plan(500.0, 1, 1, 1, 1, 1, 3000), burst)
+
+
+def test_a_stream_without_a_burst_has_nothing_through_it() -> None:
+    # the steady phase alone, as --against runs it
+    plan = Plan(10.0, 1.0, 0.0, 0.0, 0.0, 0.0, 3000)
+    outcomes = {
+        str(i): Outcome("steady", scheduled=i / 10, status=200, done_at=i / 10 + 0.01)
+        for i in range(10)
+    }
+    phases = summarise("event", plan, outcomes).phases
+    assert phases["steady"]["within/s"] == pytest.approx(10.0)
+    assert phases["burst"]["within/s"] == 0.0
+    assert phases["burst"]["left_at_end"] == 0

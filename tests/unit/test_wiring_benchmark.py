@@ -85,8 +85,9 @@ def test_a_burst_is_judged_on_what_it_got_through_before_it_ended() -> None:
         # outage and complete 3 s after it began
         held = phase == "burst" and offset >= 2.0 + 25 / 30
         done = 4.0 + 3.0 if held else offset + 0.05
-        outcomes[str(index)] = Outcome(phase, scheduled=100.0 + offset, status=202,
-                                       done_at=100.0 + done)  # fmt: skip
+        outcomes[str(index)] = Outcome(
+            phase, scheduled=100.0 + offset, status=202, done_at=100.0 + done
+        )
 
     burst = summarise("event", plan, outcomes).phases["burst"]
 
@@ -109,6 +110,10 @@ def test_the_burst_verdict(within: float, left: int, p99_ms: float, verdict: str
     burst = {"within/s": within, "left_at_end": left, "p99_ms": p99_ms}
     line = burst_verdict(Plan(100.0, 30.0, 10.0, 5.0, 10.0, 20.0, 3000), burst)
     assert line.split(": ", 1)[1].startswith(verdict + " (")
+
+
+def test_the_burst_target_is_judged_at_a_steady_100_per_s_only() -> None:
+    burst = {"within/s": 1500.0, "left_at_end": 0, "p99_ms": 10.0}
     assert "not measured" in burst_verdict(Plan(500.0, 1, 1, 1, 1, 1, 3000), burst)
 
 

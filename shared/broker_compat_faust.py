@@ -59,6 +59,12 @@ killed with kill -9, and as commits stopped for good after a restart):
   suspend (a rebalance, which starts again from the committed offsets) clears
   the queues.
 
+And one delay taken out: faust's table manager idles a second before it
+registers the tables, for tables declared while the app starts. rtml's apps
+declare every table before (faust refuses one added later), so that second only
+postponed the group join of every start and restart (collector ready in 4.5 s
+instead of 3.5 s here).
+
 Everything else is faust's own. ``CompatApp`` is a ``faust.App`` that uses this
 transport; ``faust_options(settings)`` gives the broker settings of an app.
 """
@@ -72,6 +78,7 @@ from typing import Any, ClassVar, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust.tables import TableManager
 from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
@@ -233,6 +240,16 @@ class CompatProducer(faust_aiokafka.Producer):
         return producer
 
 
+class PromptTableManager(TableManager):
+    """faust's table manager without the idle second before it registers the tables
+    (see the module doc)."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
 class CompatTransport(faust_aiokafka.Transport):
     Consumer: ClassVar[type[faust_aiokafka.Consumer]] = CompatConsumer
     Producer: ClassVar[type[faust_aiokafka.Producer]] = CompatProducer
@@ -250,7 +267,7 @@ class CompatApp(WatchedApp):
         self.fetch_max_wait_ms = fetch_max_wait_ms or (
             broker_compat.EMBEDDED_FETCH_MAX_WAIT_MS if embedded else FAUST_FETCH_MAX_WAIT_MS
         )
-        super().__init__(id, **options)
+        super().__init__(id, **{"TableManager": PromptTableManager, **options})
 
     def fetch_soon(self) -> None:
         """Fetch now even if idle (an idle consumer on the embedded broker fetches

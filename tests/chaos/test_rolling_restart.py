@@ -155,8 +155,10 @@ def test_every_service_restarted_with_sigterm_under_load_loses_nothing(
         predictions = wait_for_outputs(settings, log, warehouse)
         stack.wait_ready(READY_TIMEOUT_S)
         # what the client's acknowledged sends put on the topics, to their ends
-        events = [m for _, m in asyncio.run(read_all(settings, topics.EVENTS.name))]
-        requests = [m for _, m in asyncio.run(read_all(settings, topics.PREDICT_REQUESTS.name))]
+        events = [m for _, m in asyncio.run(read_all(settings, topics.EVENTS.name)) if m]
+        requests = [
+            m for _, m in asyncio.run(read_all(settings, topics.PREDICT_REQUESTS.name)) if m
+        ]
         dead = asyncio.run(read_topic(settings, topics.DLQ.name, expected=0))
         lost = {r.id for r in log.requests} - {p.id for p in predictions}
         reached = asyncio.run(last_topic_reached(settings, lost)) if lost else {}

@@ -205,6 +205,12 @@ async def read_all(settings: Settings, topic: str) -> list[tuple[ConsumerRecord,
         await consumer.stop()
 
 
+async def read_messages(settings: Settings, topic: str) -> list[Message]:
+    """The messages of ``topic`` from the beginning to its end as of now; a record that
+    does not decode is left out (the services that consume it dead-lettered it)."""
+    return [message for _, message in await read_all(settings, topic) if message]
+
+
 async def _partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     await consumer.topics()  # loads the metadata partitions_for_topic reads
     return consumer.partitions_for_topic(topic) or set()

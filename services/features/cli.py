@@ -13,7 +13,7 @@ from rtml.shared.contracts import Message
 from rtml.shared.errors import RtmlError
 from rtml.shared.eventlog import read_event_log
 from rtml.shared.features.batch import compute_batch_features
-from rtml.shared.kafka import read_all
+from rtml.shared.kafka import read_messages
 from rtml.shared.settings import get_settings
 from rtml.shared.tasks.registry import tasks
 from rtml.shared.topics import EVENTS
@@ -62,6 +62,5 @@ def batch_features(log: Path | None, dry_run: bool) -> None:
 
 
 async def _events_on_topic() -> list[Message]:
-    """Every event on rtml.events, as of now (a record that does not decode is skipped:
-    the services that consume it dead-lettered it)."""
-    return [message for _, message in await read_all(get_settings(), EVENTS.name) if message]
+    """Every event on rtml.events, as of now (a record that does not decode is skipped)."""
+    return await read_messages(get_settings(), EVENTS.name)

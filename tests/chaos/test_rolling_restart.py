@@ -38,7 +38,7 @@ import pytest
 from rtml.shared import topics
 from rtml.shared.contracts import Message, PredictRequest
 from rtml.shared.embedded_broker import EmbeddedBroker
-from rtml.shared.kafka import read_all
+from rtml.shared.kafka import read_messages
 from rtml.shared.model_store import ModelStore
 from rtml.shared.settings import Settings
 from rtml.shared.warehouse import Warehouse
@@ -123,8 +123,8 @@ async def last_topic_reached(settings: Settings, ids: set[str]) -> dict[str, str
     """For requests that got no prediction: the furthest topic of the chain each is on."""
     reached = dict.fromkeys(ids, "nowhere")
     for topic in (topics.PREDICT_REQUESTS, topics.PREDICT_ENRICHED, topics.PREDICT_ROUTED):
-        on_topic = await read_all(settings, topic.name)
-        reached.update({m.id: topic.name for _, m in on_topic if m and m.id in ids})
+        on_topic = await read_messages(settings, topic.name)
+        reached.update({m.id: topic.name for m in on_topic if m.id in ids})
     return reached
 
 
@@ -155,10 +155,8 @@ def test_every_service_restarted_with_sigterm_under_load_loses_nothing(
         predictions = wait_for_outputs(settings, log, warehouse)
         stack.wait_ready(READY_TIMEOUT_S)
         # what the client's acknowledged sends put on the topics, to their ends
-        events = [m for _, m in asyncio.run(read_all(settings, topics.EVENTS.name)) if m]
-        requests = [
-            m for _, m in asyncio.run(read_all(settings, topics.PREDICT_REQUESTS.name)) if m
-        ]
+        events = asyncio.run(read_messages(settings, topics.EVENTS.name))
+        requests = asyncio.run(read_messages(settings, topics.PREDICT_REQUESTS.name))
         dead = asyncio.run(read_topic(settings, topics.DLQ.name, expected=0))
         lost = {r.id for r in log.requests} - {p.id for p in predictions}
         reached = asyncio.run(last_topic_reached(settings, lost)) if lost else {}

@@ -98,13 +98,13 @@ def test_every_service_kept_its_state_in_the_bucket_and_every_version_is_in_mlfl
     )
 
 
-def live_log(workdir: Path, regenerated: Path) -> Path:
+def live_log(folder: Path) -> Path:
     """The events the demo drove through the stack (the world after its warm-up),
-    regenerated: the simulator gives the same messages for the same config."""
+    regenerated in ``folder``: the simulator gives the same messages for the same config."""
     plan = PLANS[PLAN]
-    world = Marketplace(Demo(plan, SEED, regenerated, print).config)
+    world = Marketplace(Demo(plan, SEED, folder, print).config)
     list(world.run(plan.warmup_h * HOUR))
-    path = regenerated / "live.evl"
+    path = folder / "live.evl"
     write_event_log(path, world.run((plan.warmup_h + plan.live_h) * HOUR))
     return path
 
@@ -114,7 +114,7 @@ def test_rtml_skew_finds_no_mismatch_between_what_the_stack_logged_and_its_event
 ) -> None:
     # whatever the demo's verdict, what it logged must match
     skew = subprocess.run(
-        rtml("skew", "--task", "eta", "--event-log", str(live_log(short_demo.workdir, tmp_path)),
+        rtml("skew", "--task", "eta", "--event-log", str(live_log(tmp_path)),
              "--batch-log", str(short_demo.workdir / "warmup.evl")),
         env={**os.environ, "RTML_WAREHOUSE": f"{short_demo.storage}/warehouse"},
         capture_output=True, text=True, timeout=600,
